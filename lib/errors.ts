@@ -1,0 +1,43 @@
+export type ErrorCode =
+  | 'ERR_OPTIONS'
+  | 'ERR_SHAPE'
+  | 'ERR_DTYPE'
+  | 'ERR_DEVICE'
+  | 'ERR_DISPOSED'
+  | 'ERR_NONFINITE'
+  | 'ERR_OUT_OF_MEMORY'
+  | 'ERR_FILE'
+  | 'ERR_LIBTORCH';
+
+/** Every failure of this package, from TS validation or from native code, is one of these. */
+export class PerceptualLossError extends Error {
+  override readonly name = 'PerceptualLossError';
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** How a value reads in an error message. */
+export function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'bigint') return `${value}n`;
+  if (typeof value === 'function') return 'a function';
+  if (ArrayBuffer.isView(value)) return `a ${value.constructor.name} of length ${(value as Float32Array).length ?? value.byteLength}`;
+  if (Array.isArray(value)) return value.length > 8 ? `an array of length ${value.length}` : `[${value.map(show).join(', ')}]`;
+  if (value !== null && typeof value === 'object') {
+    const name = value.constructor?.name;
+    if (name && name !== 'Object') return `a ${name}`;
+    try {
+      const text = JSON.stringify(value);
+      return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+    } catch {
+      return 'an object';
+    }
+  }
+  return String(value);
+}

@@ -1,0 +1,23 @@
+import { loadBinding } from './binding';
+
+export { PerceptualLossError, type ErrorCode } from './errors';
+export { PerceptualLoss, PreparedTarget, type CallOptions, type Feature, type LossAndGrad, type LossTerm, type SegmentationOptions } from './loss';
+export type { HostTensor, LabelsLike, TensorLike } from './input';
+export type {
+  ArchName,
+  ArchSpec,
+  Criterion,
+  DeviceSpec,
+  Dtype,
+  InitScheme,
+  Layout,
+  PerceptualLossOptions,
+  PoolKind,
+  Reduction,
+  ResolvedOptions,
+} from './options';
+export { runtime, setNumThreads, type RuntimeInfo } from './runtime';
+export { Tensor, type TensorData, type TensorOptions } from './tensor';
+
+// Fail at require time, with the whole story, rather than at the first call.
+loadBinding();

@@ -1,0 +1,340 @@
+// PerceptualLoss: the typed API over the native loss.
+import { native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
+import { PerceptualLossError, show } from './errors';
+import { readImage, readLabels, sameShape, type ImageCheck, type LabelsLike, type Operand, type TensorLike } from './input';
+import {
+  resolveLayout,
+  resolveOptions,
+  validateSeed,
+  type Layout,
+  type ModuleInfo,
+  type PerceptualLossOptions,
+  type Resolved,
+  type ResolvedOptions,
+} from './options';
+import { readSafetensors, writeSafetensors, type NamedArray } from './safetensors';
+import { Tensor } from './tensor';
+
+export interface CallOptions {
+  /** Overrides the loss's `layout` for this call. */
+  layout?: Layout;
+}
+
+export interface SegmentationOptions extends CallOptions {
+  /** Label value whose pixels are left out of both pred and target. Default 255. */
+  ignoreIndex?: number;
+}
+
+/** One tap's share of the loss: featureWeight * w * D and styleWeight * w * D(Gram). */
+export interface LossTerm {
+  name: string;
+  feature: number;
+  style: number;
+}
+
+export interface LossAndGrad<G> {
+  /** A number, or one value per sample (Float32Array) with reduction 'none'. */
+  loss: number | Float32Array;
+  /** d loss / d pred, in pred's shape and layout. */
+  grad: G;
+  /** Per-tap contributions (summed over samples with reduction 'none'). */
+  terms: LossTerm[];
+}
+
+export interface Feature<T> {
+  name: string;
+  shape: number[];
+  data: T;
+}
+
+type GradOf<P> = P extends Tensor ? Tensor : Float32Array;
+
+const targets = new WeakMap<PreparedTarget, { handle: NativeTargetHandle; owner: PerceptualLoss }>();
+
+/** A target whose features were computed once; pass it as `target` again and again. */
+export class PreparedTarget implements Disposable {
+  /** @internal */
+  constructor(
+    handle: NativeTargetHandle,
+    owner: PerceptualLoss,
+    readonly layout: Layout,
+  ) {
+    targets.set(this, { handle, owner });
+  }
+
+  /** The shape of the target it was prepared from, in its layout. */
+  get shape(): number[] {
+    return targets.get(this)!.handle.shape;
+  }
+
+  get disposed(): boolean {
+    return targets.get(this)!.handle.disposed;
+  }
+
+  dispose(): void {
+    targets.get(this)!.handle.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+let cudaDevices: number | undefined;
+
+function cudaDeviceCount(): number {
+  cudaDevices ??= native().runtimeInfo().cudaDeviceCount;
+  return cudaDevices;
+}
+
+export class PerceptualLoss implements Disposable {
+  readonly #resolved: Resolved;
+  #native: NativeLossHandle | undefined;
+
+  constructor(options: PerceptualLossOptions) {
+    this.#resolved = resolveOptions(options, cudaDeviceCount());
+    const binding = native();
+    this.#native = new binding.NativeLoss(this.#resolved.native);
+  }
+
+  /** The options in force, with every default filled in. */
+  get options(): Readonly<ResolvedOptions> {
+    return structuredClone(this.#resolved.options);
+  }
+
+  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): number | Float32Array {
+    const [p, t, nhwc] = this.#pair(pred, target, call);
+    return this.#handle().loss(p.value, p.shape, t.value, t.shape, nhwc);
+  }
+
+  async lossAsync(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): Promise<number | Float32Array> {
+    const [p, t, nhwc] = this.#pair(pred, target, call);
+    return this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, nhwc);
+  }
+
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: CallOptions): LossAndGrad<GradOf<P>> {
+    const [p, t, nhwc] = this.#pair(pred, target, call);
+    return this.#result(this.#handle().lossAndGrad(p.value, p.shape, t.value, t.shape, nhwc));
+  }
+
+  async lossAndGradAsync<P extends TensorLike>(
+    pred: P,
+    target: TensorLike | PreparedTarget,
+    call?: CallOptions,
+  ): Promise<LossAndGrad<GradOf<P>>> {
+    const [p, t, nhwc] = this.#pair(pred, target, call);
+    return this.#result(await this.#handle().lossAndGradAsync(p.value, p.shape, t.value, t.shape, nhwc));
+  }
+
+  /**
+   * Segmentation: pred = softmax(logits) over channels, target = one_hot(labels), both zeroed
+   * where labels == ignoreIndex; the gradient is with respect to the logits.
+   */
+  lossAndGradSegmentation<P extends TensorLike>(
+    logits: P,
+    labels: LabelsLike,
+    options?: SegmentationOptions,
+  ): LossAndGrad<GradOf<P>> {
+    const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
+    return this.#result(this.#handle().lossAndGradSegmentation(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
+  }
+
+  async lossAndGradSegmentationAsync<P extends TensorLike>(
+    logits: P,
+    labels: LabelsLike,
+    options?: SegmentationOptions,
+  ): Promise<LossAndGrad<GradOf<P>>> {
+    const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
+    const handle = this.#handle();
+    return this.#result(await handle.lossAndGradSegmentationAsync(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
+  }
+
+  /** The features of x at each tap, in `layers` order and in x's layout. */
+  features<X extends TensorLike>(x: X, call?: CallOptions): Feature<X extends Tensor ? Tensor : Float32Array>[] {
+    const [operand, nhwc] = this.#single(x, 'x', call);
+    return this.#features(this.#handle().features(operand.value, operand.shape, nhwc));
+  }
+
+  async featuresAsync<X extends TensorLike>(x: X, call?: CallOptions): Promise<Feature<X extends Tensor ? Tensor : Float32Array>[]> {
+    const [operand, nhwc] = this.#single(x, 'x', call);
+    return this.#features(await this.#handle().featuresAsync(operand.value, operand.shape, nhwc));
+  }
+
+  /** Computes the target's features once (a fixed style image, many predictions against one target). */
+  prepareTarget(target: TensorLike, call?: CallOptions): PreparedTarget {
+    const [operand, nhwc] = this.#single(target, 'target', call);
+    const handle = this.#handle().prepareTarget(operand.value, operand.shape, nhwc);
+    return new PreparedTarget(handle, this, nhwc ? 'nhwc' : 'nchw');
+  }
+
+  /** The conv weights and biases, named as in torchvision's `vgg*().features`. */
+  stateDict(): Record<string, { shape: number[]; data: Float32Array }> {
+    const arrays = this.#handle().stateDict();
+    const result: Record<string, { shape: number[]; data: Float32Array }> = {};
+    this.#convs().forEach((conv, i) => {
+      result[`features.${conv.index}.weight`] = { shape: [conv.outChannels!, conv.inChannels!, 3, 3], data: arrays[2 * i] };
+      result[`features.${conv.index}.bias`] = { shape: [conv.outChannels!], data: arrays[2 * i + 1] };
+    });
+    return result;
+  }
+
+  /** Writes the weights and the options to a safetensors file. */
+  save(file: string): void {
+    const arrays: NamedArray[] = Object.entries(this.stateDict()).map(([name, a]) => ({ name, ...a }));
+    const { device: _device, ...portable } = this.#resolved.options;
+    writeSafetensors(file, arrays, {
+      format: 'pt',
+      'generic-perceptual-loss': JSON.stringify(portable),
+    });
+  }
+
+  /**
+   * Loads a file written by save() (or any safetensors file with the right names and shapes).
+   * `options` override the ones stored in the file; `inChannels` is needed when the file has none.
+   */
+  static load(file: string, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
+    if (options === null || typeof options !== 'object') {
+      throw new PerceptualLossError('ERR_OPTIONS', `PerceptualLoss.load options must be an object; got ${show(options)}.`);
+    }
+    const { tensors, metadata } = readSafetensors(file);
+    let stored: Partial<PerceptualLossOptions> = {};
+    const text = metadata['generic-perceptual-loss'];
+    if (text !== undefined) {
+      try {
+        stored = JSON.parse(text);
+      } catch {
+        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not valid JSON.`);
+      }
+      if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) {
+        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not an object.`);
+      }
+    }
+    const loss = new PerceptualLoss({ ...stored, ...options } as PerceptualLossOptions);
+    try {
+      loss.#loadWeights(file, tensors);
+    } catch (error) {
+      loss.dispose();
+      throw error;
+    }
+    return loss;
+  }
+
+  /** Draws the weights again from `seed`, as the constructor does. */
+  reseed(seed: number): void {
+    validateSeed(seed);
+    this.#handle().reseed(seed);
+    this.#resolved.options.seed = seed;
+  }
+
+  /** Frees the network; calls still in flight finish normally. */
+  dispose(): void {
+    this.#native?.dispose();
+    this.#native = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  #handle(): NativeLossHandle {
+    if (!this.#native) throw new PerceptualLossError('ERR_DISPOSED', 'This PerceptualLoss has been disposed.');
+    return this.#native;
+  }
+
+  #check(layout: Layout): ImageCheck {
+    const { inChannels, device } = this.#resolved.options;
+    return { layout, inChannels, device, minSize: this.#resolved.minSize };
+  }
+
+  #layout(call: CallOptions | undefined): Layout {
+    if (call !== undefined && (call === null || typeof call !== 'object')) {
+      throw new PerceptualLossError('ERR_OPTIONS', `Call options must be an object such as { layout: 'nhwc' }; got ${show(call)}.`);
+    }
+    return resolveLayout(call?.layout, this.#resolved.options.layout);
+  }
+
+  #single(x: unknown, role: string, call: CallOptions | undefined): [Operand, boolean] {
+    this.#handle();
+    const layout = this.#layout(call);
+    return [readImage(x, role, this.#check(layout)), layout === 'nhwc'];
+  }
+
+  #pair(pred: unknown, target: unknown, call: CallOptions | undefined): [Operand, Operand, boolean] {
+    const [p, nhwc] = this.#single(pred, 'pred', call);
+    let t: Operand;
+    if (target instanceof PreparedTarget) {
+      const { handle, owner } = targets.get(target)!;
+      if (handle.disposed) throw new PerceptualLossError('ERR_DISPOSED', 'This prepared target has been disposed.');
+      if (owner !== this) {
+        throw new PerceptualLossError('ERR_OPTIONS', 'This prepared target was made by another PerceptualLoss.');
+      }
+      if ((target.layout === 'nhwc') !== nhwc) {
+        throw new PerceptualLossError('ERR_SHAPE', `The target was prepared with layout '${target.layout}' but this call uses '${nhwc ? 'nhwc' : 'nchw'}'.`);
+      }
+      t = { value: handle, shape: handle.shape, tensor: false };
+    } else {
+      t = readImage(target, 'target', this.#check(nhwc ? 'nhwc' : 'nchw'));
+    }
+    sameShape(p.shape, t.shape, 'pred and target must have the same shape');
+    return [p, t, nhwc];
+  }
+
+  #segmentationArgs(logits: unknown, labels: unknown, options: SegmentationOptions | undefined): [Operand, Operand, number, boolean] {
+    const [l, nhwc] = this.#single(logits, 'logits', options);
+    const ignoreIndex = options?.ignoreIndex ?? 255;
+    if (!Number.isSafeInteger(ignoreIndex)) {
+      throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "ignoreIndex": got ${show(ignoreIndex)}; allowed: an integer.`);
+    }
+    const y = readLabels(labels, l, this.#check(nhwc ? 'nhwc' : 'nchw'));
+    return [l, y, ignoreIndex, nhwc];
+  }
+
+  #result<G>(raw: NativeLossResult<Float32Array | NativeTensorHandle>): LossAndGrad<G> {
+    const terms = this.#resolved.options.layers.map((name, i) => ({
+      name,
+      feature: raw.terms[2 * i],
+      style: raw.terms[2 * i + 1],
+    }));
+    const grad = raw.grad instanceof Float32Array ? raw.grad : Tensor.wrap(raw.grad);
+    return { loss: raw.loss, grad: grad as G, terms };
+  }
+
+  #features<T>(raw: NativeFeature[]): Feature<T>[] {
+    return raw.map((f, i) => ({
+      name: this.#resolved.options.layers[i],
+      shape: f.shape,
+      data: (f.data instanceof Float32Array ? f.data : Tensor.wrap(f.data)) as T,
+    }));
+  }
+
+  #convs(): ModuleInfo[] {
+    return this.#resolved.kept.filter((m) => m.kind === 'conv');
+  }
+
+  #loadWeights(file: string, tensors: Map<string, NamedArray>): void {
+    const expected = Object.entries(this.stateDict());
+    const missing = expected.filter(([name]) => !tensors.has(name)).map(([name]) => name);
+    const extra = [...tensors.keys()].filter((name) => !expected.some(([n]) => n === name));
+    if (missing.length > 0 || extra.length > 0) {
+      throw new PerceptualLossError(
+        'ERR_FILE',
+        `${file} does not match the architecture: ` +
+          [missing.length ? `missing ${missing.join(', ')}` : '', extra.length ? `unexpected ${extra.join(', ')}` : '']
+            .filter(Boolean)
+            .join('; ') + '.',
+      );
+    }
+    const arrays = expected.map(([name, want]) => {
+      const got = tensors.get(name)!;
+      sameShapeOrFileError(file, name, got.shape, want.shape);
+      return got.data;
+    });
+    this.#handle().loadStateDict(arrays);
+  }
+}
+
+function sameShapeOrFileError(file: string, name: string, got: number[], want: number[]): void {
+  if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
+    throw new PerceptualLossError('ERR_FILE', `${file}: ${name} has shape ${show(got)} but the architecture needs ${show(want)}.`);
+  }
+}

@@ -1,0 +1,326 @@
+// The one options schema: defaults, validation, and the resolved form the native core takes.
+import { PerceptualLossError, show } from './errors';
+
+export type ArchName = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19';
+export type ArchSpec = ArchName | ReadonlyArray<number | 'M'>;
+export type Criterion = 'l1' | 'l2' | 'smooth_l1';
+export type Reduction = 'mean' | 'sum' | 'none';
+export type InitScheme = 'kaiming_normal' | 'kaiming_uniform' | 'xavier_normal' | 'xavier_uniform' | { normal: number };
+export type PoolKind = 'max' | 'avg';
+export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+export type Dtype = 'float32' | 'float64' | 'float16' | 'bfloat16';
+export type Layout = 'nchw' | 'nhwc';
+
+export interface PerceptualLossOptions {
+  /** Channels of pred and target: 3 for RGB, 1 for depth, the class count for segmentation. */
+  inChannels: number;
+  arch?: ArchSpec;
+  /** Tap names such as `relu3_4`; default: the last ReLU of each block. */
+  layers?: readonly string[];
+  /** One weight per tap, in `layers` order, or by tap name (missing names weigh 1). */
+  layerWeights?: readonly number[] | Readonly<Record<string, number>>;
+  criterion?: Criterion;
+  featureWeight?: number;
+  /** Weight of the Gram-matrix (style) term; 0 skips it. */
+  styleWeight?: number;
+  reduction?: Reduction;
+  init?: InitScheme;
+  seed?: number;
+  pool?: PoolKind;
+  device?: DeviceSpec;
+  /** Compute precision. */
+  dtype?: Dtype;
+  layout?: Layout;
+  /** Reject NaN/Inf inputs with ERR_NONFINITE. */
+  checkFinite?: boolean;
+}
+
+/** The options with every default filled in; `device` is the device actually used. */
+export interface ResolvedOptions {
+  inChannels: number;
+  arch: ArchName | Array<number | 'M'>;
+  layers: string[];
+  layerWeights: number[];
+  criterion: Criterion;
+  featureWeight: number;
+  styleWeight: number;
+  reduction: Reduction;
+  init: InitScheme;
+  seed: number;
+  pool: PoolKind;
+  device: string;
+  dtype: Dtype;
+  layout: Layout;
+  checkFinite: boolean;
+}
+
+/** torchvision's VGG configurations (`torchvision.models.vgg.cfgs` A, B, D, E). */
+export const VGG_CONFIGS: Record<ArchName, ReadonlyArray<number | 'M'>> = {
+  vgg11: [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
+  vgg13: [64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
+  vgg16: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'],
+  vgg19: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M'],
+};
+
+const CRITERIA: readonly Criterion[] = ['l1', 'l2', 'smooth_l1'];
+const REDUCTIONS: readonly Reduction[] = ['mean', 'sum', 'none'];
+const INIT_NAMES = ['kaiming_normal', 'kaiming_uniform', 'xavier_normal', 'xavier_uniform'] as const;
+const POOLS: readonly PoolKind[] = ['max', 'avg'];
+const DTYPES: readonly Dtype[] = ['float32', 'float64', 'float16', 'bfloat16'];
+const LAYOUTS: readonly Layout[] = ['nchw', 'nhwc'];
+
+/** One named module of the torchvision-style Sequential. */
+export interface ModuleInfo {
+  index: number;
+  name: string;
+  kind: 'conv' | 'relu' | 'pool';
+  /** Pools at or before this module: H and W must be at least 2 ** poolsSoFar. */
+  poolsSoFar: number;
+  inChannels?: number;
+  outChannels?: number;
+}
+
+export function describeNetwork(arch: ReadonlyArray<number | 'M'>, inChannels: number): ModuleInfo[] {
+  const modules: ModuleInfo[] = [];
+  let block = 1;
+  let conv = 0;
+  let pools = 0;
+  let channels = inChannels;
+  for (const entry of arch) {
+    if (entry === 'M') {
+      pools += 1;
+      modules.push({ index: modules.length, name: `pool${block}`, kind: 'pool', poolsSoFar: pools });
+      block += 1;
+      conv = 0;
+      continue;
+    }
+    conv += 1;
+    const shape = { inChannels: channels, outChannels: entry };
+    modules.push({ index: modules.length, name: `conv${block}_${conv}`, kind: 'conv', poolsSoFar: pools, ...shape });
+    modules.push({ index: modules.length, name: `relu${block}_${conv}`, kind: 'relu', poolsSoFar: pools });
+    channels = entry;
+  }
+  return modules;
+}
+
+/** The last ReLU of each block. */
+export function defaultLayers(modules: readonly ModuleInfo[]): string[] {
+  const layers: string[] = [];
+  modules.forEach((m, i) => {
+    const next = modules[i + 1];
+    if (m.kind === 'relu' && (next === undefined || next.kind === 'pool')) layers.push(m.name);
+  });
+  return layers;
+}
+
+function fail(option: string, value: unknown, allowed: string): never {
+  throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "${option}": got ${show(value)}; allowed: ${allowed}.`);
+}
+
+const oneOf = (values: readonly string[]) => values.map((v) => `'${v}'`).join(' | ');
+
+function pick<T extends string>(option: string, value: unknown, allowed: readonly T[], fallback: T): T {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string' || !allowed.includes(value as T)) fail(option, value, oneOf(allowed));
+  return value as T;
+}
+
+function nonNegative(option: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) fail(option, value, 'a finite number >= 0');
+  return value;
+}
+
+export function validateSeed(value: unknown, option = 'seed'): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    fail(option, value, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`);
+  }
+  return value;
+}
+
+function resolveArch(value: unknown): { arch: ResolvedOptions['arch']; config: ReadonlyArray<number | 'M'> } {
+  if (value === undefined) return { arch: 'vgg19', config: VGG_CONFIGS.vgg19 };
+  if (typeof value === 'string' && value in VGG_CONFIGS) {
+    return { arch: value as ArchName, config: VGG_CONFIGS[value as ArchName] };
+  }
+  const allowed = `${oneOf(Object.keys(VGG_CONFIGS))}, or an array of conv widths (integers >= 1) and 'M' with at least one conv`;
+  if (!Array.isArray(value) || value.length === 0) fail('arch', value, allowed);
+  const valid = value.every((v) => v === 'M' || (Number.isSafeInteger(v) && v >= 1 && v <= 65536));
+  if (!valid || !value.some((v) => v !== 'M')) fail('arch', value, allowed);
+  const config = [...value] as Array<number | 'M'>;
+  return { arch: config, config };
+}
+
+function resolveInit(value: unknown): InitScheme {
+  if (value === undefined) return 'kaiming_normal';
+  if (typeof value === 'string' && (INIT_NAMES as readonly string[]).includes(value)) return value as InitScheme;
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const keys = Object.keys(value);
+    const std = (value as { normal?: unknown }).normal;
+    if (keys.length === 1 && typeof std === 'number' && Number.isFinite(std) && std > 0) return { normal: std };
+  }
+  return fail('init', value, `${oneOf(INIT_NAMES)} or { normal: std } with std > 0`);
+}
+
+export function resolveDevice(value: unknown, cudaDevices: number): string {
+  const spec = value ?? 'auto';
+  const allowed = `'auto' | 'cpu' | 'cuda' | 'cuda:N'`;
+  if (typeof spec !== 'string') fail('device', spec, allowed);
+  if (spec === 'cpu') return 'cpu';
+  if (spec === 'auto') return cudaDevices > 0 ? 'cuda:0' : 'cpu';
+  const match = /^cuda(?::(\d+))?$/.exec(spec);
+  if (!match) fail('device', spec, allowed);
+  const index = match[1] === undefined ? 0 : Number(match[1]);
+  if (cudaDevices === 0) {
+    throw new PerceptualLossError(
+      'ERR_DEVICE',
+      `Device ${show(spec)} was requested, but the loaded libtorch sees no CUDA device; use device: 'cpu' or 'auto'.`,
+    );
+  }
+  if (index >= cudaDevices) {
+    throw new PerceptualLossError(
+      'ERR_DEVICE',
+      `Device ${show(spec)} is out of range: ${cudaDevices} CUDA device(s), cuda:0 to cuda:${cudaDevices - 1}.`,
+    );
+  }
+  return `cuda:${index}`;
+}
+
+function resolveLayers(value: unknown, modules: readonly ModuleInfo[], archLabel: string): string[] {
+  if (value === undefined) return defaultLayers(modules);
+  const names = modules.map((m) => m.name);
+  const allowedText = `tap names of ${archLabel}: conv{b}_{i}, relu{b}_{i} or pool{b}, from ${names[0]} to ${names[names.length - 1]}`;
+  if (!Array.isArray(value) || value.length === 0) fail('layers', value, `a non-empty array of ${allowedText}`);
+  const seen = new Set<string>();
+  for (const layer of value) {
+    if (typeof layer !== 'string') fail('layers', value, `a non-empty array of ${allowedText}`);
+    if (!/^(conv\d+_\d+|relu\d+_\d+|pool\d+)$/.test(layer)) {
+      fail('layers', layer, `a tap name (conv{b}_{i}, relu{b}_{i} or pool{b}) of ${archLabel}`);
+    }
+    if (!names.includes(layer)) fail('layers', layer, allowedText);
+    if (seen.has(layer)) fail('layers', value, 'each tap at most once');
+    seen.add(layer);
+  }
+  return [...value];
+}
+
+function resolveLayerWeights(value: unknown, layers: readonly string[]): number[] {
+  if (value === undefined) return layers.map(() => 1);
+  const isWeight = (w: unknown): w is number => typeof w === 'number' && Number.isFinite(w) && w >= 0;
+  if (Array.isArray(value)) {
+    if (value.length !== layers.length || !value.every(isWeight)) {
+      fail('layerWeights', value, `an array of ${layers.length} finite numbers >= 0, one per tap (${layers.join(', ')})`);
+    }
+    return [...value];
+  }
+  if (value !== null && typeof value === 'object') {
+    const byName = value as Record<string, unknown>;
+    for (const [name, weight] of Object.entries(byName)) {
+      if (!layers.includes(name)) fail('layerWeights', name, `weights for the taps in use: ${layers.join(', ')}`);
+      if (!isWeight(weight)) fail(`layerWeights.${name}`, weight, 'a finite number >= 0');
+    }
+    return layers.map((name) => (byName[name] as number | undefined) ?? 1);
+  }
+  return fail('layerWeights', value, 'an array with one weight per tap or an object { [tap]: weight }');
+}
+
+const KNOWN_OPTIONS = new Set<string>([
+  'inChannels', 'arch', 'layers', 'layerWeights', 'criterion', 'featureWeight', 'styleWeight', 'reduction',
+  'init', 'seed', 'pool', 'device', 'dtype', 'layout', 'checkFinite',
+]);
+
+/** What the native core needs to know of the options. */
+export interface NativeConfig {
+  inChannels: number;
+  arch: number[];
+  tapModules: number[];
+  tapWeights: number[];
+  criterion: number;
+  featureWeight: number;
+  styleWeight: number;
+  reduction: number;
+  init: number;
+  initStd: number;
+  pool: number;
+  device: string;
+  dtype: Dtype;
+  checkFinite: boolean;
+  seed: number;
+}
+
+export interface Resolved {
+  options: ResolvedOptions;
+  modules: ModuleInfo[];
+  /** The modules actually built: cut after the deepest tap. */
+  kept: ModuleInfo[];
+  /** Smallest H and W that reach the deepest tap. */
+  minSize: number;
+  native: NativeConfig;
+}
+
+export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new PerceptualLossError('ERR_OPTIONS', `Options must be an object such as { inChannels: 3 }; got ${show(input)}.`);
+  }
+  const raw = input as Record<string, unknown>;
+  for (const key of Object.keys(raw)) {
+    if (!KNOWN_OPTIONS.has(key)) fail(key, raw[key], `one of the known options: ${[...KNOWN_OPTIONS].join(', ')} (unknown option)`);
+  }
+  const { inChannels } = raw;
+  if (typeof inChannels !== 'number' || !Number.isSafeInteger(inChannels) || inChannels < 1 || inChannels > 65536) {
+    fail('inChannels', inChannels, 'an integer >= 1 (required): 3 for RGB, 1 for depth, the class count for segmentation');
+  }
+  const { arch, config } = resolveArch(raw.arch);
+  const modules = describeNetwork(config, inChannels);
+  const archLabel = typeof arch === 'string' ? arch : 'the custom arch';
+  const layers = resolveLayers(raw.layers, modules, archLabel);
+  const layerWeights = resolveLayerWeights(raw.layerWeights, layers);
+  const criterion = pick('criterion', raw.criterion, CRITERIA, 'l2');
+  const featureWeight = nonNegative('featureWeight', raw.featureWeight, 1);
+  const styleWeight = nonNegative('styleWeight', raw.styleWeight, 0);
+  const reduction = pick('reduction', raw.reduction, REDUCTIONS, 'mean');
+  const init = resolveInit(raw.init);
+  const seed = raw.seed === undefined ? 0 : validateSeed(raw.seed);
+  const pool = pick('pool', raw.pool, POOLS, 'max');
+  const device = resolveDevice(raw.device, cudaDevices);
+  const dtype = pick('dtype', raw.dtype, DTYPES, 'float32');
+  if ((dtype === 'float16' || dtype === 'bfloat16') && device === 'cpu') {
+    throw new PerceptualLossError(
+      'ERR_DTYPE',
+      `dtype ${show(dtype)} is for CUDA devices; on the CPU use 'float32' or 'float64'.`,
+    );
+  }
+  const layout = pick('layout', raw.layout, LAYOUTS, 'nchw');
+  if (raw.checkFinite !== undefined && typeof raw.checkFinite !== 'boolean') fail('checkFinite', raw.checkFinite, 'true | false');
+  const checkFinite = (raw.checkFinite as boolean | undefined) ?? true;
+
+  const tapModules = layers.map((name) => modules.find((m) => m.name === name)!.index);
+  const deepest = Math.max(...tapModules);
+  const kept = modules.slice(0, deepest + 1);
+  const options: ResolvedOptions = {
+    inChannels, arch, layers, layerWeights, criterion, featureWeight, styleWeight, reduction, init, seed, pool,
+    device, dtype, layout, checkFinite,
+  };
+  const native: NativeConfig = {
+    inChannels,
+    arch: config.map((v) => (v === 'M' ? 0 : v)),
+    tapModules,
+    tapWeights: layerWeights,
+    criterion: CRITERIA.indexOf(criterion),
+    featureWeight,
+    styleWeight,
+    reduction: REDUCTIONS.indexOf(reduction),
+    init: typeof init === 'string' ? INIT_NAMES.indexOf(init) : INIT_NAMES.length,
+    initStd: typeof init === 'string' ? 0 : init.normal,
+    pool: POOLS.indexOf(pool),
+    device,
+    dtype,
+    checkFinite,
+    seed,
+  };
+  return { options, modules, kept, minSize: 2 ** modules[deepest].poolsSoFar, native };
+}
+
+export function resolveLayout(value: unknown, fallback: Layout): Layout {
+  return pick('layout', value, LAYOUTS, fallback);
+}

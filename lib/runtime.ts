@@ -1,0 +1,50 @@
+// What was loaded, and the process-wide CPU thread count.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { loadBinding, native } from './binding';
+import { PerceptualLossError, show } from './errors';
+
+export interface RuntimeInfo {
+  libtorch: {
+    version: string;
+    /** The folder of the libtorch_cpu library this process loaded. */
+    path: string | undefined;
+    cuda: boolean;
+    cxx11Abi: boolean;
+  };
+  /** The native binary in use. */
+  binary: string;
+  /** 'cpu' and each 'cuda:N'. */
+  devices: string[];
+  numThreads: number;
+}
+
+function loadedLibtorchDir(): string | undefined {
+  try {
+    const maps = fs.readFileSync('/proc/self/maps', 'utf8');
+    const line = maps.split('\n').find((l) => /\/libtorch_cpu\.so/.test(l));
+    return line ? path.dirname(line.slice(line.indexOf('/'))) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function runtime(): RuntimeInfo {
+  const { binding, file } = loadBinding();
+  const info = binding.runtimeInfo();
+  const cudaDevices = Array.from({ length: info.cudaDeviceCount }, (_, i) => `cuda:${i}`);
+  return {
+    libtorch: { version: info.torchVersion, path: loadedLibtorchDir(), cuda: info.cuda, cxx11Abi: info.cxx11Abi },
+    binary: file,
+    devices: ['cpu', ...cudaDevices],
+    numThreads: info.numThreads,
+  };
+}
+
+/** Threads for CPU work (intra-op parallelism). Default: os.availableParallelism(). */
+export function setNumThreads(n: number): void {
+  if (!Number.isSafeInteger(n) || n < 1 || n > 1024) {
+    throw new PerceptualLossError('ERR_OPTIONS', `setNumThreads: got ${show(n)}; allowed: an integer from 1 to 1024.`);
+  }
+  native().setNumThreads(n);
+}

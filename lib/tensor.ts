@@ -1,0 +1,96 @@
+// Tensors resident in libtorch memory, on a device.
+import { native, type NativeTensorHandle } from './binding';
+import { PerceptualLossError, show } from './errors';
+import { resolveDevice, type DeviceSpec } from './options';
+
+export type TensorData = Float32Array | Int32Array | Uint8Array;
+
+export interface TensorOptions {
+  /** Default 'auto': the first CUDA device if there is one, else the CPU (as the loss). */
+  device?: DeviceSpec;
+}
+
+export function checkShape(shape: unknown, what: string): number[] {
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw new PerceptualLossError('ERR_SHAPE', `${what} shape must be an array of integers >= 0; got ${show(shape)}.`);
+  }
+  return [...shape];
+}
+
+export function elementCount(shape: readonly number[]): number {
+  return shape.reduce((n, d) => n * d, 1);
+}
+
+const handles = new WeakMap<Tensor, NativeTensorHandle>();
+
+export class Tensor implements Disposable {
+  private constructor(handle: NativeTensorHandle) {
+    handles.set(this, handle);
+  }
+
+  /** Copies `data` (row-major, `shape`) into a new tensor on the device. */
+  static from(data: TensorData, shape: readonly number[], options: TensorOptions = {}): Tensor {
+    if (!(data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint8Array)) {
+      throw new PerceptualLossError(
+        'ERR_DTYPE',
+        `Tensor.from takes a Float32Array (or an Int32Array / Uint8Array of labels); got ${show(data)}.`,
+      );
+    }
+    const dims = checkShape(shape, 'Tensor.from');
+    if (elementCount(dims) !== data.length) {
+      throw new PerceptualLossError(
+        'ERR_SHAPE',
+        `Tensor.from: shape ${show(dims)} needs ${elementCount(dims)} elements but the data holds ${data.length}.`,
+      );
+    }
+    if (options === null || typeof options !== 'object') {
+      throw new PerceptualLossError('ERR_OPTIONS', `Tensor.from options must be an object; got ${show(options)}.`);
+    }
+    const device = resolveDevice(options.device, native().runtimeInfo().cudaDeviceCount);
+    return new Tensor(native().NativeTensor.fromHost(data, dims, device));
+  }
+
+  /** @internal */
+  static wrap(handle: NativeTensorHandle): Tensor {
+    return new Tensor(handle);
+  }
+
+  /** @internal The native handle; throws ERR_DISPOSED after dispose(). */
+  static handle(tensor: Tensor): NativeTensorHandle {
+    const handle = handles.get(tensor);
+    if (!handle) throw new PerceptualLossError('ERR_SHAPE', 'not a Tensor of this package');
+    if (handle.disposed) throw new PerceptualLossError('ERR_DISPOSED', 'This Tensor has been disposed.');
+    return handle;
+  }
+
+  get shape(): number[] {
+    return Tensor.handle(this).shape;
+  }
+
+  /** 'cpu' or 'cuda:N'. */
+  get device(): string {
+    return Tensor.handle(this).device;
+  }
+
+  get dtype(): string {
+    return Tensor.handle(this).dtype;
+  }
+
+  get disposed(): boolean {
+    return handles.get(this)!.disposed;
+  }
+
+  /** Copies the data to the host. */
+  toArray(): Float32Array | Int32Array {
+    return Tensor.handle(this).toArray();
+  }
+
+  /** Frees the memory now; the garbage collector would free it later. Safe to call twice. */
+  dispose(): void {
+    handles.get(this)!.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,751 @@
+// Node-API layer: the tensor bridge, the loss object, async jobs on the libuv
+// pool, and the mapping of every C++ exception to a JS PerceptualLossError.
+#include <napi.h>
+
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <mutex>
+
+#include "compat.h"
+#include "perceptual.h"
+
+namespace gpl {
+namespace {
+
+// ---------------------------------------------------------------- errors
+
+struct Failure {
+  ErrorCode code;
+  std::string message;
+};
+
+Failure describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const Error& e) {
+    return {e.code, e.what()};
+  } catch (const c10::Error& e) {
+    if (compat::isOutOfMemory(e)) return {ErrorCode::OutOfMemory, std::string("out of memory: ") + e.what_without_backtrace()};
+    return {ErrorCode::Libtorch, std::string("libtorch: ") + e.what_without_backtrace()};
+  } catch (const std::bad_alloc&) {
+    return {ErrorCode::OutOfMemory, "out of memory: a native allocation failed"};
+  } catch (const std::exception& e) {
+    return {ErrorCode::Libtorch, std::string("native error: ") + e.what()};
+  } catch (...) {
+    return {ErrorCode::Libtorch, "unknown native error"};
+  }
+}
+
+// Per-environment state: the addon is context-aware (worker_threads).
+struct AddonData {
+  Napi::FunctionReference errorClass;
+  Napi::FunctionReference tensorClass;
+  Napi::FunctionReference targetClass;
+};
+
+AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+Napi::Value makeError(Napi::Env env, const Failure& failure) {
+  AddonData& data = addonData(env);
+  const auto code = Napi::String::New(env, errorCodeName(failure.code));
+  const auto message = Napi::String::New(env, failure.message);
+  if (!data.errorClass.IsEmpty()) return data.errorClass.New({code, message});
+  Napi::Error error = Napi::Error::New(env, failure.message);
+  error.Set("code", code);
+  return error.Value();
+}
+
+[[noreturn]] void throwFailure(Napi::Env env, const Failure& failure) {
+  throw Napi::Error(env, makeError(env, failure));
+}
+
+// Runs a synchronous entry point; libtorch never runs with autograd recording here.
+template <typename F>
+Napi::Value guarded(Napi::Env env, F&& body) {
+  try {
+    c10::InferenceMode inference;
+    return body();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (...) {
+    throwFailure(env, describe(std::current_exception()));
+  }
+}
+
+// An async job: `run` on a libuv worker, `finish` back on the JS thread.
+class Job : public Napi::AsyncWorker {
+ public:
+  using Finish = std::function<Napi::Value(Napi::Env)>;
+
+  Job(Napi::Env env, std::function<Finish()> run)
+      : Napi::AsyncWorker(env, "generic-perceptual-loss"), deferred_(Napi::Promise::Deferred::New(env)),
+        run_(std::move(run)) {}
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      c10::InferenceMode inference;
+      at::init_num_threads();  // pick up setNumThreads() on this pool thread
+      finish_ = run_();
+    } catch (...) {
+      failure_ = describe(std::current_exception());
+      failed_ = true;
+    }
+    run_ = nullptr;  // drop captured tensors on the worker, not later
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::HandleScope scope(env);
+    if (failed_) {
+      deferred_.Reject(makeError(env, failure_));
+      return;
+    }
+    try {
+      c10::InferenceMode inference;
+      deferred_.Resolve(finish_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    } catch (...) {
+      deferred_.Reject(makeError(env, describe(std::current_exception())));
+    }
+    finish_ = nullptr;
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<Finish()> run_;
+  Finish finish_;
+  Failure failure_{ErrorCode::Libtorch, ""};
+  bool failed_ = false;
+};
+
+Napi::Promise queue(Napi::Env env, std::function<Job::Finish()> run) {
+  auto* job = new Job(env, std::move(run));
+  Napi::Promise promise = job->promise();
+  job->Queue();
+  return promise;
+}
+
+// ---------------------------------------------------------------- tensor bridge
+
+std::vector<int64_t> readShape(const Napi::Value& value) {
+  std::vector<int64_t> shape;
+  const auto array = value.As<Napi::Array>();
+  for (uint32_t i = 0; i < array.Length(); ++i) {
+    const double d = array.Get(i).As<Napi::Number>().DoubleValue();
+    TORCH_CHECK(d >= 0 && d == static_cast<double>(static_cast<int64_t>(d)), "bad dimension ", d);
+    shape.push_back(static_cast<int64_t>(d));
+  }
+  return shape;
+}
+
+Napi::Array writeShape(Napi::Env env, at::IntArrayRef sizes) {
+  auto array = Napi::Array::New(env, sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i) array.Set(i, Napi::Number::New(env, static_cast<double>(sizes[i])));
+  return array;
+}
+
+int64_t numelOf(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    TORCH_CHECK(d == 0 || n <= INT64_MAX / d, "shape overflows");
+    n *= d;
+  }
+  return n;
+}
+
+at::ScalarType typedArrayScalar(napi_typedarray_type type) {
+  switch (type) {
+    case napi_float32_array: return at::kFloat;
+    case napi_float64_array: return at::kDouble;
+    case napi_int32_array: return at::kInt;
+    case napi_uint8_array: return at::kByte;
+    case napi_int16_array: return at::kShort;
+    case napi_int8_array: return at::kChar;
+    default: throw Error(ErrorCode::Dtype, "unsupported typed array");
+  }
+}
+
+// A host TypedArray as a tensor. `owned` copies it, so the caller may change its
+// buffer as soon as the call returns (async jobs); otherwise it is borrowed.
+at::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64_t>& shape, bool owned) {
+  const at::ScalarType type = typedArrayScalar(array.TypedArrayType());
+  // The one check native code must make itself: never read past the buffer.
+  TORCH_CHECK(static_cast<int64_t>(array.ElementLength()) == numelOf(shape), "buffer holds ",
+              array.ElementLength(), " elements but the shape needs ", numelOf(shape));
+  auto* data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  at::Tensor view = at::from_blob(data, shape, at::TensorOptions().dtype(type));
+  return owned ? view.clone() : view;
+}
+
+std::atomic<int64_t> liveTensors{0};
+
+const napi_type_tag kTensorTag = {0x6a1f0c3b2d5e4f71ULL, 0x9b8c7d6e5f4a3b2cULL};
+const napi_type_tag kTargetTag = {0x1c2d3e4f5a6b7c8dULL, 0x8d7c6b5a4f3e2d1cULL};
+
+class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "NativeTensor",
+                       {StaticMethod<&NativeTensor::fromHost>("fromHost"),
+                        InstanceAccessor<&NativeTensor::shape>("shape"),
+                        InstanceAccessor<&NativeTensor::device>("device"),
+                        InstanceAccessor<&NativeTensor::dtype>("dtype"),
+                        InstanceAccessor<&NativeTensor::disposed>("disposed"),
+                        InstanceMethod<&NativeTensor::toArray>("toArray"),
+                        InstanceMethod<&NativeTensor::dispose>("dispose")});
+  }
+
+  explicit NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTensor>(info) {
+    info.This().As<Napi::Object>().TypeTag(&kTensorTag);
+  }
+  ~NativeTensor() override { release(); }
+
+  static Napi::Object wrap(Napi::Env env, at::Tensor tensor) {
+    Napi::Object object = addonData(env).tensorClass.New({});
+    NativeTensor* self = Unwrap(object);
+    self->tensor_ = std::move(tensor);
+    ++liveTensors;
+    return object;
+  }
+
+  // nullptr when `value` is not one of ours.
+  static NativeTensor* from(const Napi::Value& value) {
+    if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kTensorTag)) return nullptr;
+    return Unwrap(value.As<Napi::Object>());
+  }
+
+  const at::Tensor& tensor() const {
+    if (!tensor_.defined()) throw Error(ErrorCode::Disposed, "this Tensor has been disposed");
+    return tensor_;
+  }
+
+ private:
+  static Napi::Value fromHost(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const auto array = info[0].As<Napi::TypedArray>();
+      const at::Device device(info[2].As<Napi::String>().Utf8Value());
+      at::Tensor host = fromTypedArray(array, readShape(info[1]), device.is_cpu());
+      return wrap(info.Env(), device.is_cpu() ? host : host.to(device));
+    });
+  }
+
+  Napi::Value shape(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return writeShape(info.Env(), tensor().sizes()); });
+  }
+  Napi::Value device(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      return Napi::String::New(info.Env(), tensor().device().str());
+    });
+  }
+  Napi::Value dtype(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      switch (tensor().scalar_type()) {
+        case at::kFloat: return Napi::String::New(info.Env(), "float32");
+        case at::kDouble: return Napi::String::New(info.Env(), "float64");
+        case at::kHalf: return Napi::String::New(info.Env(), "float16");
+        case at::kBFloat16: return Napi::String::New(info.Env(), "bfloat16");
+        case at::kInt: return Napi::String::New(info.Env(), "int32");
+        case at::kLong: return Napi::String::New(info.Env(), "int64");
+        case at::kByte: return Napi::String::New(info.Env(), "uint8");
+        default: return Napi::String::New(info.Env(), c10::toString(tensor().scalar_type()));
+      }
+    });
+  }
+  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !tensor_.defined()); }
+
+  Napi::Value toArray(const Napi::CallbackInfo& info);
+
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    release();
+    return info.Env().Undefined();
+  }
+
+  void release() {
+    if (tensor_.defined()) --liveTensors;
+    tensor_.reset();
+  }
+
+  at::Tensor tensor_;
+};
+
+// Copies a tensor to a new JS array of its element type (float32 for float types).
+Napi::Value toHostArray(Napi::Env env, const at::Tensor& tensor) {
+  const bool isInt = tensor.scalar_type() == at::kInt;
+  const at::Tensor host = tensor.to(at::kCPU, isInt ? at::kInt : at::kFloat).contiguous();
+  const size_t n = static_cast<size_t>(host.numel());
+  if (isInt) {
+    auto array = Napi::Int32Array::New(env, n);
+    if (n) std::memcpy(array.Data(), host.data_ptr<int32_t>(), n * sizeof(int32_t));
+    return array;
+  }
+  auto array = Napi::Float32Array::New(env, n);
+  if (n) std::memcpy(array.Data(), host.data_ptr<float>(), n * sizeof(float));
+  return array;
+}
+
+Napi::Value NativeTensor::toArray(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value { return toHostArray(info.Env(), tensor()); });
+}
+
+// ---------------------------------------------------------------- prepared targets
+
+struct PreparedState {
+  at::Tensor input;  // NCHW, compute dtype, on the device: kept to redo the features after reseed()
+  std::vector<int64_t> userShape;
+  bool nhwc = false;
+  uint64_t owner = 0;
+  std::mutex mutex;
+  std::shared_ptr<const TargetFeatures> features;
+
+  std::shared_ptr<const TargetFeatures> current(const Network& net, const Config& config) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (!features || features->generation != net.generation) {
+      features = std::make_shared<const TargetFeatures>(prepareTarget(net, config, input));
+    }
+    return features;
+  }
+};
+
+class NativeTarget : public Napi::ObjectWrap<NativeTarget> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(env, "NativeTarget",
+                       {InstanceAccessor<&NativeTarget::shape>("shape"),
+                        InstanceAccessor<&NativeTarget::disposed>("disposed"),
+                        InstanceMethod<&NativeTarget::dispose>("dispose")});
+  }
+
+  explicit NativeTarget(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeTarget>(info) {
+    info.This().As<Napi::Object>().TypeTag(&kTargetTag);
+  }
+
+  static Napi::Object wrap(Napi::Env env, std::shared_ptr<PreparedState> state) {
+    Napi::Object object = addonData(env).targetClass.New({});
+    Unwrap(object)->state_ = std::move(state);
+    return object;
+  }
+
+  static NativeTarget* from(const Napi::Value& value) {
+    if (!value.IsObject() || !value.As<Napi::Object>().CheckTypeTag(&kTargetTag)) return nullptr;
+    return Unwrap(value.As<Napi::Object>());
+  }
+
+  std::shared_ptr<PreparedState> state() const {
+    if (!state_) throw Error(ErrorCode::Disposed, "this prepared target has been disposed");
+    return state_;
+  }
+
+ private:
+  Napi::Value shape(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value { return writeShape(info.Env(), state()->userShape); });
+  }
+  Napi::Value disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), !state_); }
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    state_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::shared_ptr<PreparedState> state_;
+};
+
+// ---------------------------------------------------------------- operands
+
+// One tensor-like argument, resolved on the JS thread.
+struct Operand {
+  at::Tensor tensor;  // in the user's layout, dtype and device
+  bool host = false;  // came from a TypedArray: results go back as TypedArrays
+  std::shared_ptr<PreparedState> prepared;
+};
+
+Operand readOperand(const Napi::Value& value, const Napi::Value& shape, bool owned) {
+  Operand operand;
+  if (NativeTensor* t = NativeTensor::from(value)) {
+    operand.tensor = t->tensor();
+  } else if (NativeTarget* p = NativeTarget::from(value)) {
+    operand.prepared = p->state();
+  } else if (value.IsTypedArray()) {
+    operand.tensor = fromTypedArray(value.As<Napi::TypedArray>(), readShape(shape), owned);
+    operand.host = true;
+  } else {
+    throw Error(ErrorCode::Shape, "expected a Tensor, a prepared target or a TypedArray");
+  }
+  return operand;
+}
+
+at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
+  TORCH_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
+  const at::Tensor nchw = nhwc ? x.permute({0, 3, 1, 2}) : x;
+  return nchw.to(config.device, config.dtype).contiguous();
+}
+
+// Back to the caller's layout, and to float32 on the caller's device.
+at::Tensor fromCompute(const at::Tensor& x, bool nhwc, at::Device device) {
+  const at::Tensor laid = nhwc ? x.permute({0, 2, 3, 1}) : x;
+  return laid.to(device, at::kFloat).contiguous();
+}
+
+// ---------------------------------------------------------------- the loss
+
+struct LossOutput {
+  at::Tensor loss;   // float64 CPU
+  at::Tensor terms;  // float64 CPU
+  at::Tensor grad;   // caller's layout, float32, caller's device
+  bool hostGrad = false;
+};
+
+Napi::Value lossToJs(Napi::Env env, const Config& config, const LossOutput& out, bool withGrad) {
+  Napi::Value loss;
+  if (config.reduction == Reduction::None) {
+    loss = toHostArray(env, out.loss);
+  } else {
+    loss = Napi::Number::New(env, out.loss.item<double>());
+  }
+  if (!withGrad) return loss;
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("loss", loss);
+  if (out.hostGrad) {
+    result.Set("grad", toHostArray(env, out.grad));
+  } else {
+    result.Set("grad", NativeTensor::wrap(env, out.grad));
+  }
+  const at::Tensor terms = out.terms.contiguous();
+  auto termsArray = Napi::Float64Array::New(env, static_cast<size_t>(terms.numel()));
+  std::memcpy(termsArray.Data(), terms.data_ptr<double>(), termsArray.ByteLength());
+  result.Set("terms", termsArray);
+  return result;
+}
+
+class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
+ public:
+  static Napi::Function define(Napi::Env env) {
+    return DefineClass(
+        env, "NativeLoss",
+        {InstanceMethod<&NativeLoss::loss>("loss"), InstanceMethod<&NativeLoss::lossAsync>("lossAsync"),
+         InstanceMethod<&NativeLoss::lossAndGrad>("lossAndGrad"),
+         InstanceMethod<&NativeLoss::lossAndGradAsync>("lossAndGradAsync"),
+         InstanceMethod<&NativeLoss::segmentation>("lossAndGradSegmentation"),
+         InstanceMethod<&NativeLoss::segmentationAsync>("lossAndGradSegmentationAsync"),
+         InstanceMethod<&NativeLoss::features>("features"),
+         InstanceMethod<&NativeLoss::featuresAsync>("featuresAsync"),
+         InstanceMethod<&NativeLoss::prepareTarget>("prepareTarget"),
+         InstanceMethod<&NativeLoss::stateDict>("stateDict"),
+         InstanceMethod<&NativeLoss::loadStateDict>("loadStateDict"),
+         InstanceMethod<&NativeLoss::reseed>("reseed"), InstanceMethod<&NativeLoss::dispose>("dispose")});
+  }
+
+  // new NativeLoss(config): `config` is the TS schema's resolved form.
+  explicit NativeLoss(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLoss>(info) {
+    guarded(info.Env(), [&]() -> Napi::Value {
+      const auto c = info[0].As<Napi::Object>();
+      auto config = std::make_shared<Config>();
+      config->inChannels = c.Get("inChannels").As<Napi::Number>().Int64Value();
+      const auto arch = c.Get("arch").As<Napi::Array>();
+      for (uint32_t i = 0; i < arch.Length(); ++i) config->arch.push_back(arch.Get(i).As<Napi::Number>().Int64Value());
+      const auto modules = c.Get("tapModules").As<Napi::Array>();
+      const auto weights = c.Get("tapWeights").As<Napi::Array>();
+      for (uint32_t i = 0; i < modules.Length(); ++i) {
+        config->taps.push_back({modules.Get(i).As<Napi::Number>().Int64Value(),
+                                weights.Get(i).As<Napi::Number>().DoubleValue()});
+      }
+      config->criterion = static_cast<Criterion>(c.Get("criterion").As<Napi::Number>().Int32Value());
+      config->featureWeight = c.Get("featureWeight").As<Napi::Number>().DoubleValue();
+      config->styleWeight = c.Get("styleWeight").As<Napi::Number>().DoubleValue();
+      config->reduction = static_cast<Reduction>(c.Get("reduction").As<Napi::Number>().Int32Value());
+      config->init = static_cast<InitKind>(c.Get("init").As<Napi::Number>().Int32Value());
+      config->initStd = c.Get("initStd").As<Napi::Number>().DoubleValue();
+      config->pool = static_cast<PoolKind>(c.Get("pool").As<Napi::Number>().Int32Value());
+      config->device = at::Device(c.Get("device").As<Napi::String>().Utf8Value());
+      const std::string dtype = c.Get("dtype").As<Napi::String>().Utf8Value();
+      config->dtype = dtype == "float64"   ? at::kDouble
+                      : dtype == "float16" ? at::kHalf
+                      : dtype == "bfloat16" ? at::kBFloat16
+                                            : at::kFloat;
+      config->checkFinite = c.Get("checkFinite").As<Napi::Boolean>().Value();
+      if (config->device.is_cuda() && !at::hasCUDA()) {
+        throw Error(ErrorCode::Device, "CUDA was requested but this libtorch has no CUDA support");
+      }
+      config_ = config;
+      net_ = buildNetwork(*config_, seedFrom(c.Get("seed")), nextGeneration());
+      return info.Env().Undefined();
+    });
+  }
+
+ private:
+  static uint64_t seedFrom(const Napi::Value& value) {
+    return static_cast<uint64_t>(value.As<Napi::Number>().Int64Value());
+  }
+  static uint64_t nextGeneration() {
+    static std::atomic<uint64_t> counter{0};
+    return ++counter;
+  }
+
+  std::shared_ptr<const Network> network() const {
+    if (!net_) throw Error(ErrorCode::Disposed, "this PerceptualLoss has been disposed");
+    return net_;
+  }
+
+  // A call's inputs, captured on the JS thread so an async job owns everything it reads.
+  struct Call {
+    std::shared_ptr<const Network> net;
+    std::shared_ptr<const Config> config;
+    Operand pred;
+    Operand target;
+    bool nhwc = false;
+  };
+
+  // args: (pred, predShape, target, targetShape, nhwc)
+  Call readCall(const Napi::CallbackInfo& info, bool owned) {
+    Call call{network(), config_, readOperand(info[0], info[1], owned), readOperand(info[2], info[3], owned),
+              info[4].As<Napi::Boolean>().Value()};
+    if (call.target.prepared && call.target.prepared->owner != id()) {
+      throw Error(ErrorCode::Options, "this prepared target was made by another PerceptualLoss");
+    }
+    return call;
+  }
+
+  uint64_t id() const { return id_; }
+
+  static LossOutput computeLoss(const Call& call, bool wantGrad) {
+    const Config& config = *call.config;
+    const Network& net = *call.net;
+    const at::Tensor pred = toCompute(call.pred.tensor, call.nhwc, config);
+    if (config.checkFinite) gpl::checkFinite(pred, "pred");
+    std::shared_ptr<const TargetFeatures> target;
+    if (call.target.prepared) {
+      target = call.target.prepared->current(net, config);
+    } else {
+      const at::Tensor t = toCompute(call.target.tensor, call.nhwc, config);
+      if (config.checkFinite) gpl::checkFinite(t, "target");
+      target = std::make_shared<const TargetFeatures>(gpl::prepareTarget(net, config, t));
+    }
+    LossResult r = gpl::lossAndGrad(net, config, pred, *target, wantGrad);
+    return finishLoss(call, std::move(r), wantGrad);
+  }
+
+  static LossOutput finishLoss(const Call& call, LossResult r, bool wantGrad) {
+    LossOutput out;
+    out.loss = r.loss.to(at::kCPU, at::kDouble);
+    out.terms = r.terms.to(at::kCPU, at::kDouble);
+    if (wantGrad) {
+      out.hostGrad = call.pred.host;
+      out.grad = fromCompute(r.grad, call.nhwc, call.pred.tensor.device());
+    }
+    return out;
+  }
+
+  Napi::Value runLoss(const Napi::CallbackInfo& info, bool wantGrad, bool async) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Call call = readCall(info, async);
+      if (!async) return lossToJs(info.Env(), *call.config, computeLoss(call, wantGrad), wantGrad);
+      return queue(info.Env(), [call = std::move(call), wantGrad]() -> Job::Finish {
+        auto out = std::make_shared<LossOutput>(computeLoss(call, wantGrad));
+        return [out, config = call.config, wantGrad](Napi::Env env) {
+          return lossToJs(env, *config, *out, wantGrad);
+        };
+      });
+    });
+  }
+
+  Napi::Value loss(const Napi::CallbackInfo& info) { return runLoss(info, false, false); }
+  Napi::Value lossAsync(const Napi::CallbackInfo& info) { return runLoss(info, false, true); }
+  Napi::Value lossAndGrad(const Napi::CallbackInfo& info) { return runLoss(info, true, false); }
+  Napi::Value lossAndGradAsync(const Napi::CallbackInfo& info) { return runLoss(info, true, true); }
+
+  // args: (logits, logitsShape, labels, labelsShape, ignoreIndex, nhwc)
+  Napi::Value runSegmentation(const Napi::CallbackInfo& info, bool async) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Call call{network(), config_, readOperand(info[0], info[1], async), readOperand(info[2], info[3], async),
+                info[5].As<Napi::Boolean>().Value()};
+      const int64_t ignoreIndex = info[4].As<Napi::Number>().Int64Value();
+      auto compute = [](const Call& call, int64_t ignoreIndex) {
+        const Config& config = *call.config;
+        const at::Tensor logits = toCompute(call.pred.tensor, call.nhwc, config);
+        if (config.checkFinite) gpl::checkFinite(logits, "logits");
+        const at::Tensor labels = call.target.tensor.to(config.device, at::kLong);
+        TORCH_CHECK(labels.dim() == 3, "labels must be [N, H, W]");
+        LossResult r = gpl::lossAndGradSegmentation(*call.net, config, logits, labels, ignoreIndex, true);
+        return finishLoss(call, std::move(r), true);
+      };
+      if (!async) return lossToJs(info.Env(), *call.config, compute(call, ignoreIndex), true);
+      return queue(info.Env(), [call = std::move(call), ignoreIndex, compute]() -> Job::Finish {
+        auto out = std::make_shared<LossOutput>(compute(call, ignoreIndex));
+        return [out, config = call.config](Napi::Env env) { return lossToJs(env, *config, *out, true); };
+      });
+    });
+  }
+
+  Napi::Value segmentation(const Napi::CallbackInfo& info) { return runSegmentation(info, false); }
+  Napi::Value segmentationAsync(const Napi::CallbackInfo& info) { return runSegmentation(info, true); }
+
+  // args: (x, shape, nhwc) -> [data | Tensor, shape][] per tap
+  Napi::Value runFeatures(const Napi::CallbackInfo& info, bool async) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Call call{network(), config_, readOperand(info[0], info[1], async), {}, info[2].As<Napi::Boolean>().Value()};
+      auto compute = [](const Call& call) {
+        std::vector<at::Tensor> out;
+        const at::Tensor x = toCompute(call.pred.tensor, call.nhwc, *call.config);
+        if (call.config->checkFinite) gpl::checkFinite(x, "input");
+        for (const at::Tensor& f : gpl::features(*call.net, *call.config, x)) {
+          out.push_back(fromCompute(f, call.nhwc, call.pred.tensor.device()));
+        }
+        return out;
+      };
+      auto toJs = [](Napi::Env env, const std::vector<at::Tensor>& feats, bool host) {
+        auto array = Napi::Array::New(env, feats.size());
+        for (size_t i = 0; i < feats.size(); ++i) {
+          auto entry = Napi::Object::New(env);
+          entry.Set("shape", writeShape(env, feats[i].sizes()));
+          entry.Set("data", host ? toHostArray(env, feats[i]) : NativeTensor::wrap(env, feats[i]));
+          array.Set(i, entry);
+        }
+        return array;
+      };
+      if (!async) return toJs(info.Env(), compute(call), call.pred.host);
+      return queue(info.Env(), [call = std::move(call), compute, toJs]() -> Job::Finish {
+        auto feats = std::make_shared<std::vector<at::Tensor>>(compute(call));
+        return [feats, toJs, host = call.pred.host](Napi::Env env) -> Napi::Value { return toJs(env, *feats, host); };
+      });
+    });
+  }
+
+  Napi::Value features(const Napi::CallbackInfo& info) { return runFeatures(info, false); }
+  Napi::Value featuresAsync(const Napi::CallbackInfo& info) { return runFeatures(info, true); }
+
+  // args: (target, shape, nhwc)
+  Napi::Value prepareTarget(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const auto net = network();
+      Operand operand = readOperand(info[0], info[1], false);
+      if (operand.prepared) throw Error(ErrorCode::Shape, "the target is already prepared");
+      auto state = std::make_shared<PreparedState>();
+      state->nhwc = info[2].As<Napi::Boolean>().Value();
+      state->userShape = operand.tensor.sizes().vec();
+      // toCompute copies host data (borrowed here) unless it is already NCHW float32 on the device.
+      state->input = toCompute(operand.tensor, state->nhwc, *config_);
+      if (operand.host && state->input.data_ptr() == operand.tensor.data_ptr()) state->input = state->input.clone();
+      if (config_->checkFinite) gpl::checkFinite(state->input, "target");
+      state->owner = id();
+      state->current(*net, *config_);
+      return NativeTarget::wrap(info.Env(), state);
+    });
+  }
+
+  // -> [weight0, bias0, weight1, bias1, ...] as float32 arrays, in conv order
+  Napi::Value stateDict(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const auto net = network();
+      auto array = Napi::Array::New(info.Env(), net->masterWeights.size() * 2);
+      for (size_t i = 0; i < net->masterWeights.size(); ++i) {
+        array.Set(2 * i, toHostArray(info.Env(), net->masterWeights[i]));
+        array.Set(2 * i + 1, toHostArray(info.Env(), net->biases[i]));
+      }
+      return array;
+    });
+  }
+
+  // args: ([weight0, bias0, ...] as Float32Arrays)
+  Napi::Value loadStateDict(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      const auto net = network();
+      const auto arrays = info[0].As<Napi::Array>();
+      TORCH_CHECK(arrays.Length() == net->masterWeights.size() * 2, "expected ", net->masterWeights.size() * 2,
+                  " arrays");
+      std::vector<at::Tensor> weights, biases;
+      for (size_t i = 0; i < net->masterWeights.size(); ++i) {
+        const at::Tensor& master = net->masterWeights[i];
+        weights.push_back(fromTypedArray(arrays.Get(2 * i).As<Napi::TypedArray>(), master.sizes().vec(), true));
+        biases.push_back(fromTypedArray(arrays.Get(2 * i + 1).As<Napi::TypedArray>(), {master.size(0)}, true));
+      }
+      net_ = withWeights(*config_, *net, weights, biases, nextGeneration());
+      return info.Env().Undefined();
+    });
+  }
+
+  Napi::Value reseed(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      network();
+      net_ = buildNetwork(*config_, seedFrom(info[0]), nextGeneration());
+      return info.Env().Undefined();
+    });
+  }
+
+  // In-flight jobs hold their own references, so they finish normally.
+  Napi::Value dispose(const Napi::CallbackInfo& info) {
+    net_.reset();
+    return info.Env().Undefined();
+  }
+
+  const uint64_t id_ = nextGeneration();  // unique, unlike an address that may be reused
+  std::shared_ptr<const Config> config_;
+  std::shared_ptr<const Network> net_;
+};
+
+// ---------------------------------------------------------------- module
+
+Napi::Value setErrorClass(const Napi::CallbackInfo& info) {
+  addonData(info.Env()).errorClass = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    at::set_num_threads(info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto result = Napi::Object::New(env);
+    result.Set("torchVersion", std::to_string(compat::kTorchMajor) + "." + std::to_string(compat::kTorchMinor) + "." +
+                                   std::to_string(compat::kTorchPatch));
+    result.Set("cuda", at::hasCUDA());
+    result.Set("cudaDeviceCount", static_cast<double>(at::hasCUDA() ? at::getNumGPUs() : 0));
+    result.Set("cudaBuild",
+#if defined(PL_WITH_CUDA)
+               true
+#else
+               false
+#endif
+    );
+    result.Set("cxx11Abi", static_cast<bool>(_GLIBCXX_USE_CXX11_ABI));
+    result.Set("mkldnn", at::hasMKLDNN());
+    result.Set("numThreads", at::get_num_threads());
+    result.Set("parallelInfo", at::get_parallel_info());
+    return result;
+  });
+}
+
+Napi::Value liveTensorCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(liveTensors.load()));
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  env.SetInstanceData(data);
+  data->tensorClass = Napi::Persistent(NativeTensor::define(env));
+  data->targetClass = Napi::Persistent(NativeTarget::define(env));
+  exports.Set("NativeTensor", data->tensorClass.Value());
+  exports.Set("NativeTarget", data->targetClass.Value());
+  exports.Set("NativeLoss", NativeLoss::define(env));
+  exports.Set("setErrorClass", Napi::Function::New<setErrorClass>(env));
+  exports.Set("setNumThreads", Napi::Function::New<setNumThreads>(env));
+  exports.Set("runtimeInfo", Napi::Function::New<runtimeInfo>(env));
+  exports.Set("liveTensors", Napi::Function::New<liveTensorCount>(env));
+  return exports;
+}
+
+}  // namespace
+}  // namespace gpl
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return gpl::init(env, exports); }
+
+NODE_API_MODULE(generic_perceptual_loss, InitAddon)

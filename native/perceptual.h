@@ -1,0 +1,110 @@
+// The random-weight VGG network and the perceptual loss, over ATen alone.
+//
+// The network is frozen, so the pred branch needs only d loss / d input: the
+// backward pass is written out module by module with the same ATen kernels
+// autograd would call, without recording a graph or any weight gradient.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gpl {
+
+// Mirrors the `code` of the JS PerceptualLossError.
+enum class ErrorCode { Options, Shape, Dtype, Device, Disposed, NonFinite, OutOfMemory, File, Libtorch };
+
+const char* errorCodeName(ErrorCode code);
+
+struct Error : std::runtime_error {
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code(code) {}
+  ErrorCode code;
+};
+
+enum class Criterion { L1, L2, SmoothL1 };
+enum class Reduction { Mean, Sum, None };
+enum class PoolKind { Max, Avg };
+enum class InitKind { KaimingNormal, KaimingUniform, XavierNormal, XavierUniform, Normal };
+
+struct Tap {
+  int64_t module;  // index in the torchvision-style Sequential; features are its output
+  double weight;
+};
+
+// Resolved by the TS options schema; native code trusts its values.
+struct Config {
+  int64_t inChannels = 1;
+  std::vector<int64_t> arch;  // conv widths; 0 stands for 'M'
+  std::vector<Tap> taps;      // in the user's order
+  Criterion criterion = Criterion::L2;
+  double featureWeight = 1.0;
+  double styleWeight = 0.0;
+  Reduction reduction = Reduction::Mean;
+  InitKind init = InitKind::KaimingNormal;
+  double initStd = 0.0;  // for InitKind::Normal
+  PoolKind pool = PoolKind::Max;
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;
+  bool checkFinite = true;
+};
+
+enum class ModuleKind { Conv, ReLU, Pool };
+
+struct Module {
+  ModuleKind kind;
+  int64_t conv;  // index into Network::weights for convs, -1 otherwise
+};
+
+// Immutable once built: concurrent calls share it, reseed() swaps in a new one.
+struct Network {
+  std::vector<Module> modules;           // truncated after the deepest tap
+  std::vector<int64_t> moduleIndexOfConv;
+  std::vector<at::Tensor> masterWeights;  // float32 CPU, as drawn
+  std::vector<at::Tensor> weights;        // compute dtype, on the device
+  std::vector<at::Tensor> biases;
+  uint64_t seed = 0;
+  uint64_t generation = 0;  // bumps on every reseed/load, to invalidate prepared targets
+};
+
+std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed, uint64_t generation);
+
+// Replaces the drawn weights by given float32 CPU tensors (in conv order).
+std::shared_ptr<const Network> withWeights(const Config& config, const Network& net,
+                                           const std::vector<at::Tensor>& weights,
+                                           const std::vector<at::Tensor>& biases, uint64_t generation);
+
+// Features of a prepared target: computed once, reused by every call.
+struct TargetFeatures {
+  std::vector<at::Tensor> features;  // per tap, NCHW, compute dtype
+  std::vector<at::Tensor> grams;     // per tap when styleWeight > 0
+  uint64_t generation = 0;
+};
+
+struct LossResult {
+  at::Tensor loss;   // 0-d, or [N] for Reduction::None; float64 for the caller
+  at::Tensor terms;  // [taps, 2]: weighted feature and style contributions
+  at::Tensor grad;   // NCHW, compute dtype; undefined when not asked for
+};
+
+// Every entry point takes NCHW tensors already in the compute dtype and on the device.
+std::vector<at::Tensor> features(const Network& net, const Config& config, const at::Tensor& x);
+
+TargetFeatures prepareTarget(const Network& net, const Config& config, const at::Tensor& target);
+
+LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred,
+                       const TargetFeatures& target, bool wantGrad);
+
+// pred = softmax(logits) and target = one_hot(labels), both masked where labels == ignoreIndex;
+// the gradient is with respect to the logits.
+LossResult lossAndGradSegmentation(const Network& net, const Config& config, const at::Tensor& logits,
+                                   const at::Tensor& labels, int64_t ignoreIndex, bool wantGrad);
+
+// Throws ErrorCode::NonFinite when x holds NaN or Inf.
+void checkFinite(const at::Tensor& x, const char* what);
+
+}  // namespace gpl

@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+// Writes dist/index.mjs: the ES module face of the CommonJS build, so `import` and `require`
+// share one instance of the addon and its classes. Export names are read from tsc's output
+// (not by loading it: the addon may not be built yet).
+'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
+
+const dist = path.resolve(__dirname, '..', 'dist');
+for (const name of ['index']) {
+  const source = fs.readFileSync(path.join(dist, `${name}.js`), 'utf8');
+  const names = [...source.matchAll(/Object\.defineProperty\(exports, "(\w+)"|^exports\.(\w+) =/gm)]
+    .map((m) => m[1] ?? m[2])
+    .filter((n) => n !== '__esModule');
+  const unique = [...new Set(names)];
+  const body = [`import cjs from './${name}.js';`, `export const { ${unique.join(', ')} } = cjs;`, 'export default cjs;', ''];
+  fs.writeFileSync(path.join(dist, `${name}.mjs`), body.join('\n'));
+}

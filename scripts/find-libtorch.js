@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+// Prints the libtorch that the builds use (see lib/libtorch.ts for the search order).
+//   node scripts/find-libtorch.js            human-readable report
+//   node scripts/find-libtorch.js --json     the whole search as JSON
+//   node scripts/find-libtorch.js --cmake    set() lines for CMakeLists.txt
+//   node scripts/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags
+'use strict';
+const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
+
+const search = findLibtorch();
+const [mode, key] = process.argv.slice(2);
+const chosen = search.chosen;
+
+if (mode === '--json') {
+  process.stdout.write(JSON.stringify(search, null, 2) + '\n');
+  process.exit(chosen ? 0 : 1);
+}
+
+if (!chosen) {
+  console.error('generic-perceptual-loss: no usable libtorch found. Looked at:');
+  for (const c of search.candidates) console.error(`  - ${describeCandidate(c)}`);
+  console.error('Install one of: apt-get install libtorch-dev | pip install torch | LIBTORCH=/path/to/libtorch');
+  process.exit(1);
+}
+
+const abi = chosen.cxx11Abi === false ? 0 : 1;
+const defines = [`_GLIBCXX_USE_CXX11_ABI=${abi}`, ...(chosen.cuda ? ['PL_WITH_CUDA'] : [])];
+
+if (mode === '--cmake') {
+  const list = (xs) => `"${xs.join(';')}"`;
+  console.log(`set(GPL_TORCH_VERSION "${chosen.version ?? ''}")`);
+  console.log(`set(GPL_TORCH_INCLUDE_DIRS ${list(chosen.includeDirs)})`);
+  console.log(`set(GPL_TORCH_LIBRARY_DIR "${chosen.libraryDir}")`);
+  console.log(`set(GPL_TORCH_LIBRARIES ${list(chosen.libraries)})`);
+  console.log(`set(GPL_TORCH_DEFINES ${list(defines)})`);
+} else if (mode === '--gyp') {
+  const lists = {
+    include_dirs: chosen.includeDirs,
+    libraries: [`-L${chosen.libraryDir}`, ...chosen.libraries.map((l) => `-l${l}`)],
+    defines,
+    ldflags: [`-Wl,-rpath,${chosen.libraryDir}`],
+  };
+  if (!(key in lists)) {
+    console.error(`unknown --gyp key ${key}; one of ${Object.keys(lists).join(', ')}`);
+    process.exit(2);
+  }
+  console.log(lists[key].join(' '));
+} else {
+  for (const c of search.candidates) console.log(`${c === chosen ? '*' : ' '} ${describeCandidate(c)}`);
+}

@@ -11,7 +11,7 @@ export interface NativeTensorHandle {
   readonly device: string;
   readonly dtype: string;
   readonly disposed: boolean;
-  toArray(): Float32Array | Int32Array;
+  toArray(): Float32Array | Float64Array | Int32Array;
   dispose(): void;
 }
 
@@ -21,24 +21,25 @@ export interface NativeTargetHandle {
   dispose(): void;
 }
 
-type Operand = Float32Array | Int32Array | Uint8Array | NativeTensorHandle | NativeTargetHandle;
+type HostArray = Float32Array | Float64Array;
+type Operand = HostArray | Int32Array | Uint8Array | NativeTensorHandle | NativeTargetHandle;
 
 export interface NativeLossResult<G> {
-  loss: number | Float32Array;
+  loss: number | HostArray;
   grad: G;
   /** [taps * 2]: weighted feature and style contributions per tap. */
   terms: Float64Array;
 }
 
-export type NativeFeature = { shape: number[]; data: Float32Array | NativeTensorHandle };
+export type NativeFeature = { shape: number[]; data: HostArray | NativeTensorHandle };
 
 export interface NativeLossHandle {
-  loss(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): number | Float32Array;
-  lossAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): Promise<number | Float32Array>;
-  lossAndGrad(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): NativeLossResult<Float32Array | NativeTensorHandle>;
-  lossAndGradAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): Promise<NativeLossResult<Float32Array | NativeTensorHandle>>;
-  lossAndGradSegmentation(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, nhwc: boolean): NativeLossResult<Float32Array | NativeTensorHandle>;
-  lossAndGradSegmentationAsync(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, nhwc: boolean): Promise<NativeLossResult<Float32Array | NativeTensorHandle>>;
+  loss(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): number | HostArray;
+  lossAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): Promise<number | HostArray>;
+  lossAndGrad(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): NativeLossResult<HostArray | NativeTensorHandle>;
+  lossAndGradAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
+  lossAndGradSegmentation(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, nhwc: boolean): NativeLossResult<HostArray | NativeTensorHandle>;
+  lossAndGradSegmentationAsync(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, nhwc: boolean): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
   features(x: Operand, shape: number[], nhwc: boolean): NativeFeature[];
   featuresAsync(x: Operand, shape: number[], nhwc: boolean): Promise<NativeFeature[]>;
   prepareTarget(target: Operand, shape: number[], nhwc: boolean): NativeTargetHandle;
@@ -61,7 +62,7 @@ export interface NativeRuntime {
 
 export interface NativeBinding {
   NativeLoss: new (config: NativeConfig) => NativeLossHandle;
-  NativeTensor: { fromHost(data: Float32Array | Int32Array | Uint8Array, shape: number[], device: string): NativeTensorHandle };
+  NativeTensor: { fromHost(data: HostArray | Int32Array | Uint8Array, shape: number[], device: string): NativeTensorHandle };
   setErrorClass(cls: typeof PerceptualLossError): void;
   setNumThreads(n: number): void;
   runtimeInfo(): NativeRuntime;

@@ -4,9 +4,12 @@ import { PerceptualLossError, show } from './errors';
 import type { Layout } from './options';
 import { checkShape, elementCount, Tensor } from './tensor';
 
-/** A host value: row-major float32 data of the given shape. */
-export interface HostTensor {
-  data: Float32Array;
+/**
+ * A host value: row-major data of the given shape. Results derived from it (grad, features,
+ * per-sample losses) come back as the same array type.
+ */
+export interface HostTensor<A extends Float32Array | Float64Array = Float32Array | Float64Array> {
+  data: A;
   shape: readonly number[];
 }
 
@@ -16,7 +19,7 @@ export type TensorLike = Tensor | HostTensor;
 export type LabelsLike = Tensor | { data: Int32Array | Uint8Array; shape: readonly number[] };
 
 export interface Operand {
-  value: Float32Array | Int32Array | Uint8Array | NativeTensorHandle | NativeTargetHandle;
+  value: Float32Array | Float64Array | Int32Array | Uint8Array | NativeTensorHandle | NativeTargetHandle;
   shape: number[];
   tensor: boolean;
 }
@@ -67,7 +70,10 @@ function checkTensor(x: Tensor, role: string, device: string, dtypes: string[]):
 
 /** [N, C, H, W] in the call's layout, checked against inChannels and the deepest tap. */
 export function readImage(x: unknown, role: string, check: ImageCheck): Operand {
-  const operand = x instanceof Tensor ? checkTensor(x, role, check.device, ['float32']) : checkHost(x, role, [Float32Array]);
+  const operand =
+    x instanceof Tensor
+      ? checkTensor(x, role, check.device, ['float32', 'float64'])
+      : checkHost(x, role, [Float32Array, Float64Array]);
   const dims = operand.shape;
   const order = check.layout === 'nhwc' ? '[N, H, W, C]' : '[N, C, H, W]';
   if (dims.length !== 4) {

@@ -1,7 +1,7 @@
 // PerceptualLoss: the typed API over the native loss.
 import { native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
-import { readImage, readLabels, sameShape, type ImageCheck, type LabelsLike, type Operand, type TensorLike } from './input';
+import { readImage, readLabels, sameShape, type ImageCheck, type HostTensor, type LabelsLike, type Operand, type TensorLike } from './input';
 import {
   resolveLayout,
   resolveOptions,
@@ -33,8 +33,8 @@ export interface LossTerm {
 }
 
 export interface LossAndGrad<G> {
-  /** A number, or one value per sample (Float32Array) with reduction 'none'. */
-  loss: number | Float32Array;
+  /** A number, or one value per sample (an array of pred's type) with reduction 'none'. */
+  loss: number | Float32Array | Float64Array;
   /** d loss / d pred, in pred's shape and layout. */
   grad: G;
   /** Per-tap contributions (summed over samples with reduction 'none'). */
@@ -47,7 +47,8 @@ export interface Feature<T> {
   data: T;
 }
 
-type GradOf<P> = P extends Tensor ? Tensor : Float32Array;
+/** What a result derived from P is: a Tensor for a Tensor, else P's array type. */
+type Like<P> = P extends Tensor ? Tensor : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
 
 const targets = new WeakMap<PreparedTarget, { handle: NativeTargetHandle; owner: PerceptualLoss }>();
 
@@ -102,17 +103,17 @@ export class PerceptualLoss implements Disposable {
     return structuredClone(this.#resolved.options);
   }
 
-  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): number | Float32Array {
+  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): number | Float32Array | Float64Array {
     const [p, t, nhwc] = this.#pair(pred, target, call);
     return this.#handle().loss(p.value, p.shape, t.value, t.shape, nhwc);
   }
 
-  async lossAsync(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): Promise<number | Float32Array> {
+  async lossAsync(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): Promise<number | Float32Array | Float64Array> {
     const [p, t, nhwc] = this.#pair(pred, target, call);
     return this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, nhwc);
   }
 
-  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: CallOptions): LossAndGrad<GradOf<P>> {
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: CallOptions): LossAndGrad<Like<P>> {
     const [p, t, nhwc] = this.#pair(pred, target, call);
     return this.#result(this.#handle().lossAndGrad(p.value, p.shape, t.value, t.shape, nhwc));
   }
@@ -121,7 +122,7 @@ export class PerceptualLoss implements Disposable {
     pred: P,
     target: TensorLike | PreparedTarget,
     call?: CallOptions,
-  ): Promise<LossAndGrad<GradOf<P>>> {
+  ): Promise<LossAndGrad<Like<P>>> {
     const [p, t, nhwc] = this.#pair(pred, target, call);
     return this.#result(await this.#handle().lossAndGradAsync(p.value, p.shape, t.value, t.shape, nhwc));
   }
@@ -134,7 +135,7 @@ export class PerceptualLoss implements Disposable {
     logits: P,
     labels: LabelsLike,
     options?: SegmentationOptions,
-  ): LossAndGrad<GradOf<P>> {
+  ): LossAndGrad<Like<P>> {
     const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
     return this.#result(this.#handle().lossAndGradSegmentation(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
   }
@@ -143,19 +144,19 @@ export class PerceptualLoss implements Disposable {
     logits: P,
     labels: LabelsLike,
     options?: SegmentationOptions,
-  ): Promise<LossAndGrad<GradOf<P>>> {
+  ): Promise<LossAndGrad<Like<P>>> {
     const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
     const handle = this.#handle();
     return this.#result(await handle.lossAndGradSegmentationAsync(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
   }
 
   /** The features of x at each tap, in `layers` order and in x's layout. */
-  features<X extends TensorLike>(x: X, call?: CallOptions): Feature<X extends Tensor ? Tensor : Float32Array>[] {
+  features<X extends TensorLike>(x: X, call?: CallOptions): Feature<Like<X>>[] {
     const [operand, nhwc] = this.#single(x, 'x', call);
     return this.#features(this.#handle().features(operand.value, operand.shape, nhwc));
   }
 
-  async featuresAsync<X extends TensorLike>(x: X, call?: CallOptions): Promise<Feature<X extends Tensor ? Tensor : Float32Array>[]> {
+  async featuresAsync<X extends TensorLike>(x: X, call?: CallOptions): Promise<Feature<Like<X>>[]> {
     const [operand, nhwc] = this.#single(x, 'x', call);
     return this.#features(await this.#handle().featuresAsync(operand.value, operand.shape, nhwc));
   }
@@ -289,13 +290,13 @@ export class PerceptualLoss implements Disposable {
     return [l, y, ignoreIndex, nhwc];
   }
 
-  #result<G>(raw: NativeLossResult<Float32Array | NativeTensorHandle>): LossAndGrad<G> {
+  #result<G>(raw: NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>): LossAndGrad<G> {
     const terms = this.#resolved.options.layers.map((name, i) => ({
       name,
       feature: raw.terms[2 * i],
       style: raw.terms[2 * i + 1],
     }));
-    const grad = raw.grad instanceof Float32Array ? raw.grad : Tensor.wrap(raw.grad);
+    const grad = ArrayBuffer.isView(raw.grad) ? raw.grad : Tensor.wrap(raw.grad);
     return { loss: raw.loss, grad: grad as G, terms };
   }
 
@@ -303,7 +304,7 @@ export class PerceptualLoss implements Disposable {
     return raw.map((f, i) => ({
       name: this.#resolved.options.layers[i],
       shape: f.shape,
-      data: (f.data instanceof Float32Array ? f.data : Tensor.wrap(f.data)) as T,
+      data: (ArrayBuffer.isView(f.data) ? f.data : Tensor.wrap(f.data)) as T,
     }));
   }
 

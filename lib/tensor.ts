@@ -3,7 +3,7 @@ import { native, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
 import { resolveDevice, type DeviceSpec } from './options';
 
-export type TensorData = Float32Array | Int32Array | Uint8Array;
+export type TensorData = Float32Array | Float64Array | Int32Array | Uint8Array;
 
 export interface TensorOptions {
   /** Default 'auto': the first CUDA device if there is one, else the CPU (as the loss). */
@@ -30,10 +30,11 @@ export class Tensor implements Disposable {
 
   /** Copies `data` (row-major, `shape`) into a new tensor on the device. */
   static from(data: TensorData, shape: readonly number[], options: TensorOptions = {}): Tensor {
-    if (!(data instanceof Float32Array || data instanceof Int32Array || data instanceof Uint8Array)) {
+    const types = [Float32Array, Float64Array, Int32Array, Uint8Array];
+    if (!types.some((type) => data instanceof type)) {
       throw new PerceptualLossError(
         'ERR_DTYPE',
-        `Tensor.from takes a Float32Array (or an Int32Array / Uint8Array of labels); got ${show(data)}.`,
+        `Tensor.from takes a Float32Array or Float64Array (or an Int32Array / Uint8Array of labels); got ${show(data)}.`,
       );
     }
     const dims = checkShape(shape, 'Tensor.from');
@@ -81,7 +82,7 @@ export class Tensor implements Disposable {
   }
 
   /** Copies the data to the host. */
-  toArray(): Float32Array | Int32Array {
+  toArray(): TensorData {
     return Tensor.handle(this).toArray();
   }
 

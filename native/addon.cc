@@ -275,19 +275,21 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   at::Tensor tensor_;
 };
 
-// Copies a tensor to a new JS array of its element type (float32 for float types).
+// Copies a tensor to a new JS array: Int32Array for int32, Float64Array for float64,
+// Float32Array for every other type.
 Napi::Value toHostArray(Napi::Env env, const at::Tensor& tensor) {
-  const bool isInt = tensor.scalar_type() == at::kInt;
-  const at::Tensor host = tensor.to(at::kCPU, isInt ? at::kInt : at::kFloat).contiguous();
+  const at::ScalarType type = tensor.scalar_type();
+  const at::ScalarType hostType = type == at::kInt || type == at::kDouble ? type : at::kFloat;
+  const at::Tensor host = tensor.to(at::kCPU, hostType).contiguous();
   const size_t n = static_cast<size_t>(host.numel());
-  if (isInt) {
-    auto array = Napi::Int32Array::New(env, n);
-    if (n) std::memcpy(array.Data(), host.data_ptr<int32_t>(), n * sizeof(int32_t));
+  const size_t bytes = n * host.element_size();
+  auto copy = [&](auto array) {
+    if (bytes) std::memcpy(array.Data(), host.data_ptr(), bytes);
     return array;
-  }
-  auto array = Napi::Float32Array::New(env, n);
-  if (n) std::memcpy(array.Data(), host.data_ptr<float>(), n * sizeof(float));
-  return array;
+  };
+  if (hostType == at::kInt) return copy(Napi::Int32Array::New(env, n));
+  if (hostType == at::kDouble) return copy(Napi::Float64Array::New(env, n));
+  return copy(Napi::Float32Array::New(env, n));
 }
 
 Napi::Value NativeTensor::toArray(const Napi::CallbackInfo& info) {
@@ -385,10 +387,10 @@ at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
   return nchw.to(config.device, config.dtype).contiguous();
 }
 
-// Back to the caller's layout, and to float32 on the caller's device.
-at::Tensor fromCompute(const at::Tensor& x, bool nhwc, at::Device device) {
+// Results go back like the input they derive from: its layout, device and dtype.
+at::Tensor fromCompute(const at::Tensor& x, bool nhwc, const at::Tensor& like) {
   const at::Tensor laid = nhwc ? x.permute({0, 2, 3, 1}) : x;
-  return laid.to(device, at::kFloat).contiguous();
+  return laid.to(like.device(), like.scalar_type()).contiguous();
 }
 
 // ---------------------------------------------------------------- the loss
@@ -396,14 +398,15 @@ at::Tensor fromCompute(const at::Tensor& x, bool nhwc, at::Device device) {
 struct LossOutput {
   at::Tensor loss;   // float64 CPU
   at::Tensor terms;  // float64 CPU
-  at::Tensor grad;   // caller's layout, float32, caller's device
+  at::Tensor grad;   // like pred: its layout, device and dtype
+  at::ScalarType lossType = at::kFloat;  // per-sample losses come back in pred's dtype
   bool hostGrad = false;
 };
 
 Napi::Value lossToJs(Napi::Env env, const Config& config, const LossOutput& out, bool withGrad) {
   Napi::Value loss;
   if (config.reduction == Reduction::None) {
-    loss = toHostArray(env, out.loss);
+    loss = toHostArray(env, out.loss.to(out.lossType));
   } else {
     loss = Napi::Number::New(env, out.loss.item<double>());
   }
@@ -533,9 +536,10 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
     LossOutput out;
     out.loss = r.loss.to(at::kCPU, at::kDouble);
     out.terms = r.terms.to(at::kCPU, at::kDouble);
+    out.lossType = call.pred.tensor.scalar_type();
     if (wantGrad) {
       out.hostGrad = call.pred.host;
-      out.grad = fromCompute(r.grad, call.nhwc, call.pred.tensor.device());
+      out.grad = fromCompute(r.grad, call.nhwc, call.pred.tensor);
     }
     return out;
   }
@@ -593,7 +597,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
         const at::Tensor x = toCompute(call.pred.tensor, call.nhwc, *call.config);
         if (call.config->checkFinite) gpl::checkFinite(x, "input");
         for (const at::Tensor& f : gpl::features(*call.net, *call.config, x)) {
-          out.push_back(fromCompute(f, call.nhwc, call.pred.tensor.device()));
+          out.push_back(fromCompute(f, call.nhwc, call.pred.tensor));
         }
         return out;
       };
@@ -644,7 +648,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
       auto array = Napi::Array::New(info.Env(), net->masterWeights.size() * 2);
       for (size_t i = 0; i < net->masterWeights.size(); ++i) {
         array.Set(2 * i, toHostArray(info.Env(), net->masterWeights[i]));
-        array.Set(2 * i + 1, toHostArray(info.Env(), net->biases[i]));
+        array.Set(2 * i + 1, toHostArray(info.Env(), net->biases[i].to(at::kFloat)));
       }
       return array;
     });

@@ -1,0 +1,231 @@
+// Runs scripts/reference.py (PyTorch, the reference implementation of SPEC.md) on a batch of cases
+// and reads its results back. One Python process serves all cases because importing torch is slow.
+
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+// Debian's interpreter carries torch; the python3 on PATH may not.
+const PYTHON = process.env.GPL_REFERENCE_PYTHON ?? '/usr/bin/python3';
+// vitest (vite-node) defines __dirname in test modules, as CommonJS does.
+const SCRIPT = path.resolve(__dirname, '../../scripts/reference.py');
+
+export type Arch = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19' | readonly (number | 'M')[];
+export type Init =
+  | 'kaiming_normal'
+  | 'kaiming_uniform'
+  | 'xavier_normal'
+  | 'xavier_uniform'
+  | { readonly normal: number };
+
+/**
+ * The loss options the reference understands: those of SPEC.md that change the result on the CPU.
+ * Options left out take SPEC.md's defaults. The reference computes in float32 or float64 only.
+ */
+export interface ResolvedOptionsLike {
+  inChannels: number;
+  arch?: Arch;
+  layers?: readonly string[];
+  layerWeights?: readonly number[] | Readonly<Record<string, number>>;
+  criterion?: 'l1' | 'l2' | 'smooth_l1';
+  featureWeight?: number;
+  styleWeight?: number;
+  reduction?: 'mean' | 'sum' | 'none';
+  init?: Init;
+  seed?: number;
+  pool?: 'max' | 'avg';
+  dtype?: 'float32' | 'float64';
+  layout?: 'nchw' | 'nhwc';
+}
+
+const OPTION_KEYS = [
+  'inChannels',
+  'arch',
+  'layers',
+  'layerWeights',
+  'criterion',
+  'featureWeight',
+  'styleWeight',
+  'reduction',
+  'init',
+  'seed',
+  'pool',
+  'dtype',
+  'layout',
+] as const satisfies readonly (keyof ResolvedOptionsLike)[];
+
+export type RefOutput = 'weights' | 'features' | 'loss' | 'grad';
+
+export interface RefCase {
+  /** Unique within a run; used in file names, so letters, digits, '_', '-' and '.' only. */
+  id: string;
+  /** Extra keys (device, checkFinite, ...) are dropped, so a loss's resolved options can be passed. */
+  options: ResolvedOptionsLike;
+  /** In the layout of the options: [N, C, H, W] for nchw, [N, H, W, C] for nhwc. */
+  shape: readonly number[];
+  /** Row-major in `shape`; the logits of a segmentation case. */
+  pred: Float32Array;
+  /** Ignored in a segmentation case (one with `labels`). */
+  target: Float32Array;
+  /** Class ids [N, H, W]; makes this a segmentation case. */
+  labels?: Int32Array;
+  /** Defaults to 255. */
+  ignoreIndex?: number;
+  outputs: readonly RefOutput[];
+}
+
+export interface RefFeature {
+  name: string;
+  /** In the case's layout. */
+  shape: number[];
+  data: Float64Array;
+}
+
+export interface RefResult {
+  stateDictNames: string[];
+  /** sha256 of the float32 state-dict tensors, concatenated in `stateDictNames` order. */
+  weightsSha256?: string;
+  /** A Float64Array of per-sample values for reduction 'none'. */
+  loss?: number | Float64Array;
+  /** Features of pred, one per tap in `layers` order. */
+  features?: RefFeature[];
+  /** d loss / d pred (of the sum of the per-sample losses for 'none'), in the case's layout. */
+  grad?: Float64Array;
+  gradShape?: number[];
+}
+
+interface RawResult {
+  id: string;
+  stateDictNames: string[];
+  weightsSha256?: string;
+  loss?: number | number[];
+  features?: { name: string; shape: number[]; file: string }[];
+  grad?: string;
+  gradShape?: number[];
+}
+
+/** Runs the PyTorch reference on all cases at once. */
+export async function runReference(cases: readonly RefCase[]): Promise<Map<string, RefResult>> {
+  // Raw files are written and read in host byte order; the reference uses little-endian.
+  if (os.endianness() !== 'LE') throw new Error('runReference needs a little-endian host');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-ref-'));
+  try {
+    const outDir = path.join(dir, 'out');
+    const seen = new Set<string>();
+    const json = cases.map((c) => {
+      if (!/^[A-Za-z0-9_.-]+$/.test(c.id) || seen.has(c.id)) {
+        throw new Error(`reference case id ${JSON.stringify(c.id)} is not a unique file-safe name`);
+      }
+      seen.add(c.id);
+      const count = c.shape.reduce((a, b) => a * b, 1);
+      if (c.pred.length !== count || (!c.labels && c.target.length !== count)) {
+        throw new Error(`reference case ${c.id}: pred/target lengths do not match shape [${c.shape}]`);
+      }
+      const entry: Record<string, unknown> = {
+        id: c.id,
+        options: pickOptions(c.options),
+        shape: c.shape,
+        pred: writeRaw(dir, `${c.id}.pred.f32`, c.pred),
+        outputs: c.outputs,
+      };
+      if (c.labels) {
+        entry.labels = writeRaw(dir, `${c.id}.labels.i32`, c.labels);
+        if (c.ignoreIndex !== undefined) entry.ignoreIndex = c.ignoreIndex;
+      } else {
+        entry.target = writeRaw(dir, `${c.id}.target.f32`, c.target);
+      }
+      return entry;
+    });
+    const casesFile = path.join(dir, 'cases.json');
+    fs.writeFileSync(casesFile, JSON.stringify({ cases: json }));
+
+    try {
+      await execFileAsync(PYTHON, [SCRIPT, casesFile, outDir], {
+        maxBuffer: 64 * 1024 * 1024,
+        timeout: 10 * 60 * 1000,
+      });
+    } catch (err) {
+      const e = err as { code?: unknown; signal?: unknown; stderr?: string; message: string };
+      const how = e.signal ? `signal ${String(e.signal)}` : `exit ${String(e.code)}`;
+      throw new Error(`${PYTHON} ${SCRIPT} failed (${how}):\n${e.stderr?.trim() || e.message}`);
+    }
+
+    const results = new Map<string, RefResult>();
+    for (const c of cases) {
+      const raw = JSON.parse(fs.readFileSync(path.join(outDir, `${c.id}.json`), 'utf8')) as RawResult;
+      const result: RefResult = { stateDictNames: raw.stateDictNames };
+      if (raw.weightsSha256 !== undefined) result.weightsSha256 = raw.weightsSha256;
+      if (raw.loss !== undefined) {
+        result.loss = typeof raw.loss === 'number' ? raw.loss : Float64Array.from(raw.loss);
+      }
+      if (raw.features) {
+        result.features = raw.features.map((f) => ({
+          name: f.name,
+          shape: f.shape,
+          data: readF64(path.join(outDir, f.file)),
+        }));
+      }
+      if (raw.grad !== undefined) {
+        result.grad = readF64(path.join(outDir, raw.grad));
+        result.gradShape = raw.gradShape;
+      }
+      results.set(c.id, result);
+    }
+    return results;
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function pickOptions(options: ResolvedOptionsLike): Partial<ResolvedOptionsLike> {
+  const out: Record<string, unknown> = {};
+  for (const key of OPTION_KEYS) if (options[key] !== undefined) out[key] = options[key];
+  return out as Partial<ResolvedOptionsLike>;
+}
+
+/** Writes the array's bytes and returns the file name (relative to cases.json). */
+function writeRaw(dir: string, name: string, data: Float32Array | Int32Array): string {
+  fs.writeFileSync(path.join(dir, name), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  return name;
+}
+
+function readF64(file: string): Float64Array {
+  const bytes = fs.readFileSync(file);
+  // Copy: a Buffer's offset into its pool need not be 8-byte aligned.
+  const out = new Float64Array(bytes.byteLength / 8);
+  new Uint8Array(out.buffer).set(bytes);
+  return out;
+}
+
+/** ||a - b||_2 / ||b||_2 (the denominator kept above zero). */
+export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) {
+    throw new Error(`relError: lengths differ (${actual.length} vs ${expected.length})`);
+  }
+  let diff = 0;
+  let norm = 0;
+  for (let i = 0; i < expected.length; i++) {
+    const d = actual[i] - expected[i];
+    diff += d * d;
+    norm += expected[i] * expected[i];
+  }
+  return Math.sqrt(diff) / Math.max(Math.sqrt(norm), Number.MIN_VALUE);
+}
+
+/** |a - b| / |b| (the denominator kept above zero). */
+export function relErrorScalar(actual: number, expected: number): number {
+  return Math.abs(actual - expected) / Math.max(Math.abs(expected), Number.MIN_VALUE);
+}
+
+/** sha256 (hex) of the arrays' little-endian bytes, concatenated in order. */
+export function sha256OfFloat32(arrays: readonly Float32Array[]): string {
+  if (os.endianness() !== 'LE') throw new Error('sha256OfFloat32 needs a little-endian host');
+  const hash = createHash('sha256');
+  for (const a of arrays) hash.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  return hash.digest('hex');
+}

@@ -130,7 +130,8 @@ function fromPython(python: string): LibtorchCandidate {
     return { ...base, usable: false, problem: `${python} ${reason}`, includeDirs: [], libraries: [], cuda: false };
   }
   const candidate = inspect({ ...base, location: probe.root }, path.join(probe.root, 'include'), path.join(probe.root, 'lib'), {
-    version: probe.version,
+    // The headers' version, as for the other sources ("1.13.0", not Debian's "1.13.0a0").
+    version: versionFromHeader(path.join(probe.root, 'include')) ?? probe.version,
     cuda: probe.cuda !== null,
     cudaVersion: probe.cuda ?? undefined,
     cxx11Abi: probe.abi,

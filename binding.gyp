@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "generic_perceptual_loss",
-      "sources": ["native/addon.cc", "native/perceptual.cc"],
+      "sources": ["native/addon.cc", "native/perceptual.cc", "<!@(node scripts/find-libtorch.js --gyp sources)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node scripts/find-libtorch.js --gyp include_dirs)"

@@ -1,9 +1,8 @@
-// Loads the native addon once per process (and per worker thread) and wires its errors to
-// PerceptualLossError. The build this loads is `npm run build:native`'s, in build/Release.
-import * as fs from 'node:fs';
+// The native addon's interface, loaded once (lib/loader.ts chooses the binary) and wired to
+// PerceptualLossError.
 import * as os from 'node:os';
-import * as path from 'node:path';
 import { PerceptualLossError } from './errors';
+import { loadNative, type Loaded } from './loader';
 import type { NativeConfig } from './options';
 
 export interface NativeTensorHandle {
@@ -54,6 +53,7 @@ export interface NativeRuntime {
   cuda: boolean;
   cudaDeviceCount: number;
   cudaBuild: boolean;
+  cudaDevices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number }>;
   cxx11Abi: boolean;
   mkldnn: boolean;
   numThreads: number;
@@ -69,36 +69,22 @@ export interface NativeBinding {
   liveTensors(): number;
 }
 
-export const packageRoot = path.resolve(__dirname, '..');
-export const ADDON_NAME = 'generic_perceptual_loss.node';
+let loaded: (Loaded<NativeBinding> & { file: string }) | undefined;
 
-let loaded: { binding: NativeBinding; file: string } | undefined;
-
-export function loadBinding(): { binding: NativeBinding; file: string } {
+/** Loads the native addon once per process (and per worker thread). */
+export function loadBinding(): Loaded<NativeBinding> & { file: string } {
   if (loaded) return loaded;
-  const file = path.join(packageRoot, 'build', 'Release', ADDON_NAME);
-  if (!fs.existsSync(file)) {
-    throw new PerceptualLossError(
-      'ERR_LIBTORCH',
-      `The native addon is not built: ${file} is missing. Run \`npm run setup\` (or \`npm run build:native\` ` +
-        'once libtorch is installed: `apt-get install libtorch-dev`).',
-    );
-  }
-  let binding: NativeBinding;
-  try {
-    binding = require(file) as NativeBinding;
-  } catch (error) {
-    throw new PerceptualLossError(
-      'ERR_LIBTORCH',
-      `The native addon ${file} failed to load: ${(error as Error).message}. ` +
-        'Check that the libtorch it was built against is still installed (`node scripts/find-libtorch.js`), ' +
-        'or rebuild it with `npm run build:native`.',
-      { cause: error },
-    );
-  }
+  const result = loadNative<NativeBinding>();
+  const { binding, choice } = result;
   binding.setErrorClass(PerceptualLossError);
   binding.setNumThreads(os.availableParallelism());
-  loaded = { binding, file };
+  if (choice.libtorch.cuda && binding.runtimeInfo().cudaDeviceCount === 0) {
+    process.emitWarning(
+      `generic-perceptual-loss: the CUDA libtorch in ${choice.libtorch.libraryDir} sees no usable GPU; computing on the CPU.`,
+      { code: 'GPL_NO_GPU' },
+    );
+  }
+  loaded = { ...result, file: choice.file };
   return loaded;
 }
 

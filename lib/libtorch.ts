@@ -63,6 +63,25 @@ function abiFromCmake(cmakeDir: string): boolean | undefined {
   return flag === undefined ? undefined : flag === '1';
 }
 
+function abiFromLibrary(file: string): boolean | undefined {
+  try {
+    return fs.readFileSync(file).includes('NSt7__cxx1112basic_string');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The CUDA runtime headers that ATen's CUDA headers include (cuda_runtime_api.h). */
+function cudaIncludeDir(libraryDir: string): string | undefined {
+  const site = path.resolve(libraryDir, '../..'); // .../site-packages for pip's torch/lib
+  const roots = [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda'].filter((d): d is string => !!d);
+  const dirs = [
+    ...roots.map((d) => path.join(d, 'include')),
+    ...['cu13', 'cuda_runtime'].map((d) => path.join(site, 'nvidia', d, 'include')),
+  ];
+  return dirs.find((d) => fs.existsSync(path.join(d, 'cuda_runtime_api.h')));
+}
+
 /** Fills in and checks a candidate from its include and library folders. */
 function inspect(
   base: Omit<LibtorchCandidate, 'usable' | 'includeDirs' | 'libraries' | 'cuda'>,
@@ -83,6 +102,12 @@ function inspect(
     cudaVersion: extra.cudaVersion,
     cxx11Abi: extra.cxx11Abi,
   };
+  if (cuda) {
+    const cudaInclude = cudaIncludeDir(libraryDir);
+    if (cudaInclude) candidate.includeDirs.push(cudaInclude);
+  }
+  // Without a CMake config, libc10's mangled names tell the ABI: std::__cxx11::basic_string.
+  if (candidate.cxx11Abi === undefined && has('c10')) candidate.cxx11Abi = abiFromLibrary(path.join(libraryDir, 'libc10.so'));
   if (!fs.existsSync(path.join(includeDir, 'ATen/ATen.h'))) {
     candidate.problem = `no libtorch headers (ATen/ATen.h) under ${includeDir}`;
   } else if (!has('torch_cpu') || !has('c10')) {
@@ -107,36 +132,39 @@ function fromFolder(root: string): LibtorchCandidate {
   });
 }
 
-const PYTHON_PROBE = [
-  'import json, os, torch, torch.utils',
-  'root = os.path.dirname(torch.__file__)',
-  'print(json.dumps({"root": root, "version": torch.__version__.split("+")[0],',
-  ' "cuda": torch.version.cuda, "abi": bool(torch._C._GLIBCXX_USE_CXX11_ABI),',
-  ' "cmake": torch.utils.cmake_prefix_path}))',
-].join('\n');
+// Locates the torch package without importing it: importing torch takes seconds, and the
+// loader runs this search on every require.
+const PYTHON_PROBE = 'import importlib.util; s = importlib.util.find_spec("torch"); print(s.origin if s else "")';
+
+/** torch/version.py: `__version__ = '2.11.0+cu130'` and `cuda = '13.0'` (or None). */
+function readTorchVersionFile(root: string): { version?: string; cuda?: string } {
+  const text = readIfExists(path.join(root, 'version.py')) ?? '';
+  const version = text.match(/^__version__\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m)?.[1];
+  const cuda = text.match(/^cuda\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m)?.[1];
+  return { version: version?.split('+')[0], cuda };
+}
 
 function fromPython(python: string): LibtorchCandidate {
   const base = { source: 'python' as const, location: python };
-  let probe: { root: string; version: string; cuda: string | null; abi: boolean; cmake: string };
+  const none = { usable: false, includeDirs: [], libraries: [], cuda: false };
+  let origin: string;
   try {
-    const out = execFileSync(python, ['-c', PYTHON_PROBE], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'pipe'],
-      timeout: 60_000,
-    });
-    probe = JSON.parse(out.trim().split('\n').pop() ?? '');
+    origin = execFileSync(python, ['-c', PYTHON_PROBE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 30_000 }).trim();
   } catch (error) {
-    const reason = (error as { code?: string }).code === 'ENOENT' ? 'not found' : 'has no importable torch package';
-    return { ...base, usable: false, problem: `${python} ${reason}`, includeDirs: [], libraries: [], cuda: false };
+    const reason = (error as { code?: string }).code === 'ENOENT' ? 'not found' : 'failed to run';
+    return { ...base, ...none, problem: `${python} ${reason}` };
   }
-  const candidate = inspect({ ...base, location: probe.root }, path.join(probe.root, 'include'), path.join(probe.root, 'lib'), {
+  if (!origin) return { ...base, ...none, problem: `${python} has no torch package` };
+  const root = path.dirname(origin);
+  const { version, cuda } = readTorchVersionFile(root);
+  const candidate = inspect({ ...base, location: root }, path.join(root, 'include'), path.join(root, 'lib'), {
     // The headers' version, as for the other sources ("1.13.0", not Debian's "1.13.0a0").
-    version: versionFromHeader(path.join(probe.root, 'include')) ?? probe.version,
-    cuda: probe.cuda !== null,
-    cudaVersion: probe.cuda ?? undefined,
-    cxx11Abi: probe.abi,
+    version: versionFromHeader(path.join(root, 'include')) ?? version,
+    cuda: cuda !== undefined,
+    cudaVersion: cuda,
+    cxx11Abi: abiFromCmake(path.join(root, 'share/cmake/Torch')),
   });
-  if (!candidate.usable) candidate.problem = `torch ${probe.version} ships no C++ library: ${candidate.problem}`;
+  if (!candidate.usable) candidate.problem = `torch ${version ?? ''} ships no C++ library: ${candidate.problem}`;
   return candidate;
 }
 
@@ -161,6 +189,13 @@ function fromSystem(): LibtorchCandidate {
   return inspect({ source: 'system', location: cmakeDir }, path.join(prefix, 'include'), libraryDir, {
     cxx11Abi: abiFromCmake(cmakeDir),
   });
+}
+
+/** The prebuild folder name for a libtorch: version (major.minor), device flavour and C++ ABI. */
+export function flavourTag(c: LibtorchCandidate): string {
+  const [major, minor] = (c.version ?? '0.0').split('.');
+  const device = c.cuda ? `cu${(c.cudaVersion ?? '').replace('.', '')}` : 'cpu';
+  return `torch${major}.${minor}-${device}-${c.cxx11Abi === false ? 'precxx11' : 'cxx11'}`;
 }
 
 /** All candidates in order; the first usable one is chosen. */

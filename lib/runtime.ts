@@ -14,6 +14,8 @@ export interface RuntimeInfo {
   };
   /** The native binary in use. */
   binary: string;
+  /** Why the loader chose it. */
+  binaryReason: string;
   /** 'cpu' and each 'cuda:N'. */
   devices: string[];
   numThreads: number;
@@ -30,12 +32,13 @@ function loadedLibtorchDir(): string | undefined {
 }
 
 export function runtime(): RuntimeInfo {
-  const { binding, file } = loadBinding();
+  const { binding, file, choice } = loadBinding();
   const info = binding.runtimeInfo();
   const cudaDevices = Array.from({ length: info.cudaDeviceCount }, (_, i) => `cuda:${i}`);
   return {
     libtorch: { version: info.torchVersion, path: loadedLibtorchDir(), cuda: info.cuda, cxx11Abi: info.cxx11Abi },
     binary: file,
+    binaryReason: choice.reason,
     devices: ['cpu', ...cudaDevices],
     numThreads: info.numThreads,
   };

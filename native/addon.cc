@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "compat.h"
+#include "cuda.h"
 #include "perceptual.h"
 
 namespace gpl {
@@ -720,6 +721,17 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
                false
 #endif
     );
+    const std::vector<cuda::DeviceInfo> devices = cuda::devices();
+    auto cudaDevices = Napi::Array::New(env, devices.size());
+    for (size_t i = 0; i < devices.size(); ++i) {
+      auto d = Napi::Object::New(env);
+      d.Set("index", devices[i].index);
+      d.Set("name", devices[i].name);
+      d.Set("computeCapability", std::to_string(devices[i].major) + "." + std::to_string(devices[i].minor));
+      d.Set("memoryBytes", static_cast<double>(devices[i].totalMemory));
+      cudaDevices.Set(i, d);
+    }
+    result.Set("cudaDevices", cudaDevices);
     result.Set("cxx11Abi", static_cast<bool>(_GLIBCXX_USE_CXX11_ABI));
     result.Set("mkldnn", at::hasMKLDNN());
     result.Set("numThreads", at::get_num_threads());

@@ -3,11 +3,21 @@
 // scripts/find-libtorch.js reports. Extra arguments go to cmake-js (e.g. --debug).
 'use strict';
 const { execFileSync } = require('node:child_process');
+const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
 
-run(process.execPath, [path.join(__dirname, 'find-libtorch.js')]);
-const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
-run(process.execPath, [cmakeJs, 'compile', '--log-level', 'warn', ...process.argv.slice(2)]);
+function buildNative(cmakeJsArgs = []) {
+  run(process.execPath, [path.join(__dirname, 'find-libtorch.js')]);
+  const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
+  run(process.execPath, [cmakeJs, 'compile', '--log-level', 'warn', ...cmakeJsArgs]);
+  // The loader reads which libtorch this build is for, to open the same libraries.
+  const { findLibtorch } = require('../dist/libtorch.js');
+  const record = path.join(root, 'build', 'Release', 'libtorch.json');
+  fs.writeFileSync(record, JSON.stringify(findLibtorch().chosen, null, 2) + '\n');
+}
+
+module.exports = { buildNative };
+if (require.main === module) buildNative(process.argv.slice(2));

@@ -3,7 +3,7 @@
 //   node scripts/find-libtorch.js            human-readable report
 //   node scripts/find-libtorch.js --json     the whole search as JSON
 //   node scripts/find-libtorch.js --cmake    set() lines for CMakeLists.txt
-//   node scripts/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags
+//   node scripts/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags | sources
 'use strict';
 const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
 
@@ -39,6 +39,8 @@ if (mode === '--cmake') {
     libraries: [`-L${chosen.libraryDir}`, ...chosen.libraries.map((l) => `-l${l}`)],
     defines,
     ldflags: [`-Wl,-rpath,${chosen.libraryDir}`],
+    // The CUDA-only translation unit (see native/cuda.h).
+    sources: chosen.cuda ? ['native/cuda.cc'] : [],
   };
   if (!(key in lists)) {
     console.error(`unknown --gyp key ${key}; one of ${Object.keys(lists).join(', ')}`);

@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+// The `generic-perceptual-loss` command. `doctor` says what this machine has and whether the
+// package works on it; exit code 0 when a binary loads and computes a tiny loss.
+import * as os from 'node:os';
+import { loadBinding } from './binding';
+import { PerceptualLossError } from './errors';
+import { describeCandidate, findLibtorch, type LibtorchCandidate } from './libtorch';
+import { availablePrebuilds } from './loader';
+
+interface DoctorReport {
+  node: { version: string; napi: string | undefined };
+  libtorch: LibtorchCandidate[];
+  prebuilds: string[];
+  binary?: { file: string; reason: string; libtorch: string; torchVersion: string; cxx11Abi: boolean };
+  cpu: { threads: number; availableParallelism: number; parallelInfo?: string };
+  cuda: { available: boolean; devices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number }> };
+  check?: { loss: number; ms: number };
+  error?: { code: string; message: string };
+  ok: boolean;
+  verdict: string;
+}
+
+function doctor(): DoctorReport {
+  const report: DoctorReport = {
+    node: { version: process.version, napi: process.versions.napi },
+    libtorch: findLibtorch().candidates,
+    prebuilds: availablePrebuilds(),
+    cpu: { threads: 0, availableParallelism: os.availableParallelism() },
+    cuda: { available: false, devices: [] },
+    ok: false,
+    verdict: '',
+  };
+  try {
+    const { binding, choice } = loadBinding();
+    const info = binding.runtimeInfo();
+    report.binary = {
+      file: choice.file,
+      reason: choice.reason,
+      libtorch: choice.libtorch.libraryDir ?? '',
+      torchVersion: info.torchVersion,
+      cxx11Abi: info.cxx11Abi,
+    };
+    report.cpu.threads = info.numThreads;
+    report.cpu.parallelInfo = info.parallelInfo;
+    report.cuda = { available: info.cuda, devices: info.cudaDevices };
+    // The smallest real computation: a one-conv network on an 8x8 input.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { PerceptualLoss } = require('./loss') as typeof import('./loss');
+    const start = performance.now();
+    const loss = new PerceptualLoss({ inChannels: 1, arch: [4], device: 'cpu' });
+    const data = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
+    const value = loss.loss({ data, shape: [1, 1, 8, 8] }, { data: data.map((v) => v / 2), shape: [1, 1, 8, 8] }) as number;
+    loss.dispose();
+    if (!Number.isFinite(value) || value <= 0) throw new Error(`the tiny loss came out as ${value}`);
+    report.check = { loss: value, ms: performance.now() - start };
+    report.ok = true;
+    const devices = report.cuda.devices.length ? `${report.cuda.devices.length} CUDA device(s)` : 'CPU only';
+    report.verdict = `OK: libtorch ${info.torchVersion} via ${choice.reason.split(' for ')[0]}, ${devices}`;
+  } catch (error) {
+    const code = error instanceof PerceptualLossError ? error.code : 'ERR_LIBTORCH';
+    report.error = { code, message: (error as Error).message };
+    report.verdict = `NOT WORKING (${code}): ${(error as Error).message.split('\n')[0]}`;
+  }
+  return report;
+}
+
+function print(r: DoctorReport): void {
+  const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+  console.log(`Node.js        ${r.node.version} (Node-API ${r.node.napi})`);
+  console.log('libtorch       (search order; * = the one the binary uses)');
+  for (const c of r.libtorch) {
+    const used = r.binary && c.usable && c.libraryDir === r.binary.libtorch ? '*' : ' ';
+    console.log(`  ${used} ${describeCandidate(c)}`);
+  }
+  console.log(`prebuilds      ${r.prebuilds.length ? r.prebuilds.join(', ') : 'none in this package'}`);
+  if (r.binary) {
+    console.log(`binary         ${r.binary.file}`);
+    console.log(`  why          ${r.binary.reason}`);
+  }
+  console.log(`CPU threads    ${r.cpu.threads || '-'} (machine: ${r.cpu.availableParallelism})`);
+  if (r.cuda.devices.length === 0) console.log(`CUDA           ${r.binary ? 'no usable device' : '-'}`);
+  for (const d of r.cuda.devices) {
+    console.log(`CUDA cuda:${d.index}    ${d.name}, compute capability ${d.computeCapability}, ${gib(d.memoryBytes)}`);
+  }
+  if (r.check) console.log(`check          tiny loss ${r.check.loss.toPrecision(6)} in ${r.check.ms.toFixed(1)} ms`);
+  if (r.error) console.log(`\n${r.error.message}\n`);
+  console.log(`verdict        ${r.verdict}`);
+}
+
+function main(argv: string[]): number {
+  const [command, ...flags] = argv;
+  if (command !== 'doctor') {
+    console.error('usage: generic-perceptual-loss doctor [--json]');
+    return command === undefined || command === '--help' || command === 'help' ? 0 : 2;
+  }
+  const report = doctor();
+  if (flags.includes('--json')) console.log(JSON.stringify(report, null, 2));
+  else print(report);
+  return report.ok ? 0 : 1;
+}
+
+process.exitCode = main(process.argv.slice(2));

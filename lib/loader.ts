@@ -1,0 +1,211 @@
+// Chooses, checks and loads the native binary for the libtorch on this machine.
+//
+// The order: a local source build (build/Release, recorded against the libtorch it was built
+// for), then the prebuild matching each libtorch candidate in the search order of
+// lib/libtorch.ts. node-gyp-build cannot tell a CPU build from a CUDA one, so the flavour
+// folder is chosen here and node-gyp-build only picks the platform/arch/libc file inside it.
+// Every binary is first loaded in a child process, so an ABI mismatch that would crash cannot
+// take the user's process down. libtorch's shared libraries are opened by absolute path before
+// the addon, so the addon's dependencies resolve without LD_LIBRARY_PATH or a fixed RPATH.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { PerceptualLossError } from './errors';
+import { describeCandidate, findLibtorch, flavourTag, type LibtorchCandidate, type LibtorchSearch } from './libtorch';
+
+export const packageRoot = path.resolve(__dirname, '..');
+export const LOCAL_BUILD = path.join(packageRoot, 'build', 'Release', 'generic_perceptual_loss.node');
+/** Written next to the local build by scripts/build-native.js: the libtorch it was built against. */
+export const LOCAL_BUILD_LIBTORCH = path.join(packageRoot, 'build', 'Release', 'libtorch.json');
+export const PREBUILDS = path.join(packageRoot, 'prebuilds');
+
+export interface BinaryChoice {
+  file: string;
+  libtorch: LibtorchCandidate;
+  /** Why this binary: "local source build" or "prebuild torch1.13-cpu-cxx11". */
+  reason: string;
+}
+
+export interface LoadPlan {
+  search: LibtorchSearch;
+  /** Binaries to try, best first. */
+  choices: BinaryChoice[];
+  /** What was looked at and passed over, for the error message and doctor. */
+  notes: string[];
+}
+
+export function availablePrebuilds(): string[] {
+  try {
+    return fs.readdirSync(PREBUILDS).filter((d) => fs.statSync(path.join(PREBUILDS, d)).isDirectory()).sort();
+  } catch {
+    return [];
+  }
+}
+
+function readLocalBuild(notes: string[]): BinaryChoice | undefined {
+  if (!fs.existsSync(LOCAL_BUILD)) {
+    notes.push(`no local source build at ${LOCAL_BUILD}`);
+    return undefined;
+  }
+  let libtorch: LibtorchCandidate;
+  try {
+    libtorch = JSON.parse(fs.readFileSync(LOCAL_BUILD_LIBTORCH, 'utf8'));
+  } catch {
+    notes.push(`the local build ${LOCAL_BUILD} does not say which libtorch it was built for (${LOCAL_BUILD_LIBTORCH} is missing); rebuild it`);
+    return undefined;
+  }
+  if (!libtorch.libraryDir || !fs.existsSync(path.join(libtorch.libraryDir, 'libtorch_cpu.so'))) {
+    notes.push(`the local build was made for the libtorch in ${libtorch.libraryDir}, which is gone; rebuild it`);
+    return undefined;
+  }
+  return { file: LOCAL_BUILD, libtorch, reason: `local source build against ${describeCandidate(libtorch)}` };
+}
+
+function prebuildFor(candidate: LibtorchCandidate, notes: string[]): BinaryChoice | undefined {
+  const tag = flavourTag(candidate);
+  const folder = path.join(PREBUILDS, tag);
+  if (!fs.existsSync(folder)) {
+    notes.push(`no prebuild ${tag} for ${describeCandidate(candidate)}`);
+    return undefined;
+  }
+  try {
+    // Only this flavour's folder: node-gyp-build matches platform, arch, libc and Node-API there.
+    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+    const file = nodeGypBuild.path(folder);
+    return { file, libtorch: candidate, reason: `prebuild ${tag} for ${describeCandidate(candidate)}` };
+  } catch (error) {
+    notes.push(`prebuild ${tag} has no binary for ${process.platform}-${process.arch}: ${(error as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
+}
+
+export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
+  const search = findLibtorch(env);
+  const notes: string[] = [];
+  const choices: BinaryChoice[] = [];
+  const local = readLocalBuild(notes);
+  // An explicit LIBTORCH rules out a local build made for another libtorch.
+  if (local && env.LIBTORCH && local.libtorch.libraryDir !== search.chosen?.libraryDir) {
+    notes.push(`the local build ${LOCAL_BUILD} is for ${local.libtorch.libraryDir}, not the LIBTORCH folder`);
+  } else if (local) {
+    choices.push(local);
+  }
+  const candidates = env.LIBTORCH ? search.candidates.slice(0, 1) : search.candidates;
+  for (const candidate of candidates.filter((c) => c.usable)) {
+    const prebuild = prebuildFor(candidate, notes);
+    if (prebuild) choices.push(prebuild);
+  }
+  return { search, choices, notes };
+}
+
+/** libtorch's libraries by absolute path, dependencies first. */
+export function libraryFiles(libtorch: LibtorchCandidate): string[] {
+  return libtorch.libraries.map((lib) => path.join(libtorch.libraryDir!, `lib${lib}.so`));
+}
+
+function preload(libtorch: LibtorchCandidate): void {
+  const flags = os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL;
+  for (const file of libraryFiles(libtorch)) {
+    try {
+      process.dlopen({ exports: {} }, file, flags);
+    } catch (error) {
+      // A plain shared library is not a Node module: Node says so after loading it, and it stays loaded.
+      if (!/did not self-register/.test((error as Error).message)) throw error;
+    }
+  }
+}
+
+const TEST_LOAD = `
+const [file, libs] = JSON.parse(process.argv[1]);
+const os = require('os');
+for (const lib of libs) {
+  try { process.dlopen({ exports: {} }, lib, os.constants.dlopen.RTLD_NOW | os.constants.dlopen.RTLD_GLOBAL); }
+  catch (e) { if (!/did not self-register/.test(e.message)) throw e; }
+}
+const binding = require(file);
+const info = binding.runtimeInfo();
+process.stdout.write(JSON.stringify(info));
+`;
+
+function cacheFile(): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
+  return path.join(os.tmpdir(), `generic-perceptual-loss-${uid}-loadcheck.json`);
+}
+
+function fingerprint(choice: BinaryChoice): string {
+  const stamp = (file: string) => {
+    const s = fs.statSync(file);
+    return `${file}:${s.size}:${s.mtimeMs}`;
+  };
+  return [choice.file, ...libraryFiles(choice.libtorch)].map(stamp).join('|');
+}
+
+/** Loads the binary in a child process first; remembers binaries that passed. */
+export function testLoad(choice: BinaryChoice): { ok: true } | { ok: false; why: string } {
+  const key = fingerprint(choice);
+  let cache: Record<string, true> = {};
+  try {
+    cache = JSON.parse(fs.readFileSync(cacheFile(), 'utf8'));
+  } catch {
+    // No cache yet.
+  }
+  if (cache[key]) return { ok: true };
+  const args = JSON.stringify([choice.file, libraryFiles(choice.libtorch)]);
+  const child = spawnSync(process.execPath, ['-e', TEST_LOAD, args], { encoding: 'utf8', timeout: 120_000 });
+  if (child.status !== 0) {
+    const detail = child.signal ? `crashed with ${child.signal}` : (child.stderr.split('\n').find((l) => /Error/.test(l)) ?? child.stderr.trim());
+    return { ok: false, why: detail || `exited with code ${child.status}` };
+  }
+  cache[key] = true;
+  try {
+    fs.writeFileSync(cacheFile(), JSON.stringify(cache));
+  } catch {
+    // A read-only tmpdir only costs a child process next time.
+  }
+  return { ok: true };
+}
+
+export function libtorchError(plan: LoadPlan, failures: string[]): PerceptualLossError {
+  const prebuilds = availablePrebuilds();
+  const lines = [
+    'generic-perceptual-loss could not load a native binary for the libtorch on this machine.',
+    'Looked for libtorch (in this order):',
+    ...plan.search.candidates.map((c) => `  - ${describeCandidate(c)}`),
+    ...(plan.search.candidates.some((c) => c.source === 'python')
+      ? []
+      : ['  - python: skipped (LIBTORCH_USE_PYTORCH=0)']),
+    'Binaries:',
+    `  - prebuilds in this package: ${prebuilds.length ? prebuilds.join(', ') : 'none'}`,
+    ...plan.notes.map((n) => `  - ${n}`),
+    ...failures.map((f) => `  - ${f}`),
+    'Fix it with one of:',
+    '  - apt-get install libtorch-dev                            (Debian: libtorch 1.13 for the CPU; a prebuild matches it)',
+    '  - pip install torch                                       (then, unless a prebuild matches it, the rebuild below)',
+    '  - LIBTORCH=/path/to/libtorch                              (an unpacked libtorch folder with include/ and lib/)',
+    '  - npm rebuild generic-perceptual-loss --build-from-source (compile against the libtorch found; needs CMake and g++)',
+  ];
+  return new PerceptualLossError('ERR_LIBTORCH', lines.join('\n'));
+}
+
+export interface Loaded<B> {
+  binding: B;
+  choice: BinaryChoice;
+  plan: LoadPlan;
+}
+
+/** Picks the first binary that passes the test load, and loads it into this process. */
+export function loadNative<B>(): Loaded<B> {
+  const plan = planLoad();
+  const failures: string[] = [];
+  for (const choice of plan.choices) {
+    const check = testLoad(choice);
+    if (!check.ok) {
+      failures.push(`${choice.reason}: ${choice.file} failed its test load: ${check.why}`);
+      continue;
+    }
+    preload(choice.libtorch);
+    return { binding: require(choice.file) as B, choice, plan };
+  }
+  throw libtorchError(plan, failures);
+}

@@ -131,6 +131,29 @@ describe('npm install of the packed tarball', () => {
       expect(viaImport).toEqual(viaRequire);
     });
 
+    it('`doctor` reports the binary and exits 0; `--json` says the same', () => {
+      const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
+      const text = spawnSync(bin, ['doctor'], { cwd: app, env, encoding: 'utf8' });
+      expect(text.status).toBe(0);
+      expect(text.stdout).toMatch(/^Node.js +v20/m);
+      expect(text.stdout).toContain('* system: libtorch 1.13.0 at /usr/lib/x86_64-linux-gnu, CPU only, C++ ABI cxx11');
+      expect(text.stdout).toContain('why          prebuild torch1.13-cpu-cxx11');
+      expect(text.stdout).toMatch(/^verdict +OK: libtorch 1\.13\.0 via prebuild torch1\.13-cpu-cxx11, CPU only$/m);
+      const json = JSON.parse(spawnSync(bin, ['doctor', '--json'], { cwd: app, env, encoding: 'utf8' }).stdout);
+      expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: ['torch1.13-cpu-cxx11'], cuda: { devices: [] } });
+      expect(json.binary.reason).toMatch(/^prebuild torch1\.13-cpu-cxx11/);
+      expect(json.check.loss).toBeGreaterThan(0);
+    });
+
+    it('`doctor` exits non-zero and explains when no binary fits', () => {
+      const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
+      const empty = fs.mkdtempSync(path.join(scratch, 'doctor-empty-'));
+      const result = spawnSync(bin, ['doctor'], { cwd: app, env: { ...env, LIBTORCH: empty }, encoding: 'utf8' });
+      expect(result.status).toBe(1);
+      expect(result.stdout).toContain('verdict        NOT WORKING (ERR_LIBTORCH)');
+      expect(result.stdout).toContain('npm rebuild generic-perceptual-loss --build-from-source');
+    });
+
     it('with LIBTORCH at an empty folder, require() fails with ERR_LIBTORCH and the fixes', () => {
       const empty = fs.mkdtempSync(path.join(scratch, 'empty-libtorch-'));
       const child = spawnSync(

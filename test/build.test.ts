@@ -48,4 +48,10 @@ describe('native builds', () => {
     expect(result.loss).toBeCloseTo(expected.loss, 6);
     expect(Math.abs(result.gradNorm - expected.gradNorm) / expected.gradNorm).toBeLessThan(1e-5);
   }, 600_000);
+
+  it('every translation unit compiles with the CUDA switch on (PL_WITH_CUDA), against the CUDA headers', () => {
+    const out = execFileSync('bash', ['scripts/check-cuda-compile.sh'], { cwd: repoRoot, encoding: 'utf8' });
+    for (const unit of ['native/addon.cc', 'native/cuda.cc', 'native/perceptual.cc']) expect(out).toContain(`check-cuda-compile: ${unit}`);
+    expect(out).toContain('all translation units compile with PL_WITH_CUDA');
+  }, 300_000);
 });

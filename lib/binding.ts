@@ -10,7 +10,7 @@ export interface NativeTensorHandle {
   readonly device: string;
   readonly dtype: string;
   readonly disposed: boolean;
-  toArray(): Float32Array | Float64Array | Int32Array;
+  toArray(): Float32Array | Float64Array | Int32Array | Uint8Array;
   dispose(): void;
 }
 

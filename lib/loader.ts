@@ -43,16 +43,20 @@ export function availablePrebuilds(): string[] {
   }
 }
 
-function readLocalBuild(notes: string[]): BinaryChoice | undefined {
+function readLocalBuild(search: LibtorchSearch, notes: string[]): BinaryChoice | undefined {
   if (!fs.existsSync(LOCAL_BUILD)) {
     notes.push(`no local source build at ${LOCAL_BUILD}`);
     return undefined;
   }
-  let libtorch: LibtorchCandidate;
+  let libtorch: LibtorchCandidate | undefined;
   try {
     libtorch = JSON.parse(fs.readFileSync(LOCAL_BUILD_LIBTORCH, 'utf8'));
   } catch {
-    notes.push(`the local build ${LOCAL_BUILD} does not say which libtorch it was built for (${LOCAL_BUILD_LIBTORCH} is missing); rebuild it`);
+    // node-gyp builds leave no record; they found libtorch the way this search does (the test load checks it).
+    libtorch = search.chosen;
+  }
+  if (!libtorch) {
+    notes.push(`the local build ${LOCAL_BUILD} has no libtorch to load with`);
     return undefined;
   }
   if (!libtorch.libraryDir || !fs.existsSync(path.join(libtorch.libraryDir, 'libtorch_cpu.so'))) {
@@ -84,7 +88,7 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
   const search = findLibtorch(env);
   const notes: string[] = [];
   const choices: BinaryChoice[] = [];
-  const local = readLocalBuild(notes);
+  const local = readLocalBuild(search, notes);
   // An explicit LIBTORCH rules out a local build made for another libtorch.
   if (local && env.LIBTORCH && local.libtorch.libraryDir !== search.chosen?.libraryDir) {
     notes.push(`the local build ${LOCAL_BUILD} is for ${local.libtorch.libraryDir}, not the LIBTORCH folder`);

@@ -315,7 +315,11 @@ export class PerceptualLoss implements Disposable {
   #loadWeights(file: string, tensors: Map<string, NamedArray>): void {
     const expected = Object.entries(this.stateDict());
     const missing = expected.filter(([name]) => !tensors.has(name)).map(([name]) => name);
-    const extra = [...tensors.keys()].filter((name) => !expected.some(([n]) => n === name));
+    // Convs past the cut belong to the architecture too (a file saved with deeper taps): skipped.
+    const known = new Set(
+      this.#resolved.modules.filter((m) => m.kind === 'conv').flatMap((m) => [`features.${m.index}.weight`, `features.${m.index}.bias`]),
+    );
+    const extra = [...tensors.keys()].filter((name) => !known.has(name));
     if (missing.length > 0 || extra.length > 0) {
       throw new PerceptualLossError(
         'ERR_FILE',

@@ -276,11 +276,12 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   at::Tensor tensor_;
 };
 
-// Copies a tensor to a new JS array: Int32Array for int32, Float64Array for float64,
+// Copies a tensor to a new JS array of its type: Int32Array, Uint8Array, Float64Array, and
 // Float32Array for every other type.
 Napi::Value toHostArray(Napi::Env env, const at::Tensor& tensor) {
   const at::ScalarType type = tensor.scalar_type();
-  const at::ScalarType hostType = type == at::kInt || type == at::kDouble ? type : at::kFloat;
+  const bool kept = type == at::kInt || type == at::kByte || type == at::kDouble;
+  const at::ScalarType hostType = kept ? type : at::kFloat;
   const at::Tensor host = tensor.to(at::kCPU, hostType).contiguous();
   const size_t n = static_cast<size_t>(host.numel());
   const size_t bytes = n * host.element_size();
@@ -289,6 +290,7 @@ Napi::Value toHostArray(Napi::Env env, const at::Tensor& tensor) {
     return array;
   };
   if (hostType == at::kInt) return copy(Napi::Int32Array::New(env, n));
+  if (hostType == at::kByte) return copy(Napi::Uint8Array::New(env, n));
   if (hostType == at::kDouble) return copy(Napi::Float64Array::New(env, n));
   return copy(Napi::Float32Array::New(env, n));
 }

@@ -210,6 +210,11 @@ export class PerceptualLoss implements Disposable {
         throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not an object.`);
       }
     }
+    // Other taps than the stored ones keep the stored weights of the taps they share.
+    if (options.layers !== undefined && options.layerWeights === undefined && Array.isArray(stored.layers) && Array.isArray(stored.layerWeights)) {
+      const byName = new Map(stored.layers.map((name, i) => [name, (stored.layerWeights as number[])[i]]));
+      stored.layerWeights = Object.fromEntries(options.layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
+    }
     const loss = new PerceptualLoss({ ...stored, ...options } as PerceptualLossOptions);
     try {
       loss.#loadWeights(file, tensors);

@@ -12,6 +12,7 @@ import {
   type Resolved,
   type ResolvedOptions,
 } from './options';
+import { checkFits, hostMemoryBytes } from './memory';
 import { readSafetensors, writeSafetensors, type NamedArray } from './safetensors';
 import { Tensor } from './tensor';
 
@@ -262,7 +263,19 @@ export class PerceptualLoss implements Disposable {
   #single(x: unknown, role: string, call: CallOptions | undefined): [Operand, boolean] {
     this.#handle();
     const layout = this.#layout(call);
-    return [readImage(x, role, this.#check(layout)), layout === 'nhwc'];
+    const operand = readImage(x, role, this.#check(layout));
+    const [n, a, b, c] = operand.shape;
+    const nchw = layout === 'nhwc' ? [n, c, a, b] : operand.shape;
+    checkFits(this.#resolved.kept, nchw, this.#resolved.options.dtype, this.#deviceBytes(), role);
+    return [operand, layout === 'nhwc'];
+  }
+
+  /** Memory of the loss's device: the host's RAM, or the CUDA device's. */
+  #deviceBytes(): number {
+    const { device } = this.#resolved.options;
+    if (device === 'cpu') return hostMemoryBytes();
+    const index = Number(device.split(':')[1] ?? 0);
+    return native().runtimeInfo().cudaDevices[index]?.memoryBytes ?? Number.POSITIVE_INFINITY;
   }
 
   #pair(pred: unknown, target: unknown, call: CallOptions | undefined): [Operand, Operand, boolean] {

@@ -533,6 +533,20 @@ describe('non-finite values', () => {
   });
 });
 
+// ------------------------------------------------------------------ memory
+
+describe('resource exhaustion', () => {
+  it('refuses a step that cannot fit in memory with ERR_OUT_OF_MEMORY, before allocating it', () => {
+    const loss = subject({ inChannels: 1 }, [1, 1, 16, 16]);
+    // 268 MB of input; vgg19's activations for it would need far more than this machine has.
+    const shape = [1, 1, 8192, 8192];
+    const data = new Float32Array(8192 * 8192);
+    const rssBefore = process.memoryUsage().rss;
+    expectError(loss, () => loss.loss.lossAndGrad({ data, shape }, { data, shape }), 'ERR_OUT_OF_MEMORY', ['GiB', 'smaller batches']);
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(512 * 2 ** 20);
+  });
+});
+
 // ------------------------------------------------------------------ files
 
 describe('safetensors files', () => {

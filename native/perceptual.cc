@@ -83,10 +83,26 @@ void drawWeight(at::Tensor& w, const Config& config, at::Generator& gen) {
 void placeOnDevice(const Config& config, Network& net) {
   net.weights.clear();
   net.biases.clear();
+  net.backwardWeights.clear();
+  net.oneDnn = config.device.is_cpu() && config.dtype == at::kFloat && at::hasMKLDNN();
   for (const at::Tensor& master : net.masterWeights) {
     net.weights.push_back(master.to(config.device, config.dtype).contiguous());
     net.biases.push_back(at::zeros({master.size(0)}, master.options().device(config.device).dtype(config.dtype)));
+    // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
+    if (net.oneDnn) net.backwardWeights.push_back(net.weights.back().flip({2, 3}).transpose(0, 1).contiguous());
   }
+}
+
+// ATen routes small CPU batches to its im2col + BLAS convolution (with the reference BLAS on
+// Debian, many times slower than oneDNN); call oneDNN directly for every float32 CPU conv.
+at::Tensor convForward(const Network& net, size_t c, const at::Tensor& x) {
+  if (net.oneDnn) return at::mkldnn_convolution(x, net.weights[c], net.biases[c], {1, 1}, {1, 1}, {1, 1}, 1);
+  return at::conv2d(x, net.weights[c], net.biases[c], {1, 1}, {1, 1});
+}
+
+at::Tensor convBackwardInput(const Network& net, size_t c, const at::Tensor& gradOutput, const at::Tensor& input) {
+  if (net.oneDnn) return at::mkldnn_convolution(gradOutput, net.backwardWeights[c], c10::nullopt, {1, 1}, {1, 1}, {1, 1}, 1);
+  return compat::conv3x3BackwardInput(gradOutput, input, net.weights[c]);
 }
 
 bool isReducedFloat(at::ScalarType t) { return t == at::kHalf || t == at::kBFloat16; }
@@ -155,7 +171,7 @@ Forward runForward(const Network& net, const Config& config, const at::Tensor& x
     switch (m.kind) {
       case ModuleKind::Conv: {
         const auto c = static_cast<size_t>(m.conv);
-        out = at::conv2d(h, net.weights[c], net.biases[c], {1, 1}, {1, 1});
+        out = convForward(net, c, h);
         if (forBackward) fwd.saved[i].input = h;
         break;
       }
@@ -201,7 +217,7 @@ at::Tensor runBackward(const Network& net, const Config& config, Forward& fwd,
     Saved& s = fwd.saved[k];
     switch (m.kind) {
       case ModuleKind::Conv:
-        g = compat::conv3x3BackwardInput(g, s.input, net.weights[static_cast<size_t>(m.conv)]);
+        g = convBackwardInput(net, static_cast<size_t>(m.conv), g, s.input);
         break;
       case ModuleKind::ReLU:
         g = at::threshold_backward(g, s.output, 0);

@@ -67,6 +67,10 @@ struct Network {
   std::vector<at::Tensor> masterWeights;  // float32 CPU, as drawn
   std::vector<at::Tensor> weights;        // compute dtype, on the device
   std::vector<at::Tensor> biases;
+  // CPU float32: every conv runs on oneDNN, the input gradient as a forward conv with these
+  // flipped, transposed weights (see perceptual.cc).
+  bool oneDnn = false;
+  std::vector<at::Tensor> backwardWeights;
   uint64_t seed = 0;
   uint64_t generation = 0;  // bumps on every reseed/load, to invalidate prepared targets
 };

@@ -3,7 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss, type PerceptualLossOptions } from '../lib/index';
 import { randint, randn } from './helpers/random';
-import { relError, relErrorScalar, runReference, sha256OfFloat32, type RefCase, type RefResult } from './helpers/reference';
+import { relError, runReference, sha256OfFloat32, type RefCase, type RefResult } from './helpers/reference';
 
 interface Case {
   id: string;
@@ -93,19 +93,14 @@ describe('parity with PyTorch', () => {
   let reference: Map<string, RefResult>;
 
   beforeAll(async () => {
-    const cases: RefCase[] = CASES.map((c, i) => {
+    const cases: RefCase[] = CASES.flatMap((c, i) => {
       const { pred, target, labels } = inputsOf(c, i);
       const options = new PerceptualLoss(c.options).options;
-      return {
-        id: c.id,
-        options,
-        shape: c.shape,
-        pred,
-        target,
-        labels,
-        ignoreIndex: c.segmentation?.ignoreIndex,
-        outputs: ['weights', 'features', 'loss', 'grad'],
-      };
+      const base = { options, shape: c.shape, pred, target, labels, ignoreIndex: c.segmentation?.ignoreIndex };
+      const own: RefCase = { ...base, id: c.id, outputs: ['weights', 'features', 'loss', 'grad'] };
+      // Each float32 case also in float64: the exact answer that both float32 results approximate.
+      const exact: RefCase = { ...base, id: `${c.id}.exact`, options: { ...options, dtype: 'float64' }, outputs: ['features', 'loss', 'grad'] };
+      return options.dtype === 'float32' ? [own, exact] : [own];
     });
     reference = await runReference(cases);
   });
@@ -117,6 +112,22 @@ describe('parity with PyTorch', () => {
   CASES.forEach((c, index) => {
     const f64 = c.options.dtype === 'float64';
     const tolerance = f64 ? 1e-10 : 1e-5;
+
+    /**
+     * Within `tolerance` of PyTorch. In float32, a few ill-conditioned cases put PyTorch's own
+     * rounding error (its float32 against its float64) near 1e-5: PyTorch runs batch-1 convs
+     * through im2col + BLAS, this package through oneDNN. There the result must be at least as
+     * close to PyTorch's float64 answer as PyTorch's float32 result is.
+     */
+    const expectClose = (actual: ArrayLike<number>, torch: ArrayLike<number>, exact: () => ArrayLike<number>) => {
+      const error = relError(actual, torch);
+      if (f64 || error < tolerance) {
+        expect(error).toBeLessThan(tolerance);
+        return;
+      }
+      expect(relError(actual, exact())).toBeLessThanOrEqual(relError(torch, exact()));
+    };
+    const exactOf = () => reference.get(`${c.id}.exact`)!;
 
     describe(c.id, () => {
       const loss = () => new PerceptualLoss(c.options);
@@ -138,7 +149,7 @@ describe('parity with PyTorch', () => {
         expect(features.map((f) => f.name)).toEqual(ref.features!.map((f) => f.name));
         features.forEach((f, i) => {
           expect(f.shape).toEqual(ref.features![i].shape);
-          expect(relError(f.data, ref.features![i].data)).toBeLessThan(tolerance);
+          expectClose(f.data, ref.features![i].data, () => exactOf().features![i].data);
         });
       });
 
@@ -152,13 +163,13 @@ describe('parity with PyTorch', () => {
           : loss().lossAndGrad(host(pred), host(target));
         if (typeof ref.loss === 'number') {
           expect(typeof result.loss).toBe('number');
-          expect(relErrorScalar(result.loss as number, ref.loss)).toBeLessThan(tolerance);
+          expectClose([result.loss as number], [ref.loss], () => [exactOf().loss as number]);
         } else {
           expect(result.loss).toBeInstanceOf(f64 ? Float64Array : Float32Array);
-          expect(relError(result.loss as Float32Array, ref.loss!)).toBeLessThan(tolerance);
+          expectClose(result.loss as Float32Array, ref.loss!, () => exactOf().loss as Float64Array);
         }
         expect(result.grad).toBeInstanceOf(f64 ? Float64Array : Float32Array);
-        expect(relError(result.grad, ref.grad!)).toBeLessThan(tolerance);
+        expectClose(result.grad, ref.grad!, () => exactOf().grad!);
       });
     });
   });

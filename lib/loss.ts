@@ -5,9 +5,9 @@ import { readImage, readLabels, sameShape, type ImageCheck, type HostTensor, typ
 import {
   resolveLayout,
   resolveOptions,
+  stateDictLayout,
   validateSeed,
   type Layout,
-  type ModuleInfo,
   type PerceptualLossOptions,
   type Resolved,
   type ResolvedOptions,
@@ -53,6 +53,12 @@ type Like<P> = P extends Tensor ? Tensor : P extends HostTensor<infer A> ? A : F
 
 const targets = new WeakMap<PreparedTarget, { handle: NativeTargetHandle; owner: PerceptualLoss }>();
 
+function targetOf(target: PreparedTarget): { handle: NativeTargetHandle; owner: PerceptualLoss } {
+  const entry = targets.get(target);
+  if (!entry) throw new PerceptualLossError('ERR_SHAPE', 'not a prepared target of this package (make one with loss.prepareTarget()).');
+  return entry;
+}
+
 /** A target whose features were computed once; pass it as `target` again and again. */
 export class PreparedTarget implements Disposable {
   /** @internal */
@@ -66,15 +72,15 @@ export class PreparedTarget implements Disposable {
 
   /** The shape of the target it was prepared from, in its layout. */
   get shape(): number[] {
-    return targets.get(this)!.handle.shape;
+    return targetOf(this).handle.shape;
   }
 
   get disposed(): boolean {
-    return targets.get(this)!.handle.disposed;
+    return targetOf(this).handle.disposed;
   }
 
   dispose(): void {
-    targets.get(this)!.handle.dispose();
+    targetOf(this).handle.dispose();
   }
 
   [Symbol.dispose](): void {
@@ -172,16 +178,12 @@ export class PerceptualLoss implements Disposable {
   /** The conv weights and biases, named as in torchvision's `vgg*().features`. */
   stateDict(): Record<string, { shape: number[]; data: Float32Array }> {
     const arrays = this.#handle().stateDict();
-    const result: Record<string, { shape: number[]; data: Float32Array }> = {};
-    this.#convs().forEach((conv, i) => {
-      result[`features.${conv.index}.weight`] = { shape: [conv.outChannels!, conv.inChannels!, 3, 3], data: arrays[2 * i] };
-      result[`features.${conv.index}.bias`] = { shape: [conv.outChannels!], data: arrays[2 * i + 1] };
-    });
-    return result;
+    return Object.fromEntries(stateDictLayout(this.#resolved.kept).map(({ name, shape }, i) => [name, { shape, data: arrays[i] }]));
   }
 
   /** Writes the weights and the options to a safetensors file. */
   save(file: string): void {
+    checkPath(file, 'save');
     const arrays: NamedArray[] = Object.entries(this.stateDict()).map(([name, a]) => ({ name, ...a }));
     const { device: _device, ...portable } = this.#resolved.options;
     writeSafetensors(file, arrays, {
@@ -195,6 +197,7 @@ export class PerceptualLoss implements Disposable {
    * `options` override the ones stored in the file; `inChannels` is needed when the file has none.
    */
   static load(file: string, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
+    checkPath(file, 'PerceptualLoss.load');
     if (options === null || typeof options !== 'object') {
       throw new PerceptualLossError('ERR_OPTIONS', `PerceptualLoss.load options must be an object; got ${show(options)}.`);
     }
@@ -216,9 +219,23 @@ export class PerceptualLoss implements Disposable {
       const byName = new Map(stored.layers.map((name, i) => [name, (stored.layerWeights as number[])[i]]));
       stored.layerWeights = Object.fromEntries(options.layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
     }
-    const loss = new PerceptualLoss({ ...stored, ...options } as PerceptualLossOptions);
+    const merged = { ...stored, ...options } as PerceptualLossOptions;
+    let resolved: Resolved;
     try {
-      loss.#loadWeights(file, tensors);
+      resolved = resolveOptions(merged, cudaDeviceCount());
+    } catch (error) {
+      // Options that came from the file make a bad file; the caller's own bad options stay ERR_OPTIONS.
+      if (error instanceof PerceptualLossError && error.code === 'ERR_OPTIONS' && text !== undefined && !badOptions(options)) {
+        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are invalid: ${error.message}`, { cause: error });
+      }
+      throw error;
+    }
+    // The file must hold this architecture's tensors before a weight is drawn: a small file cannot
+    // make the loader build (and fill) a network larger than itself.
+    const arrays = weightsFor(file, resolved, tensors);
+    const loss = new PerceptualLoss(merged);
+    try {
+      loss.#handle().loadStateDict(arrays);
     } catch (error) {
       loss.dispose();
       throw error;
@@ -282,7 +299,7 @@ export class PerceptualLoss implements Disposable {
     const [p, nhwc] = this.#single(pred, 'pred', call);
     let t: Operand;
     if (target instanceof PreparedTarget) {
-      const { handle, owner } = targets.get(target)!;
+      const { handle, owner } = targetOf(target);
       if (handle.disposed) throw new PerceptualLossError('ERR_DISPOSED', 'This prepared target has been disposed.');
       if (owner !== this) {
         throw new PerceptualLossError('ERR_OPTIONS', 'This prepared target was made by another PerceptualLoss.');
@@ -326,38 +343,47 @@ export class PerceptualLoss implements Disposable {
     }));
   }
 
-  #convs(): ModuleInfo[] {
-    return this.#resolved.kept.filter((m) => m.kind === 'conv');
-  }
-
-  #loadWeights(file: string, tensors: Map<string, NamedArray>): void {
-    const expected = Object.entries(this.stateDict());
-    const missing = expected.filter(([name]) => !tensors.has(name)).map(([name]) => name);
-    // Convs past the cut belong to the architecture too (a file saved with deeper taps): skipped.
-    const known = new Set(
-      this.#resolved.modules.filter((m) => m.kind === 'conv').flatMap((m) => [`features.${m.index}.weight`, `features.${m.index}.bias`]),
-    );
-    const extra = [...tensors.keys()].filter((name) => !known.has(name));
-    if (missing.length > 0 || extra.length > 0) {
-      throw new PerceptualLossError(
-        'ERR_FILE',
-        `${file} does not match the architecture: ` +
-          [missing.length ? `missing ${missing.join(', ')}` : '', extra.length ? `unexpected ${extra.join(', ')}` : '']
-            .filter(Boolean)
-            .join('; ') + '.',
-      );
-    }
-    const arrays = expected.map(([name, want]) => {
-      const got = tensors.get(name)!;
-      sameShapeOrFileError(file, name, got.shape, want.shape);
-      return got.data;
-    });
-    this.#handle().loadStateDict(arrays);
-  }
 }
 
 function sameShapeOrFileError(file: string, name: string, got: number[], want: number[]): void {
   if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
     throw new PerceptualLossError('ERR_FILE', `${file}: ${name} has shape ${show(got)} but the architecture needs ${show(want)}.`);
   }
+}
+
+function checkPath(file: unknown, what: string): void {
+  if (typeof file !== 'string' && !(file instanceof URL)) {
+    throw new PerceptualLossError('ERR_FILE', `${what} takes a file path (a string); got ${show(file)}.`);
+  }
+}
+
+function badOptions(options: Partial<PerceptualLossOptions>): boolean {
+  try {
+    resolveOptions({ inChannels: 1, ...options }, cudaDeviceCount());
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+/** The file's arrays in conv order, checked against the architecture (names and shapes). */
+function weightsFor(file: string, resolved: Resolved, tensors: Map<string, NamedArray>): Float32Array[] {
+  const expected = stateDictLayout(resolved.kept);
+  const missing = expected.filter(({ name }) => !tensors.has(name)).map(({ name }) => name);
+  // Convs past the cut belong to the architecture too (a file saved with deeper taps): skipped.
+  const known = new Set(stateDictLayout(resolved.modules).map(({ name }) => name));
+  const extra = [...tensors.keys()].filter((name) => !known.has(name));
+  if (missing.length > 0 || extra.length > 0) {
+    throw new PerceptualLossError(
+      'ERR_FILE',
+      `${file} does not match the architecture: ` +
+        [missing.length ? `missing ${missing.join(', ')}` : '', extra.length ? `unexpected ${extra.join(', ')}` : ''].filter(Boolean).join('; ') +
+        '.',
+    );
+  }
+  return expected.map(({ name, shape }) => {
+    const got = tensors.get(name)!;
+    sameShapeOrFileError(file, name, got.shape, shape);
+    return got.data;
+  });
 }

@@ -103,6 +103,16 @@ export function describeNetwork(arch: ReadonlyArray<number | 'M'>, inChannels: n
   return modules;
 }
 
+/** torchvision's state-dict entries of the convs among `modules`, in conv order (weight, bias). */
+export function stateDictLayout(modules: readonly ModuleInfo[]): Array<{ name: string; shape: number[] }> {
+  return modules
+    .filter((m) => m.kind === 'conv')
+    .flatMap((conv) => [
+      { name: `features.${conv.index}.weight`, shape: [conv.outChannels!, conv.inChannels!, 3, 3] },
+      { name: `features.${conv.index}.bias`, shape: [conv.outChannels!] },
+    ]);
+}
+
 /** The last ReLU of each block. */
 export function defaultLayers(modules: readonly ModuleInfo[]): string[] {
   const layers: string[] = [];
@@ -163,7 +173,7 @@ function resolveInit(value: unknown): InitScheme {
 }
 
 export function resolveDevice(value: unknown, cudaDevices: number): string {
-  const spec = value ?? 'auto';
+  const spec = value === undefined ? 'auto' : value;
   const allowed = `'auto' | 'cpu' | 'cuda' | 'cuda:N'`;
   if (typeof spec !== 'string') fail('device', spec, allowed);
   if (spec === 'cpu') return 'cpu';

@@ -78,7 +78,9 @@ export class Tensor implements Disposable {
   }
 
   get disposed(): boolean {
-    return handles.get(this)!.disposed;
+    const handle = handles.get(this);
+    if (!handle) throw new PerceptualLossError('ERR_SHAPE', 'not a Tensor of this package');
+    return handle.disposed;
   }
 
   /** Copies the data to the host. */
@@ -88,7 +90,9 @@ export class Tensor implements Disposable {
 
   /** Frees the memory now; the garbage collector would free it later. Safe to call twice. */
   dispose(): void {
-    handles.get(this)!.dispose();
+    const handle = handles.get(this);
+    if (!handle) throw new PerceptualLossError('ERR_SHAPE', 'not a Tensor of this package');
+    handle.dispose();
   }
 
   [Symbol.dispose](): void {

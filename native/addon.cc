@@ -88,6 +88,17 @@ class Job : public Napi::AsyncWorker {
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
+  // While a worker_thread is terminated, its environment can no longer run JavaScript: the
+  // HandleScope that node-addon-api opens here throws, out of a C callback (std::terminate). No one
+  // is left to resolve the promise for, so the result is dropped.
+  void OnWorkComplete(Napi::Env env, napi_status status) override {
+    try {
+      Napi::AsyncWorker::OnWorkComplete(env, status);  // resolves or rejects, then deletes this
+    } catch (...) {
+      delete this;
+    }
+  }
+
   void Execute() override {
     try {
       c10::InferenceMode inference;
@@ -155,7 +166,8 @@ Napi::Array writeShape(Napi::Env env, at::IntArrayRef sizes) {
 int64_t numelOf(const std::vector<int64_t>& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
-    TORCH_CHECK(d == 0 || n <= INT64_MAX / d, "shape overflows");
+    // In order, as torch computes a storage size: [2^40, 2^40, 0] overflows before the 0.
+    if (d != 0 && n > INT64_MAX / d) throw Error(ErrorCode::Shape, "shape overflows: its size cannot be computed");
     n *= d;
   }
   return n;
@@ -180,7 +192,11 @@ at::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64
   // The one check native code must make itself: never read past the buffer.
   TORCH_CHECK(static_cast<int64_t>(array.ElementLength()) == numelOf(shape), "buffer holds ",
               array.ElementLength(), " elements but the shape needs ", numelOf(shape));
-  auto* data = static_cast<uint8_t*>(array.ArrayBuffer().Data()) + array.ByteOffset();
+  // napi_get_typedarray_info gives the data pointer of any backing store, SharedArrayBuffer included
+  // (Napi::TypedArray::ArrayBuffer() refuses a SharedArrayBuffer).
+  void* raw = nullptr;
+  NAPI_THROW_IF_FAILED(array.Env(), napi_get_typedarray_info(array.Env(), array, nullptr, nullptr, &raw, nullptr, nullptr), at::Tensor());
+  auto* data = static_cast<uint8_t*>(raw);
   at::Tensor view = at::from_blob(data, shape, at::TensorOptions().dtype(type));
   return owned ? view.clone() : view;
 }
@@ -384,10 +400,23 @@ Operand readOperand(const Napi::Value& value, const Napi::Value& shape, bool own
   return operand;
 }
 
+bool standardStrides(const at::Tensor& t) {
+  int64_t expected = 1;
+  for (int64_t d = t.dim() - 1; d >= 0; --d) {
+    if (t.stride(d) != expected) return false;
+    expected *= t.size(d);
+  }
+  return true;
+}
+
 at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
   TORCH_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
   const at::Tensor nchw = nhwc ? x.permute({0, 3, 1, 2}) : x;
-  return nchw.to(config.device, config.dtype).contiguous();
+  at::Tensor out = nchw.to(config.device, config.dtype).contiguous();
+  // A permuted tensor with size-1 dims counts as contiguous with channels-last strides, which
+  // sends conv2d to another kernel: give it the strides of a plain NCHW tensor.
+  if (!standardStrides(out)) out = out.clone(at::MemoryFormat::Contiguous);
+  return out;
 }
 
 // Results go back like the input they derive from: its layout, device and dtype.

@@ -11,11 +11,16 @@ const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit'
 
 function buildNative(cmakeJsArgs = []) {
   run(process.execPath, [path.join(__dirname, 'find-libtorch.js')]);
+  const outFlag = cmakeJsArgs.findIndex((a) => a === '--out' || a === '-O');
+  const release = path.join(outFlag >= 0 ? path.resolve(root, cmakeJsArgs[outFlag + 1]) : path.join(root, 'build'), 'Release');
+  // Unlink, never overwrite: a process that has the old binary loaded keeps its (now nameless)
+  // file, while tools that write in place (strip, some linkers) would change it under its feet.
+  fs.rmSync(path.join(release, 'generic_perceptual_loss.node'), { force: true });
   const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [root] });
   run(process.execPath, [cmakeJs, 'compile', '--log-level', 'warn', ...cmakeJsArgs]);
   // The loader reads which libtorch this build is for, to open the same libraries.
   const { findLibtorch } = require('../dist/libtorch.js');
-  const record = path.join(root, 'build', 'Release', 'libtorch.json');
+  const record = path.join(release, 'libtorch.json');
   fs.writeFileSync(record, JSON.stringify(findLibtorch().chosen, null, 2) + '\n');
 }
 

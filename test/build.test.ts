@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { copyPackage, repoRoot } from './helpers/package-copy';
+import { run } from './helpers/run';
 
 const folders: string[] = [];
 afterAll(() => folders.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
@@ -26,31 +27,31 @@ function computeIn(dir: string): { loss: number; gradNorm: number; binary: strin
 const expected = computeIn(repoRoot);
 
 describe('native builds', () => {
-  it('cmake-js (CMakeLists.txt) builds a working addon', () => {
+  it('cmake-js (CMakeLists.txt) builds a working addon', async () => {
     const dir = copyPackage('gpl-cmake-');
     folders.push(dir);
-    execFileSync(process.execPath, ['scripts/build-native.js'], { cwd: dir, stdio: 'pipe' });
+    await run(process.execPath, ['scripts/build-native.js'], { cwd: dir });
     const result = computeIn(dir);
     expect(result.binary).toBe(path.join(dir, 'build/Release/generic_perceptual_loss.node'));
     expect(result.loss).toBe(expected.loss);
     expect(result.gradNorm).toBe(expected.gradNorm);
   }, 600_000);
 
-  it('node-gyp (binding.gyp) builds a working addon', () => {
+  it('node-gyp (binding.gyp) builds a working addon', async () => {
     const dir = copyPackage('gpl-gyp-');
     folders.push(dir);
     const nodeGyp = require.resolve('node-gyp/bin/node-gyp.js', { paths: [repoRoot] });
     // Node's own headers, as npm is configured to use: nothing is downloaded.
     const nodedir = path.resolve(path.dirname(process.execPath), '..');
-    execFileSync(process.execPath, [nodeGyp, 'rebuild', `--nodedir=${nodedir}`, '-j', '2'], { cwd: dir, stdio: 'pipe' });
+    await run(process.execPath, [nodeGyp, 'rebuild', `--nodedir=${nodedir}`, '-j', '2'], { cwd: dir });
     const result = computeIn(dir);
     expect(result.binary).toBe(path.join(dir, 'build/Release/generic_perceptual_loss.node'));
     expect(result.loss).toBeCloseTo(expected.loss, 6);
     expect(Math.abs(result.gradNorm - expected.gradNorm) / expected.gradNorm).toBeLessThan(1e-5);
   }, 600_000);
 
-  it('every translation unit compiles with the CUDA switch on (PL_WITH_CUDA), against the CUDA headers', () => {
-    const out = execFileSync('bash', ['scripts/check-cuda-compile.sh'], { cwd: repoRoot, encoding: 'utf8' });
+  it('every translation unit compiles with the CUDA switch on (PL_WITH_CUDA), against the CUDA headers', async () => {
+    const out = await run('bash', ['scripts/check-cuda-compile.sh'], { cwd: repoRoot });
     for (const unit of ['native/addon.cc', 'native/cuda.cc', 'native/perceptual.cc']) expect(out).toContain(`check-cuda-compile: ${unit}`);
     expect(out).toContain('all translation units compile with PL_WITH_CUDA');
   }, 300_000);

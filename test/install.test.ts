@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss } from '../lib/index';
 import { repoRoot } from './helpers/package-copy';
+import { run } from './helpers/run';
 
 const PREBUILD = path.join(repoRoot, 'prebuilds', 'torch1.13-cpu-cxx11');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-install-'));
@@ -44,13 +45,8 @@ function newApp(name: string, allowScriptsFor?: string): string {
   return dir;
 }
 
-function npmInstall(app: string, tarball: string, env: NodeJS.ProcessEnv = process.env): string {
-  return execFileSync('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], {
-    cwd: app,
-    env,
-    encoding: 'utf8',
-    stdio: 'pipe',
-  });
+function npmInstall(app: string, tarball: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return run('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env });
 }
 
 const N = 2 * 3 * 16 * 16;
@@ -87,10 +83,10 @@ function inRepo(): { loss: number; grad: number[] } {
 
 let tarball: string;
 
-beforeAll(() => {
-  // CI makes the prebuild first (`npm run prebuild`); make it here too when it is missing.
-  if (!fs.existsSync(PREBUILD)) execFileSync(process.execPath, ['scripts/prebuild.js'], { cwd: repoRoot, stdio: 'pipe' });
-  const out = execFileSync('npm', ['pack', '--pack-destination', scratch, '--json'], { cwd: repoRoot, encoding: 'utf8' });
+beforeAll(async () => {
+  // The prebuild of the current sources (an incremental build): a stale one would not match the repository.
+  await run(process.execPath, ['scripts/prebuild.js'], { cwd: repoRoot });
+  const out = await run('npm', ['pack', '--pack-destination', scratch, '--json'], { cwd: repoRoot });
   const [{ filename, files }] = JSON.parse(out) as Array<{ filename: string; files: Array<{ path: string }> }>;
   tarball = path.join(scratch, filename);
   expect(files.map((f) => f.path).some((p) => p.startsWith('prebuilds/torch1.13-cpu-cxx11/'))).toBe(true);
@@ -107,12 +103,12 @@ describe('npm install of the packed tarball', () => {
     let app: string;
     let env: NodeJS.ProcessEnv;
 
-    beforeAll(() => {
+    beforeAll(async () => {
       app = newApp('prebuilt-app');
       env = { ...process.env, PATH: pathWithoutCompilers() };
       expect(spawnSync('cmake', ['--version'], { env }).error).toBeDefined();
       expect(spawnSync('g++', ['--version'], { env }).error).toBeDefined();
-      npmInstall(app, tarball, env);
+      await npmInstall(app, tarball, env);
     }, 600_000);
 
     it('require() loads the matching prebuild and computes what the repository computes', () => {
@@ -177,7 +173,7 @@ describe('npm install of the packed tarball', () => {
     });
   });
 
-  it('without a prebuild, the install builds from source', () => {
+  it('without a prebuild, the install builds from source', async () => {
     // The same tarball, less its prebuilds.
     const unpacked = path.join(scratch, 'unpacked');
     fs.mkdirSync(unpacked);
@@ -187,7 +183,7 @@ describe('npm install of the packed tarball', () => {
     execFileSync('tar', ['-czf', bare, '-C', unpacked, 'package']);
 
     const app = newApp('source-build-app', bare);
-    const log = npmInstall(app, bare);
+    const log = await npmInstall(app, bare);
     expect(log).toContain('generic-perceptual-loss: building from source');
     const result = probe(app, 'require');
     expect(result.binary).toBe(path.join(fs.realpathSync(app), 'node_modules/generic-perceptual-loss/build/Release/generic_perceptual_loss.node'));

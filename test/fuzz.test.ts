@@ -44,6 +44,7 @@ import {
   type TinyConfig,
 } from './helpers/fuzz';
 import * as ref from './helpers/js-reference';
+import { mulberry32 as mulberry } from './helpers/random';
 import { relError, relErrorScalar, runReference, type RefCase } from './helpers/reference';
 
 type Layout = 'nchw' | 'nhwc';
@@ -1013,17 +1014,6 @@ async function runInputCase(c: InputCase): Promise<void> {
   } finally {
     for (const o of owned) o.dispose();
   }
-}
-
-function mulberry(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('inputs at every method, sync and async', () => {

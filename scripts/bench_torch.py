@@ -1,0 +1,256 @@
+#!/usr/bin/python3
+"""PyTorch side of the CPU benchmark (scripts/bench.js).
+
+Usage:
+  /usr/bin/python3 scripts/bench_torch.py serve
+      One persistent process (torch is imported once) that reads one JSON command per line on
+      stdin and answers one JSON line on stdout: {"ok": true, ...} or {"ok": false, "error": ...}.
+      Commands:
+        {"cmd": "hello"}                         versions and the out-of-the-box thread count
+        {"cmd": "threads", "n": N}               torch.set_num_threads(N)
+        {"cmd": "setup", "shape": [N,C,H,W]}     build the loss for inChannels = C (not timed)
+        {"cmd": "prepare", "shape": [...]}       target features of one fixed random target, once
+        {"cmd": "step", "path": P, "shape": [...]}
+            one step on fresh random inputs made outside the timed region; replies {"ms": ...}.
+            P: lossAndGrad | prepared | loss | features
+        {"cmd": "check", "shape": [...], "pred": B64, "target": B64}
+            loss and gradient of given float32 inputs (base64), to check both sides agree
+        {"cmd": "quit"}
+  /usr/bin/python3 scripts/bench_torch.py memory --shape NxCxHxW --threads N
+      In a fresh process: build, one warm-up step, then the peak resident memory of one
+      lossAndGrad step (see measure_memory). Prints one JSON line.
+
+The loss is written as a careful PyTorch user would write it: frozen weights, eval mode, the
+network cut after the deepest tap, in-place ReLUs (as torchvision's VGG), the target under
+torch.no_grad(), and torch.autograd.grad(loss, pred) so that no weight gradient is computed.
+"""
+
+import base64
+import json
+import os
+import sys
+import time
+import traceback
+
+import torch
+import torch.nn.functional as F
+
+sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the working tree
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# Same architecture, cut and seeded weights as SPEC.md (and as the parity tests use).
+from reference import build_network, resolve_options  # noqa: E402
+
+# Read before anything sets it: this is what a user gets without calling set_num_threads.
+DEFAULT_THREADS = torch.get_num_threads()
+
+
+class Loss:
+    """The default perceptual loss (vgg19, taps relu1_2 .. relu5_4, l2, mean) for inChannels."""
+
+    def __init__(self, in_channels):
+        opts = resolve_options({"inChannels": in_channels})
+        tap_k = [opts["taps"][name] for name in opts["layers"]]
+        # build_network cuts after the deepest tap, freezes the weights and sets eval mode.
+        net, _, _ = build_network(opts, max(tap_k))
+        # Every default tap is a ReLU output, so in-place ReLUs are safe (no pre-activation is
+        # needed) and save one activation per conv, as in torchvision's own VGG.
+        for m in net:
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = True
+        assert all(not p.requires_grad for p in net.parameters())
+        self.net = net
+        self.taps = set(tap_k)
+        self.prepared = {}  # shape -> target features, computed once
+
+    def features(self, x):
+        out = []
+        for k, m in enumerate(self.net):
+            x = m(x)
+            if k in self.taps:
+                out.append(x)
+        return out
+
+    @staticmethod
+    def distance(pred_feats, target_feats):
+        # layerWeights are all 1 and featureWeight is 1 by default: a plain sum of per-tap MSEs.
+        return sum(F.mse_loss(p, t) for p, t in zip(pred_feats, target_feats))
+
+    def loss_and_grad(self, pred, target):
+        """pred must already require grad. Returns (loss value, d loss / d pred)."""
+        with torch.no_grad():
+            target_feats = self.features(target)
+        loss = self.distance(self.features(pred), target_feats)
+        (grad,) = torch.autograd.grad(loss, pred)
+        return loss.item(), grad
+
+    def loss_and_grad_prepared(self, pred, target_feats):
+        loss = self.distance(self.features(pred), target_feats)
+        (grad,) = torch.autograd.grad(loss, pred)
+        return loss.item(), grad
+
+    def loss_only(self, pred, target):
+        with torch.no_grad():
+            return self.distance(self.features(pred), self.features(target)).item()
+
+    def features_only(self, x):
+        with torch.no_grad():
+            return self.features(x)
+
+
+def timed(fn, *args):
+    t0 = time.perf_counter_ns()
+    result = fn(*args)
+    t1 = time.perf_counter_ns()
+    return (t1 - t0) / 1e6, result
+
+
+def one_step(loss, path, shape):
+    """One timed step of `path`; inputs are made (and marked) before the clock starts."""
+    pred = torch.rand(shape)
+    if path == "lossAndGrad":
+        target = torch.rand(shape)
+        pred.requires_grad_(True)
+        ms, _ = timed(loss.loss_and_grad, pred, target)
+    elif path == "prepared":
+        pred.requires_grad_(True)
+        ms, _ = timed(loss.loss_and_grad_prepared, pred, loss.prepared[tuple(shape)])
+    elif path == "loss":
+        target = torch.rand(shape)
+        ms, _ = timed(loss.loss_only, pred, target)
+    elif path == "features":
+        ms, _ = timed(loss.features_only, pred)
+    else:
+        raise ValueError(f"unknown path {path!r}")
+    return ms
+
+
+def serve():
+    out = sys.stdout
+    # Anything a library prints must not corrupt the protocol: stdout now goes to stderr.
+    sys.stdout = sys.stderr
+    losses = {}  # inChannels -> Loss
+
+    def loss_for(shape):
+        c = shape[1]
+        if c not in losses:
+            losses[c] = Loss(c)
+        return losses[c]
+
+    for line in sys.stdin:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            req = json.loads(line)
+            cmd = req.get("cmd")
+            if cmd == "hello":
+                import torchvision
+
+                reply = {
+                    "torch": torch.__version__,
+                    "torchvision": torchvision.__version__,
+                    "python": sys.version.split()[0],
+                    "defaultThreads": DEFAULT_THREADS,
+                    "mkldnn": torch.backends.mkldnn.is_available(),
+                    "parallelInfo": torch.__config__.parallel_info(),
+                }
+            elif cmd == "threads":
+                torch.set_num_threads(int(req["n"]))
+                reply = {"threads": torch.get_num_threads()}
+            elif cmd == "setup":
+                loss_for(req["shape"])
+                reply = {}
+            elif cmd == "prepare":
+                shape = req["shape"]
+                loss = loss_for(shape)
+                with torch.no_grad():
+                    loss.prepared[tuple(shape)] = loss.features(torch.rand(shape))
+                reply = {}
+            elif cmd == "step":
+                shape = req["shape"]
+                reply = {"ms": one_step(loss_for(shape), req["path"], shape), "threads": torch.get_num_threads()}
+            elif cmd == "check":
+                # Same inputs as the package: the loss and the gradient's sum of squares, so the
+                # parent can confirm that both sides compute the same thing.
+                shape = req["shape"]
+                data = lambda key: torch.frombuffer(bytearray(base64.b64decode(req[key])), dtype=torch.float32).reshape(shape)
+                pred = data("pred").requires_grad_(True)
+                value, grad = loss_for(shape).loss_and_grad(pred, data("target"))
+                reply = {"loss": value, "gradSumSq": float(grad.double().pow(2).sum())}
+            elif cmd == "quit":
+                out.write(json.dumps({"ok": True}) + "\n")
+                out.flush()
+                return
+            else:
+                raise ValueError(f"unknown command {cmd!r}")
+            reply["ok"] = True
+        except Exception as e:  # noqa: BLE001 - reported to the parent, which stops the run
+            reply = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+def read_status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def reset_hwm():
+    """Resets VmHWM to the current RSS (Linux >= 4.0: write 5 to clear_refs). True if it worked."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_memory(shape, threads):
+    """Peak extra resident memory of one lossAndGrad step, in a fresh process.
+
+    Load, build, one warm-up step (one-time costs: thread pool, oneDNN primitives, lazy init),
+    fresh inputs, then VmRSS; VmHWM is reset to it, one step runs, and VmHWM is read again.
+    """
+    torch.set_num_threads(threads)
+    loss = Loss(shape[1])
+    pred = torch.rand(shape).requires_grad_(True)
+    loss.loss_and_grad(pred, torch.rand(shape))
+    del pred
+    pred = torch.rand(shape).requires_grad_(True)
+    target = torch.rand(shape)
+    rss_before = read_status_kib("VmRSS")
+    reset = reset_hwm()
+    hwm_at_reset = read_status_kib("VmHWM")
+    value, grad = loss.loss_and_grad(pred, target)
+    hwm_after = read_status_kib("VmHWM")
+    rss_after = read_status_kib("VmRSS")
+    return {
+        "side": "torch",
+        "shape": shape,
+        "threads": torch.get_num_threads(),
+        "rssBeforeKiB": rss_before,
+        "hwmAtResetKiB": hwm_at_reset,
+        "hwmAfterKiB": hwm_after,
+        "rssAfterKiB": rss_after,
+        "hwmReset": reset,
+        "loss": value,
+        "gradNumel": grad.numel(),
+    }
+
+
+def main(argv):
+    if len(argv) >= 2 and argv[1] == "serve":
+        serve()
+        return
+    if len(argv) == 6 and argv[1] == "memory" and argv[2] == "--shape" and argv[4] == "--threads":
+        shape = [int(d) for d in argv[3].split("x")]
+        print(json.dumps(measure_memory(shape, int(argv[5]))))
+        return
+    sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -17,6 +17,19 @@ export type {
   ResolvedOptions,
 } from './options';
 export { runtime, setNumThreads, type RuntimeInfo } from './runtime';
+export {
+  denseLoss,
+  depthLoss,
+  depthValidMask,
+  segmentationLoss,
+  DenseLoss,
+  SegmentationLoss,
+  type DenseCallOptions,
+  type DenseLossOptions,
+  type MaskLike,
+  type SegmentationLossOptions,
+  type TaskLossOptions,
+} from './tasks';
 export { Tensor, type TensorData, type TensorOptions } from './tensor';
 
 // Fail at require time, with the whole story, rather than at the first call.

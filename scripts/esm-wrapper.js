@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Writes dist/index.mjs: the ES module face of the CommonJS build, so `import` and `require`
+// Writes dist/index.mjs and dist/tfjs.mjs: the ES module faces of the CommonJS build, so `import` and `require`
 // share one instance of the addon and its classes. Export names are read from tsc's output
 // (not by loading it: the addon may not be built yet).
 'use strict';
@@ -7,7 +7,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const dist = path.resolve(__dirname, '..', 'dist');
-for (const name of ['index']) {
+for (const name of ['index', 'tfjs']) {
   const source = fs.readFileSync(path.join(dist, `${name}.js`), 'utf8');
   const names = [...source.matchAll(/Object\.defineProperty\(exports, "(\w+)"|^exports\.(\w+) =/gm)]
     .map((m) => m[1] ?? m[2])

@@ -8,8 +8,8 @@
 //
 // So we register the few we need, written after tfjs-core's own configs (src/gradients/*_grad.ts,
 // Apache-2.0), and only where none is registered yet: with @tensorflow/tfjs loaded, its own win.
-// The adapter itself (lib/tfjs.ts) needs none of this: it is a customGrad op. Convolutions in the
-// demo go through tf.fused.conv2d, which is a customGrad op too.
+// The adapter itself (lib/tfjs.ts) needs none of this: it is a customGrad op, and so are the
+// demo network's conv layers (lib/demo/model.ts) and tf.losses.softmaxCrossEntropy's core.
 import * as tf from '@tensorflow/tfjs-core';
 import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 
@@ -87,28 +87,8 @@ const CONFIGS: GradConfig[] = [
     inputsToSave: ['x'],
     gradFunc: (dy, saved) => ({ x: () => tf.mul(dy as Tensor, float(tf.step((saved as Saved)[0]))) }),
   },
-  {
-    kernelName: tf.Concat,
-    saveAllInputs: true,
-    gradFunc: (dy, saved, attrs) => {
-      const inputs = saved as Saved;
-      const axis = tf.util.parseAxisParam(attrs.axis as number, inputs[0].shape)[0];
-      const parts = tf.split(dy as Tensor, inputs.map((t) => t.shape[axis]), axis);
-      return Object.fromEntries(parts.map((part, i) => [String(i), () => part]));
-    },
-  },
-  {
-    kernelName: tf.Conv2D,
-    inputsToSave: ['x', 'filter'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x, filter] = saved as Saved;
-      const g = dy as Tensor;
-      return {
-        x: () => kernel(tf.Conv2DBackpropInput, { dy: g, filter }, { ...attrs, inputShape: x.shape }),
-        filter: () => kernel(tf.Conv2DBackpropFilter, { x, dy: g }, { ...attrs, filterShape: filter.shape }),
-      };
-    },
-  },
+
+
   {
     kernelName: tf.MaxPool,
     inputsToSave: ['x'],
@@ -118,14 +98,7 @@ const CONFIGS: GradConfig[] = [
       return { x: () => kernel(tf.MaxPoolGrad, { dy: dy as Tensor, input: x, output: y }, attrs) };
     },
   },
-  {
-    kernelName: tf.AvgPool,
-    inputsToSave: ['x'],
-    gradFunc: (dy, saved, attrs) => {
-      const [x] = saved as Saved;
-      return { x: () => kernel(tf.AvgPoolGrad, { dy: dy as Tensor, input: x }, attrs) };
-    },
-  },
+
   {
     kernelName: tf.ResizeBilinear,
     inputsToSave: ['images'],

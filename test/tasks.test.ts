@@ -1,0 +1,168 @@
+// The task helpers (lib/tasks.ts): segmentation, depth with a valid mask, dense C-channel maps.
+import { afterAll, describe, expect, it } from 'vitest';
+import { PerceptualLoss, PerceptualLossError, Tensor } from '../lib/index';
+import { denseLoss, depthLoss, depthValidMask, segmentationLoss, type DenseLoss } from '../lib/tasks';
+import { randint, randn } from './helpers/random';
+
+const SMALL = { arch: [4, 'M', 8] as Array<number | 'M'>, layers: ['relu1_1', 'relu2_1'], device: 'cpu' as const };
+const disposables: Array<{ dispose(): void }> = [];
+function keep<T extends { dispose(): void }>(x: T): T {
+  disposables.push(x);
+  return x;
+}
+afterAll(() => disposables.forEach((d) => d.dispose()));
+
+function expectCode(fn: () => unknown, code: string, message: RegExp): void {
+  try {
+    fn();
+    expect.unreachable();
+  } catch (error) {
+    expect(error).toBeInstanceOf(PerceptualLossError);
+    expect((error as PerceptualLossError).code).toBe(code);
+    expect((error as Error).message).toMatch(message);
+  }
+}
+
+describe('segmentationLoss', () => {
+  const shape = [2, 4, 8, 8];
+  const logits = { data: randn(2 * 4 * 64, 1), shape };
+  const labelData = randint(2 * 64, 0, 4, 2);
+  labelData.fill(7, 0, 16); // 7 = ignore below
+  const labels = { data: labelData, shape: [2, 8, 8] };
+
+  it('builds inChannels = classes and equals lossAndGradSegmentation', () => {
+    const seg = keep(segmentationLoss({ classes: 4, ignoreIndex: 7, ...SMALL }));
+    expect(seg.classes).toBe(4);
+    expect(seg.perceptual.options.inChannels).toBe(4);
+    const direct = keep(new PerceptualLoss({ inChannels: 4, ...SMALL }));
+    const a = seg.lossAndGrad(logits, labels);
+    const b = direct.lossAndGradSegmentation(logits, labels, { ignoreIndex: 7 });
+    expect(a.loss).toBe(b.loss);
+    expect(a.grad).toEqual(b.grad);
+    expect(a.loss as number).toBeGreaterThan(0);
+    // The ignored pixels (the first 16 of sample 0) get no gradient in any channel.
+    for (let c = 0; c < 4; c++) for (let p = 0; p < 16; p++) expect(Math.abs(a.grad[c * 64 + p])).toBe(0);
+  });
+
+  it('defaults ignoreIndex to 255 and takes NHWC logits per call', async () => {
+    const seg = keep(segmentationLoss({ classes: 4, ...SMALL }));
+    expect(seg.ignoreIndex).toBe(255);
+    const nhwc = new Float32Array(logits.data.length);
+    for (let b = 0; b < 2; b++) for (let c = 0; c < 4; c++) for (let p = 0; p < 64; p++) nhwc[(b * 64 + p) * 4 + c] = logits.data[(b * 4 + c) * 64 + p];
+    const clean = { data: labelData.map((v) => v % 4), shape: [2, 8, 8] };
+    const a = seg.lossAndGrad(logits, clean);
+    const b = await seg.lossAndGradAsync({ data: nhwc, shape: [2, 8, 8, 4] }, clean, { layout: 'nhwc' });
+    expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
+  });
+
+  it('rejects inChannels and a bad classes', () => {
+    expectCode(() => segmentationLoss({ classes: 0 }), 'ERR_OPTIONS', /"classes".*integer >= 1/);
+    expectCode(() => segmentationLoss({ classes: 3, inChannels: 3 } as never), 'ERR_OPTIONS', /set by the task.*"classes"/);
+    expectCode(() => segmentationLoss({ classes: 3, ignoreIndex: 1.5 }), 'ERR_OPTIONS', /ignoreIndex/);
+  });
+});
+
+describe('depthLoss', () => {
+  const shape = [2, 1, 8, 8];
+  const pred = { data: randn(128, 3), shape };
+  const targetData = randn(128, 4).map((v) => Math.abs(v) + 0.5);
+  // Invalid depth: zeros and a NaN, as in real sensor data.
+  targetData.fill(0, 20, 40);
+  targetData[90] = NaN;
+  const target = { data: targetData, shape };
+
+  it('masks: equals the plain loss on pre-masked inputs, zero gradient where invalid', () => {
+    const depth = keep(depthLoss(SMALL));
+    expect(depth.channels).toBe(1);
+    const mask = depthValidMask(target);
+    expect(Array.from(mask.subarray(18, 42))).toEqual([1, 1, ...Array(20).fill(0), 1, 1]);
+    expect(mask[90]).toBe(0);
+    const masked = depth.lossAndGrad(pred, target, { mask });
+
+    const zeroed = (d: Float32Array) => d.map((v, i) => (mask[i] ? v : 0));
+    const plain = depth.perceptual.lossAndGrad({ data: zeroed(pred.data), shape }, { data: zeroed(targetData), shape });
+    expect(masked.loss).toBe(plain.loss);
+    expect(depth.loss(pred, target, { mask })).toBe(plain.loss);
+    for (let i = 0; i < 128; i++) {
+      if (mask[i]) expect(masked.grad[i]).toBe(plain.grad[i]);
+      else expect(masked.grad[i]).toBe(0);
+    }
+    // The unmasked gradient does reach into the invalid region: the mask is what zeroes it.
+    expect(plain.grad.subarray(20, 40).some((g) => g !== 0)).toBe(true);
+  });
+
+  it('without a mask is the plain loss; NaN in the target is then rejected', () => {
+    const depth = keep(depthLoss(SMALL));
+    const clean = { data: targetData.map((v) => (Number.isNaN(v) ? 1 : v)), shape };
+    expect(depth.lossAndGrad(pred, clean).loss).toBe(depth.perceptual.lossAndGrad(pred, clean).loss);
+    expectCode(() => depth.lossAndGrad(pred, target), 'ERR_NONFINITE', /./);
+  });
+
+  it('accepts depthValidMask ranges, masks as { data, shape }, and rejects a Tensor with a mask', () => {
+    const depth = keep(depthLoss(SMALL));
+    const mask = depthValidMask(target, { min: 0.6, max: 2 });
+    for (let i = 0; i < 128; i++) expect(mask[i]).toBe(targetData[i] > 0.6 && targetData[i] <= 2 ? 1 : 0);
+    const a = depth.lossAndGrad(pred, target, { mask });
+    const b = depth.lossAndGrad(pred, target, { mask: { data: mask, shape: [2, 8, 8] } });
+    expect(a.loss).toBe(b.loss);
+    using t = Tensor.from(pred.data, shape, { device: 'cpu' });
+    expectCode(() => depth.lossAndGrad(t, target, { mask }), 'ERR_OPTIONS', /host arrays/);
+    expectCode(() => depth.lossAndGrad(pred, target, { mask: new Uint8Array(5) }), 'ERR_SHAPE', /mask holds 5 values; expected 128/);
+    expectCode(() => depth.lossAndGrad(pred, target, { mask: { data: mask, shape: [2, 64] } }), 'ERR_SHAPE', /\[N, H, W\]/);
+  });
+});
+
+describe('denseLoss', () => {
+  const [n, c, h, w] = [2, 3, 8, 8];
+  const nchw = [n, c, h, w];
+  const nhwcShape = [n, h, w, c];
+  const pred = randn(n * c * h * w, 5);
+  const target = randn(pred.length, 6);
+  const pixelMask = new Uint8Array(randint(n * h * w, 0, 2, 7));
+  const toNhwc = (d: Float32Array) => {
+    const out = new Float32Array(d.length);
+    for (let b = 0; b < n; b++) for (let k = 0; k < c; k++) for (let p = 0; p < h * w; p++) out[(b * h * w + p) * c + k] = d[(b * c + k) * h * w + p];
+    return out;
+  };
+  let dense: DenseLoss;
+
+  it('takes C-channel maps; a per-pixel mask covers every channel, in NCHW and NHWC', () => {
+    dense = keep(denseLoss({ channels: 3, ...SMALL }));
+    expect(dense.perceptual.options.inChannels).toBe(3);
+    const a = dense.lossAndGrad({ data: pred, shape: nchw }, { data: target, shape: nchw }, { mask: pixelMask });
+    const b = dense.lossAndGrad({ data: toNhwc(pred), shape: nhwcShape }, { data: toNhwc(target), shape: nhwcShape }, { mask: pixelMask, layout: 'nhwc' });
+    expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
+    const aNhwc = toNhwc(a.grad as Float32Array);
+    for (let i = 0; i < aNhwc.length; i++) expect(b.grad[i]).toBeCloseTo(aNhwc[i], 7);
+    // Masked pixels: zero gradient in all three channels.
+    for (let b0 = 0; b0 < n; b0++)
+      for (let k = 0; k < c; k++)
+        for (let p = 0; p < h * w; p++) if (!pixelMask[b0 * h * w + p]) expect(Math.abs(a.grad[(b0 * c + k) * h * w + p])).toBe(0);
+  });
+
+  it('a soft per-element mask gives the exact gradient of loss(m * pred, m * target)', () => {
+    dense ??= keep(denseLoss({ channels: 3, ...SMALL }));
+    const precise = keep(denseLoss({ channels: 3, ...SMALL, dtype: 'float64' }));
+    const m = Float64Array.from(randn(pred.length, 8), (v) => Math.abs(v) / 2);
+    const p64 = Float64Array.from(pred);
+    const t64 = Float64Array.from(target);
+    const at = (d: Float64Array) => precise.loss({ data: d, shape: nchw }, { data: t64, shape: nchw }, { mask: m }) as number;
+    const { grad } = precise.lossAndGrad({ data: p64, shape: nchw }, { data: t64, shape: nchw }, { mask: m });
+    expect(grad).toBeInstanceOf(Float64Array);
+    const scale = Math.max(...Array.from(grad, Math.abs));
+    const eps = 1e-6;
+    for (const i of randint(16, 0, pred.length, 9)) {
+      const plus = p64.slice();
+      const minus = p64.slice();
+      plus[i] += eps;
+      minus[i] -= eps;
+      expect(Math.abs((at(plus) - at(minus)) / (2 * eps) - grad[i]) / scale).toBeLessThan(1e-5);
+    }
+  });
+
+  it('rejects inChannels and a bad channels', () => {
+    expectCode(() => denseLoss({ channels: -1 }), 'ERR_OPTIONS', /"channels"/);
+    expectCode(() => denseLoss({ channels: 2, inChannels: 2 } as never), 'ERR_OPTIONS', /"channels" instead/);
+    expectCode(() => depthLoss({ inChannels: 1 } as never), 'ERR_OPTIONS', /set by the task/);
+  });
+});

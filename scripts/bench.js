@@ -129,17 +129,8 @@ function loadPackage() {
   }
 }
 
-// mulberry32: fast, seedable uniform [0, 1) numbers for the host inputs (image-like values).
-function makeRng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The package's seeded generator (lib/demo/random.ts): uniform [0, 1) numbers for the host inputs.
+const { mulberry32: makeRng } = require('../dist/demo/random.js');
 
 function randomHost(shape, rng) {
   const data = new Float32Array(shape.reduce((a, b) => a * b, 1));

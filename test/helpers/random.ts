@@ -1,17 +1,10 @@
 // Seeded, dependency-free random numbers for test inputs: the same seed gives the same data on
 // every platform, so a failing case can be rerun exactly.
 
-/** mulberry32: a small 32-bit generator of floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The package's own seeded generator (lib/demo/random.ts), so tests and the demo share one.
+import { mulberry32 } from '../../lib/demo/random';
+
+export { mulberry32 };
 
 /** `n` standard normal values (Box–Muller), rounded to float32. */
 export function randn(n: number, seed: number): Float32Array {

@@ -68,7 +68,7 @@ export async function writePlot(file: string, points: CurvePoint[], series: stri
         x: { field: 'step', type: 'quantitative', title: 'training step' },
         // The training loss falls by an order of magnitude: a log scale keeps its tail readable.
         y: { field: 'value', type: 'quantitative', title: null, scale: name.startsWith('training') ? { type: 'log', nice: false } : { zero: false } },
-        color: { field: 'arm', type: 'nominal', title: null, sort: arms, legend: { orient: 'bottom', columns: 3 } },
+        color: { field: 'arm', type: 'nominal', title: null, sort: arms, legend: { orient: 'bottom', columns: 3, labelLimit: 300 } },
       },
     })),
     resolve: { scale: { y: 'independent' } },

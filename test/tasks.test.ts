@@ -2,6 +2,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss, PerceptualLossError, Tensor } from '../lib/index';
 import { denseLoss, depthLoss, depthValidMask, segmentationLoss, type DenseLoss } from '../lib/tasks';
+import { expectCode } from './helpers/expect-code';
 import { randint, randn } from './helpers/random';
 
 const SMALL = { arch: [4, 'M', 8] as Array<number | 'M'>, layers: ['relu1_1', 'relu2_1'], device: 'cpu' as const };
@@ -11,17 +12,6 @@ function keep<T extends { dispose(): void }>(x: T): T {
   return x;
 }
 afterAll(() => disposables.forEach((d) => d.dispose()));
-
-function expectCode(fn: () => unknown, code: string, message: RegExp): void {
-  try {
-    fn();
-    expect.unreachable();
-  } catch (error) {
-    expect(error).toBeInstanceOf(PerceptualLossError);
-    expect((error as PerceptualLossError).code).toBe(code);
-    expect((error as Error).message).toMatch(message);
-  }
-}
 
 describe('segmentationLoss', () => {
   const shape = [2, 4, 8, 8];

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ensureGradients } from '../lib/demo/gradients';
 import { PerceptualLoss, PerceptualLossError, setNumThreads, type PerceptualLossOptions } from '../lib/index';
+import { expectCode } from './helpers/expect-code';
 import { tfjsPerceptualLoss, tfjsSegmentationLoss } from '../lib/tfjs';
 import { randint, randn } from './helpers/random';
 
@@ -193,23 +194,13 @@ describe('tfjsPerceptualLoss', () => {
     const good = tf.zeros(SHAPE) as tf.Tensor4D;
     const ints = tf.zeros(SHAPE, 'int32') as tf.Tensor4D;
     const threeChannels = tf.zeros([2, 8, 8, 3]) as tf.Tensor4D;
-    const expectError = (fn: () => unknown, code: string, message: RegExp) => {
-      try {
-        fn();
-        expect.unreachable();
-      } catch (error) {
-        expect(error).toBeInstanceOf(PerceptualLossError);
-        expect((error as PerceptualLossError).code).toBe(code);
-        expect((error as Error).message).toMatch(message);
-      }
-    };
     noLeaks(() => {
-      expectError(() => f(ints, good), 'ERR_DTYPE', /pred must be a float32/);
-      expectError(() => f(good, {} as tf.Tensor4D), 'ERR_SHAPE', /target must be a tf.Tensor4D/);
-      expectError(() => f(threeChannels, threeChannels), 'ERR_SHAPE', /3 channels .*\[N, H, W, C\].*inChannels: 2/);
+      expectCode(() => f(ints, good), 'ERR_DTYPE', /pred must be a float32/);
+      expectCode(() => f(good, {} as tf.Tensor4D), 'ERR_SHAPE', /target must be a tf.Tensor4D/);
+      expectCode(() => f(threeChannels, threeChannels), 'ERR_SHAPE', /3 channels .*\[N, H, W, C\].*inChannels: 2/);
     });
-    expectError(() => tfjsPerceptualLoss(loss, { weight: -1 }), 'ERR_OPTIONS', /"weight"/);
-    expectError(() => tfjsPerceptualLoss(make({ reduction: 'none' })), 'ERR_OPTIONS', /reduction 'mean' or 'sum'/);
+    expectCode(() => tfjsPerceptualLoss(loss, { weight: -1 }), 'ERR_OPTIONS', /"weight"/);
+    expectCode(() => tfjsPerceptualLoss(make({ reduction: 'none' })), 'ERR_OPTIONS', /reduction 'mean' or 'sum'/);
     tf.dispose([good, ints, threeChannels]);
   });
 });

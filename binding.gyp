@@ -1,25 +1,25 @@
 # The node-gyp fallback build (the main one is CMakeLists.txt via cmake-js).
-# Both take libtorch's paths and flags from scripts/find-libtorch.js.
+# Both take libtorch's paths and flags from install/find-libtorch.js.
 {
   "targets": [
     {
       "target_name": "generic_perceptual_loss",
-      "sources": ["native/addon.cc", "native/perceptual.cc", "<!@(node scripts/find-libtorch.js --gyp sources)"],
+      "sources": ["native/addon.cc", "native/perceptual.cc", "<!@(node install/find-libtorch.js --gyp sources)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
-        "<!@(node scripts/find-libtorch.js --gyp include_dirs)"
+        "<!@(node install/find-libtorch.js --gyp include_dirs)"
       ],
       "defines": [
         "NAPI_VERSION=8",
         "NODE_ADDON_API_DISABLE_DEPRECATED",
-        "<!@(node scripts/find-libtorch.js --gyp defines)"
+        "<!@(node install/find-libtorch.js --gyp defines)"
       ],
       # libtorch's headers need RTTI and exceptions, which node-gyp turns off by default.
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-fvisibility=hidden"],
-      "libraries": ["<!@(node scripts/find-libtorch.js --gyp libraries)"],
-      "ldflags": ["<!@(node scripts/find-libtorch.js --gyp ldflags)", "-Wl,--no-as-needed"]
+      "libraries": ["<!@(node install/find-libtorch.js --gyp libraries)"],
+      "ldflags": ["<!@(node install/find-libtorch.js --gyp ldflags)", "-Wl,--no-as-needed"]
     }
   ]
 }

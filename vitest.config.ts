@@ -1,6 +1,14 @@
+import * as path from 'node:path';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  resolve: {
+    // The demo imports the package by its name, as a user would; under test that name is lib/.
+    alias: [
+      { find: /^generic-perceptual-loss\/tfjs$/, replacement: path.resolve(__dirname, 'lib/tfjs.ts') },
+      { find: /^generic-perceptual-loss$/, replacement: path.resolve(__dirname, 'lib/index.ts') },
+    ],
+  },
   test: {
     include: ['test/**/*.test.ts'],
     // Each test file gets its own process: the addon and libtorch load once per file.

@@ -16,7 +16,7 @@ import { describeCandidate, findLibtorch, flavourTag, type LibtorchCandidate, ty
 
 export const packageRoot = path.resolve(__dirname, '..');
 export const LOCAL_BUILD = path.join(packageRoot, 'build', 'Release', 'generic_perceptual_loss.node');
-/** Written next to the local build by scripts/build-native.js: the libtorch it was built against. */
+/** Written next to the local build by install/build-native.js: the libtorch it was built against. */
 export const LOCAL_BUILD_LIBTORCH = path.join(packageRoot, 'build', 'Release', 'libtorch.json');
 export const PREBUILDS = path.join(packageRoot, 'prebuilds');
 

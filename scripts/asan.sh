@@ -22,7 +22,7 @@ fi
 #    libtorch it used in build/Release/libtorch.json.
 [[ -f dist/libtorch.js ]] || npm run build:ts
 mkdir -p build/Release
-node scripts/build-native.js --out build/asan --CDGPL_SANITIZE=ON
+node install/build-native.js --out build/asan --CDGPL_SANITIZE=ON
 BINARY=build/asan/Release/generic_perceptual_loss.node
 if ! ldd "$BINARY" | grep libasan > /dev/null; then
   echo "asan: $BINARY is not linked against libasan (was GPL_SANITIZE=ON applied?)" >&2

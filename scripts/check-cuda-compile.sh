@@ -14,7 +14,7 @@ if [ -z "$cuda_include" ]; then
   exit 1
 fi
 
-mapfile -t torch_includes < <(node scripts/find-libtorch.js --gyp include_dirs | tr ' ' '\n')
+mapfile -t torch_includes < <(node install/find-libtorch.js --gyp include_dirs | tr ' ' '\n')
 napi_include=$(node -p "require('node-addon-api').include_dir")
 node_include=$(dirname "$(dirname "$(command -v node)")")/include/node
 

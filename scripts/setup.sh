@@ -43,4 +43,7 @@ npm run --silent build:ts
 echo "setup: building the native addon"
 npm run --silent build:native
 
+echo "setup: compiling the demo"
+npm run --silent build:demo
+
 echo "setup: done"

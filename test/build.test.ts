@@ -1,5 +1,5 @@
 // Both builds (cmake-js, the main one, and node-gyp, the fallback) take libtorch's flags from
-// scripts/find-libtorch.js and produce an addon that computes the same loss.
+// install/find-libtorch.js and produce an addon that computes the same loss.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -30,7 +30,7 @@ describe('native builds', () => {
   it('cmake-js (CMakeLists.txt) builds a working addon', async () => {
     const dir = copyPackage('gpl-cmake-');
     folders.push(dir);
-    await run(process.execPath, ['scripts/build-native.js'], { cwd: dir });
+    await run(process.execPath, ['install/build-native.js'], { cwd: dir });
     const result = computeIn(dir);
     expect(result.binary).toBe(path.join(dir, 'build/Release/generic_perceptual_loss.node'));
     expect(result.loss).toBe(expected.loss);

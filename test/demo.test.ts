@@ -8,11 +8,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULTS, parseArgs, QUICK, UsageError } from '../lib/demo/args';
-import { CLASSES, testSet, trainingBatch } from '../lib/demo/data';
-import { ensureGradients } from '../lib/demo/gradients';
-import { score } from '../lib/demo/metrics';
-import { convOp } from '../lib/demo/model';
+import { DEFAULTS, parseArgs, QUICK, UsageError } from '../demo/args';
+import { CLASSES, testSet, trainingBatch } from '../demo/data';
+import { ensureGradients } from '../demo/gradients';
+import { score } from '../demo/metrics';
+import { convOp } from '../demo/model';
 import { repoRoot } from './helpers/package-copy';
 
 const run = promisify(execFile);
@@ -157,13 +157,17 @@ describe('npm run demo -- --quick', () => {
     execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(repoRoot, 'tsconfig.json'), '--outDir', path.join(dir, 'dist')], {
       stdio: 'pipe',
     });
+    execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(repoRoot, 'demo', 'tsconfig.json'), '--outDir', path.join(dir, 'dist-demo')], {
+      stdio: 'pipe',
+    });
+    fs.cpSync(path.join(repoRoot, 'scripts'), path.join(dir, 'scripts'), { recursive: true });
     fs.copyFileSync(path.join(repoRoot, 'package.json'), path.join(dir, 'package.json'));
     for (const link of ['build', 'node_modules']) fs.symlinkSync(path.join(repoRoot, link), path.join(dir, link));
     // Two runs at once: each uses one core (tfjs' CPU backend, one libtorch thread).
     const runs = [1, 2].map(async (i) => {
       const out = path.join(dir, `out${i}`);
       outputs.push(out);
-      const { stdout } = await run(process.execPath, [path.join(dir, 'dist', 'demo.js'), '--quick', '--steps', '12', '--out', out], { cwd: dir });
+      const { stdout } = await run(process.execPath, [path.join(dir, 'dist-demo', 'main.js'), '--quick', '--steps', '12', '--out', out], { cwd: dir });
       return stdout;
     });
     const logs = await Promise.all(runs);

@@ -85,7 +85,7 @@ let tarball: string;
 
 beforeAll(async () => {
   // The prebuild of the current sources (an incremental build): a stale one would not match the repository.
-  await run(process.execPath, ['scripts/prebuild.js'], { cwd: repoRoot });
+  await run(process.execPath, ['install/prebuild.js'], { cwd: repoRoot });
   const out = await run('npm', ['pack', '--pack-destination', scratch, '--json'], { cwd: repoRoot });
   const [{ filename, files }] = JSON.parse(out) as Array<{ filename: string; files: Array<{ path: string }> }>;
   tarball = path.join(scratch, filename);

@@ -67,7 +67,7 @@ describe('libtorch discovery', () => {
   });
 
   it('prints what it found, and fails with the fixes when nothing fits', () => {
-    const script = path.join(repoRoot, 'scripts/find-libtorch.js');
+    const script = path.join(repoRoot, 'install/find-libtorch.js');
     const found = execFileSync(process.execPath, [script], { encoding: 'utf8', env: { ...base, LIBTORCH_USE_PYTORCH: '0' } });
     expect(found).toContain('* system: libtorch 1.13.0 at /usr/lib/x86_64-linux-gnu, CPU only, C++ ABI cxx11');
     const empty = fs.mkdtempSync(path.join(scratch, 'none-'));

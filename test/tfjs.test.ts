@@ -5,7 +5,7 @@
 import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ensureGradients } from '../lib/demo/gradients';
+import { ensureGradients } from '../demo/gradients';
 import { PerceptualLoss, PerceptualLossError, setNumThreads, type PerceptualLossOptions } from '../lib/index';
 import { expectCode } from './helpers/expect-code';
 import { tfjsPerceptualLoss, tfjsSegmentationLoss } from '../lib/tfjs';
@@ -83,7 +83,7 @@ beforeAll(async () => {
   setNumThreads(1);
   await tf.setBackend('cpu');
   tf.enableProdMode(); // quiets tfjs' "install tfjs-node" banner
-  ensureGradients(); // tfjs-core's CommonJS build registers no gradients (see lib/demo/gradients.ts)
+  ensureGradients(); // tfjs-core's CommonJS build registers no gradients (see demo/gradients.ts)
 });
 afterAll(() => losses.forEach((l) => l.dispose()));
 

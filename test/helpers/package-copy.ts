@@ -5,7 +5,7 @@ import * as path from 'node:path';
 
 export const repoRoot = path.resolve(__dirname, '../..');
 
-const BUILD_INPUTS = ['package.json', 'CMakeLists.txt', 'binding.gyp', 'native', 'scripts', 'dist'];
+const BUILD_INPUTS = ['package.json', 'CMakeLists.txt', 'binding.gyp', 'native', 'install', 'scripts', 'dist'];
 
 export function copyPackage(prefix: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));

@@ -1,5 +1,5 @@
 // Command-line flags of `npm run demo`.
-import type { DeviceSpec } from '../options';
+import type { DeviceSpec } from 'generic-perceptual-loss';
 
 export interface DemoArgs {
   steps: number;
@@ -23,7 +23,7 @@ export const DEFAULTS = { steps: 700, size: 40, lambda: 1, seed: 1, device: 'aut
 /** --quick: a smaller, shorter run (under 90 s on 2 CPU cores); --steps and --size still apply. */
 export const QUICK = { steps: 120, size: 32, testImages: 32 };
 
-export const USAGE = `Usage: npm run demo -- [flags]   (or node dist/demo.js [flags])
+export const USAGE = `Usage: npm run demo -- [flags]   (or node dist-demo/main.js [flags])
 
 Trains a small segmentation network (TensorFlow.js, CPU backend) on synthetic shapes twice, with
 the same seed, data and steps: cross-entropy alone, and cross-entropy + lambda x the random-weight

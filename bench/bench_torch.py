@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""PyTorch side of the CPU benchmark (scripts/bench.js).
+"""PyTorch side of the CPU benchmark (bench/bench.js).
 
 Usage:
-  /usr/bin/python3 scripts/bench_torch.py serve
+  /usr/bin/python3 bench/bench_torch.py serve
       One persistent process (torch is imported once) that reads one JSON command per line on
       stdin and answers one JSON line on stdout: {"ok": true, ...} or {"ok": false, "error": ...}.
       Commands:
@@ -16,7 +16,7 @@ Usage:
         {"cmd": "check", "shape": [...], "pred": B64, "target": B64}
             loss and gradient of given float32 inputs (base64), to check both sides agree
         {"cmd": "quit"}
-  /usr/bin/python3 scripts/bench_torch.py memory --shape NxCxHxW --threads N
+  /usr/bin/python3 bench/bench_torch.py memory --shape NxCxHxW --threads N
       In a fresh process: build, one warm-up step, then the peak resident memory of one
       lossAndGrad step (see measure_memory). Prints one JSON line.
 
@@ -35,7 +35,7 @@ import traceback
 import torch
 import torch.nn.functional as F
 
-sys.dont_write_bytecode = True  # no scripts/__pycache__ left in the working tree
+sys.dont_write_bytecode = True  # no bench/__pycache__ left in the working tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Same architecture, cut and seeded weights as SPEC.md (and as the parity tests use).
 from reference import build_network, resolve_options  # noqa: E402

@@ -12,7 +12,7 @@ const { findLibtorch, flavourTag, describeCandidate } = require('../dist/libtorc
 const root = path.resolve(__dirname, '..');
 const { chosen } = findLibtorch();
 if (!chosen) {
-  console.error('prebuild: no libtorch found; run `node scripts/find-libtorch.js` for details');
+  console.error('prebuild: no libtorch found; run `node install/find-libtorch.js` for details');
   process.exit(1);
 }
 const tag = flavourTag(chosen);

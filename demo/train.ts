@@ -2,12 +2,12 @@
 // batches, with cross-entropy alone (lambda 0) or cross-entropy + lambda * perceptual loss.
 import * as tf from '@tensorflow/tfjs-core';
 import cliProgress from 'cli-progress';
-import { tfjsSegmentationLoss, type TfjsSegmentationLossFn } from '../tfjs';
-import type { PerceptualLoss } from '../loss';
+import { tfjsSegmentationLoss, type TfjsSegmentationLossFn } from 'generic-perceptual-loss/tfjs';
+import type { PerceptualLoss } from 'generic-perceptual-loss';
 import { CHANNELS, CLASSES, STREAM, trainingBatch, type Batch } from './data';
 import { score, type Scores } from './metrics';
 import { createSegNet, type SegNet } from './model';
-import { substream } from './random';
+import { substream } from '../scripts/random';
 
 export interface TrainConfig {
   seed: number;

@@ -1,19 +1,19 @@
 // `npm run demo`: does the random-weight perceptual loss help a segmentation network learn
 // structure? Trains the same small TensorFlow.js network twice, with the same seed, data and
 // steps, with cross-entropy alone and with cross-entropy + lambda x perceptual loss (through the
-// tfjs adapter), then scores both on a held-out set. See `node dist/demo.js --help`.
+// tfjs adapter), then scores both on a held-out set. See `node dist-demo/main.js --help`.
 import * as path from 'node:path';
 import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
-import { PerceptualLoss, runtime, setNumThreads } from './index';
-import type { ArchSpec } from './options';
-import { DEFAULTS, parseArgs, SWEEP, USAGE, UsageError, type DemoArgs } from './demo/args';
-import { CLASS_NAMES, CLASSES, testSet, type Batch } from './demo/data';
-import { ensureGradients } from './demo/gradients';
-import { BOUNDARY_TOLERANCE } from './demo/metrics';
-import { colourLabels, imageBytes } from './demo/images';
-import { render, writeJson, type CurvePoint } from './demo/report';
-import { trainArm, type Arm, type ArmResult, type TrainConfig } from './demo/train';
+import { PerceptualLoss, runtime, setNumThreads } from 'generic-perceptual-loss';
+import type { ArchSpec } from 'generic-perceptual-loss';
+import { DEFAULTS, parseArgs, SWEEP, USAGE, UsageError, type DemoArgs } from './args';
+import { CLASS_NAMES, CLASSES, testSet, type Batch } from './data';
+import { ensureGradients } from './gradients';
+import { BOUNDARY_TOLERANCE } from './metrics';
+import { colourLabels, imageBytes } from './images';
+import { render, writeJson, type CurvePoint } from './report';
+import { trainArm, type Arm, type ArmResult, type TrainConfig } from './train';
 
 /**
  * The perceptual network: VGG-style, three blocks, random weights (kaiming normal, seeded), taps

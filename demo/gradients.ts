@@ -9,7 +9,7 @@
 // So we register the few we need, written after tfjs-core's own configs (src/gradients/*_grad.ts,
 // Apache-2.0), and only where none is registered yet: with @tensorflow/tfjs loaded, its own win.
 // The adapter itself (lib/tfjs.ts) needs none of this: it is a customGrad op, and so are the
-// demo network's conv layers (lib/demo/model.ts) and tf.losses.softmaxCrossEntropy's core.
+// demo network's conv layers (demo/model.ts) and tf.losses.softmaxCrossEntropy's core.
 import * as tf from '@tensorflow/tfjs-core';
 import type { GradConfig, NamedAttrMap, Tensor } from '@tensorflow/tfjs-core';
 

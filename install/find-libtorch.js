@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Prints the libtorch that the builds use (see lib/libtorch.ts for the search order).
-//   node scripts/find-libtorch.js            human-readable report
-//   node scripts/find-libtorch.js --json     the whole search as JSON
-//   node scripts/find-libtorch.js --cmake    set() lines for CMakeLists.txt
-//   node scripts/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags | sources
+//   node install/find-libtorch.js            human-readable report
+//   node install/find-libtorch.js --json     the whole search as JSON
+//   node install/find-libtorch.js --cmake    set() lines for CMakeLists.txt
+//   node install/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags | sources
 'use strict';
 const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // CPU benchmark of generic-perceptual-loss against PyTorch, on the same machine, in the same run.
 //
-//   node scripts/bench.js [--threads N] [--steps N] [--quick] ...   (--help lists every option)
+//   node bench/bench.js [--threads N] [--steps N] [--quick] ...   (--help lists every option)
 //
-// The PyTorch side (scripts/bench_torch.py) runs as ONE persistent child process that takes
+// The PyTorch side (bench/bench_torch.py) runs as ONE persistent child process that takes
 // JSON-line commands on stdin, so its import cost is paid once. Package and torch steps are
 // interleaved (package host, package Tensor, torch, package host, ...) so that drifts of the
 // machine (other load, clocks, heat) hit both sides alike. Each side times only its own call,
@@ -45,7 +45,7 @@ const CLEAN_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_TRIM_THRESHOL
 // Command line
 
 function usage() {
-  return `usage: node scripts/bench.js [options]
+  return `usage: node bench/bench.js [options]
   --threads N     threads on both sides (default: this machine's cores, ${os.availableParallelism()})
   --steps N       timed steps per path and side; the median is reported (default 9)
   --warmup N      untimed steps first (default 3)
@@ -123,14 +123,14 @@ function loadPackage() {
     return require('../dist/index.js');
   } catch (e) {
     console.error(
-      'bench: cannot load ../dist/index.js. Build first: npx tsc -p tsconfig.json && node scripts/build-native.js\n' + (e && e.message),
+      'bench: cannot load ../dist/index.js. Build first: npx tsc -p tsconfig.json && node install/build-native.js\n' + (e && e.message),
     );
     process.exit(1);
   }
 }
 
-// The package's seeded generator (lib/demo/random.ts): uniform [0, 1) numbers for the host inputs.
-const { mulberry32: makeRng } = require('../dist/demo/random.js');
+// The package's seeded generator (scripts/random.js): uniform [0, 1) numbers for the host inputs.
+const { mulberry32: makeRng } = require('../scripts/random.js');
 
 function randomHost(shape, rng) {
   const data = new Float32Array(shape.reduce((a, b) => a * b, 1));

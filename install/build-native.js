@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds the addon with cmake-js into build/Release, against the libtorch that
-// scripts/find-libtorch.js reports. Extra arguments go to cmake-js (e.g. --debug).
+// install/find-libtorch.js reports. Extra arguments go to cmake-js (e.g. --debug).
 'use strict';
 const { execFileSync } = require('node:child_process');
 const fs = require('node:fs');

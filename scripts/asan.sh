@@ -59,7 +59,7 @@ fi
 # 3. The tests, with the runtime preloaded. Leak checking is off: node and libtorch keep
 #    allocations until exit by design. Any report is written to $LOGS and fails the run.
 TESTS=("$@")
-[[ ${#TESTS[@]} -gt 0 ]] || TESTS=(test/fuzz.test.ts test/files.test.ts test/concurrency.test.ts)
+[[ ${#TESTS[@]} -gt 0 ]] || TESTS=(test/fuzz-*.test.ts test/files.test.ts test/concurrency.test.ts)
 echo "asan: running ${TESTS[*]} against $BINARY (GPL_FUZZ_RUNS_SCALE=${GPL_FUZZ_RUNS_SCALE:-1})"
 set +e
 (

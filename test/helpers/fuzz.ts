@@ -1,8 +1,13 @@
-// Shared pieces of the property-based tests: the fast-check settings (a fixed seed, replayable
-// failures), seeded input data, small valid loss configurations and the checks of one error.
+// Shared pieces of the property-based tests (test/fuzz-*.test.ts, and the file and concurrency
+// suites): the fast-check settings (a fixed seed, replayable failures, the run count of each
+// property), each fuzz file's set-up and closing totals, seeded input data, small valid loss
+// configurations, the checks of one error, and the checks of results against the JavaScript
+// reference (test/helpers/js-reference.ts).
 import fc from 'fast-check';
-import { expect } from 'vitest';
-import { PerceptualLossError, type ErrorCode, type PerceptualLossOptions } from '../../lib/index';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { native } from '../../lib/binding';
+import { PerceptualLossError, PreparedTarget, Tensor, runtime, setNumThreads, type ErrorCode, type PerceptualLossOptions } from '../../lib/index';
+import * as ref from './js-reference';
 import { minSizeOf, tapNames, type ArchEntry, type JsOptions } from './js-reference';
 import { mulberry32 } from './random';
 
@@ -15,9 +20,68 @@ export const FUZZ_SEED = Number(process.env.GPL_FUZZ_SEED ?? 20261126);
 export const RUNS_SCALE = Number(process.env.GPL_FUZZ_RUNS_SCALE ?? 1);
 const REPLAY_PATH = process.env.GPL_FUZZ_PATH;
 
+/**
+ * fast-check runs of each property, before RUNS_SCALE: 11,700 generated cases over the
+ * test/fuzz-*.test.ts files. Each file checks that its properties ran all of theirs.
+ */
+export const FUZZ_RUNS = {
+  options: 2500,
+  inputs: 4000,
+  paths: 2500,
+  segmentation: 1000,
+  nonFinite: 500,
+  tensor: 600,
+  methods: 400,
+  memory: 200,
+} as const;
+export type FuzzProperty = keyof typeof FUZZ_RUNS;
+
 export function fuzzParams(runs: number): { seed: number; numRuns: number; path?: string; endOnFailure?: boolean } {
   const numRuns = Math.max(1, Math.round(runs * RUNS_SCALE));
   return REPLAY_PATH ? { seed: FUZZ_SEED, numRuns, path: REPLAY_PATH, endOnFailure: true } : { seed: FUZZ_SEED, numRuns };
+}
+
+/** Counts a key in a statistics map. */
+export const bump = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+
+/** Cases run, per property; the file's totals check them. */
+const ran = new Map<FuzzProperty, number>();
+export function counted<A extends unknown[], R>(name: FuzzProperty, body: (...args: A) => R): (...args: A) => R {
+  return (...args: A) => {
+    ran.set(name, (ran.get(name) ?? 0) + 1);
+    return body(...args);
+  };
+}
+
+let liveAtStart = 0;
+
+/** The file-level set-up of a fuzz file: one intra-op thread, and the live native tensors at the start. */
+export function setupFuzzFile(): void {
+  beforeAll(() => {
+    // Tiny tensors: one intra-op thread is fastest and avoids thread hand-offs.
+    setNumThreads(1);
+    liveAtStart = native().liveTensors();
+  });
+}
+
+/**
+ * The closing checks of a fuzz file: no native tensor left alive (after `cleanup`), and every
+ * property named ran all its cases.
+ */
+export function describeTotals(properties: readonly FuzzProperty[], cleanup?: () => void): void {
+  describe('totals', () => {
+    it('left no native tensor alive', () => {
+      cleanup?.();
+      expect(native().liveTensors()).toBe(liveAtStart);
+    });
+
+    if (properties.length === 0) return;
+    // A replay runs one recorded path, not the full count.
+    it.skipIf(REPLAY_PATH !== undefined)(`ran every generated case of ${properties.join(', ')}`, () => {
+      console.log(`fuzz: ${properties.map((p) => `${p} ${ran.get(p) ?? 0}`).join(', ')}; seed ${FUZZ_SEED}`);
+      for (const p of properties) expect(ran.get(p) ?? 0, p).toBe(fuzzParams(FUZZ_RUNS[p]).numRuns);
+    });
+  });
 }
 
 // ------------------------------------------------------------------ data
@@ -247,3 +311,164 @@ export function expectSameBits(actual: ArrayBufferView, expected: ArrayBufferVie
 
 export const allFinite = (values: number | ArrayLike<number>): boolean =>
   typeof values === 'number' ? Number.isFinite(values) : Array.from(values).every(Number.isFinite);
+
+// ------------------------------------------------------------------ results against the JavaScript reference
+
+export type Layout = 'nchw' | 'nhwc';
+export type Dtype = 'float32' | 'float64';
+
+export const CUDA = runtime().devices.filter((d) => d.startsWith('cuda'));
+export const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
+
+/**
+ * Tolerances against the float64 reference. float32 compute: float32 accumulation. float64
+ * compute: tight, except where a result comes back in a Float32Array (pred's array type), which
+ * rounds it to float32 (relative 6e-8; values below the float32 range flush to 0).
+ */
+export interface Tolerance {
+  loss: number;
+  feature: number;
+  grad: number;
+  atol: number;
+  gradAtol: number;
+}
+export function tolerance(dtype: Dtype, output?: unknown): Tolerance {
+  if (dtype === 'float32') return { loss: 2e-4, feature: 1e-4, grad: 2e-3, atol: 1e-30, gradAtol: 1e-36 };
+  if (output instanceof Float32Array) return { loss: 3e-7, feature: 3e-7, grad: 3e-7, atol: 1e-37, gradAtol: 1e-37 };
+  return { loss: 1e-9, feature: 1e-10, grad: 1e-8, atol: 1e-280, gradAtol: 1e-280 };
+}
+
+/** Gradients of l1 (sign(a - b)) jump where float32 rounding flips the sign of a - b ~ 0. */
+export function gradComparable(dtype: Dtype, criterion: string, precise: boolean): boolean {
+  return precise && (dtype === 'float64' || criterion !== 'l1');
+}
+
+/**
+ * Whether results can be held to the float64 reference. float32 compute cannot hold float32
+ * denormal inputs ('denormal', and 'mixed' which has some: activations underflow to 0 where the
+ * reference keeps 1e-45 .. 1e-50, and a ReLU then passes no gradient), and a
+ * saturated softmax (logits of scale 30) makes segmentation ill-conditioned in any precision:
+ * those cases are checked for finiteness and path identity only.
+ */
+export function comparable(dtype: Dtype, data: readonly DataSpec[], logits?: DataSpec): boolean {
+  if (logits && logits.scale > 1 && ['randn', 'sparse', 'mixed'].includes(logits.kind)) return false;
+  return dtype === 'float64' || data.every((d) => d.kind !== 'denormal' && d.kind !== 'mixed');
+}
+
+/** [N, H, W, C] data -> [N, C, H, W] float64, or NCHW data as float64. */
+export function toNchw64(data: ArrayLike<number>, shape: readonly number[], layout: Layout): ref.JsTensor {
+  const f64 = Float64Array.from(data);
+  if (layout === 'nchw') return { shape: shape as [number, number, number, number], data: f64 };
+  const [n, h, w, c] = shape;
+  return { shape: [n, c, h, w], data: ref.transpose(f64, shape, (k) => new Float64Array(k)) };
+}
+
+/** NCHW float64 reference values in `layout`. */
+export function fromNchw(data: Float64Array, nchw: readonly number[], layout: Layout): Float64Array {
+  return layout === 'nchw' ? data : ref.transpose(data, nchw, (k) => new Float64Array(k), true);
+}
+
+export function nchwShape(shape: readonly number[], layout: Layout): [number, number, number, number] {
+  const [a, b, c, d] = shape;
+  return layout === 'nhwc' ? [a, d, b, c] : [a, b, c, d];
+}
+
+export function hostOf(x: Tensor | Float32Array | Float64Array): Float32Array | Float64Array {
+  return x instanceof Tensor ? (x.toArray() as Float32Array | Float64Array) : x;
+}
+
+export interface Expectation {
+  dtype: Dtype;
+  js: ref.JsOptions;
+  convs: ref.JsConv[];
+  /** false: finiteness only (see comparable()). */
+  precise: boolean;
+}
+
+/**
+ * float32 compute rounds each difference a - b to a fraction of |a| + |b|: where features nearly
+ * cancel, the error is bounded by the reference's `magnitude`, not by the loss itself.
+ */
+export const FLOAT32_MAGNITUDE = 2e-5;
+
+/** Checks a loss value (number, or per-sample array) against the reference result. */
+export function expectLoss(actual: unknown, expected: ref.JsResult, dtype: Dtype, what = 'loss', precise = true): void {
+  const tol = tolerance(dtype, actual);
+  const want = typeof expected.loss === 'number' ? [expected.loss] : expected.loss;
+  const magnitude = typeof expected.magnitude === 'number' ? [expected.magnitude] : expected.magnitude;
+  if (Array.isArray(expected.loss)) {
+    expect(ArrayBuffer.isView(actual), `${what} is a typed array for reduction 'none'`).toBe(true);
+  } else expect(typeof actual, what).toBe('number');
+  const got = typeof actual === 'number' ? [actual] : Array.from(actual as Float32Array);
+  expect(allFinite(got), `${what} is finite`).toBe(true);
+  if (!precise) return;
+  got.forEach((v, i) => {
+    const atol = tol.atol + (dtype === 'float32' ? FLOAT32_MAGNITUDE * magnitude[i] : 0);
+    expectClose(v, want[i], tol.loss, atol, `${what}[${i}]`);
+  });
+}
+
+export function expectTerms(actual: Array<{ name: string; feature: number; style: number }>, expected: ref.JsResult, e: Expectation): void {
+  expect(actual.map((t) => t.name)).toEqual(e.js.layers);
+  const tol = tolerance(e.dtype);
+  actual.forEach((t, i) => {
+    expect(Number.isFinite(t.feature) && Number.isFinite(t.style), 'terms are finite').toBe(true);
+    if (!e.precise) return;
+    const [mf, ms] = expected.termMagnitudes[i];
+    const k = e.dtype === 'float32' ? FLOAT32_MAGNITUDE : 0;
+    expectClose(t.feature, expected.terms[i][0], tol.loss, tol.atol + k * mf, `terms[${t.name}].feature`);
+    expectClose(t.style, expected.terms[i][1], tol.loss, tol.atol + k * ms, `terms[${t.name}].style`);
+  });
+}
+
+export function expectGrad(grad: ArrayLike<number>, expected: Float64Array, dtype: Dtype, what = 'grad', precise = true, scale = 0): void {
+  expect(allFinite(grad), `${what} is finite`).toBe(true);
+  if (!precise) return;
+  const tol = tolerance(dtype, grad);
+  // `scale`: the norm of what cancelled into the gradient (segmentation's softmax).
+  expectCloseNorm(grad, expected, tol.grad, tol.gradAtol, what, (dtype === 'float32' ? FLOAT32_MAGNITUDE : 1e-12) * scale);
+}
+
+export function expectFeatures(actual: Array<{ name: string; shape: number[]; data: unknown }>, x: ref.JsTensor, layout: Layout, e: Expectation): void {
+  const expected = ref.features(e.js, e.convs, x);
+  expect(actual.map((f) => f.name)).toEqual(e.js.layers);
+  actual.forEach((f, i) => {
+    const want = expected[i];
+    const shape = layout === 'nhwc' ? [want.shape[0], want.shape[2], want.shape[3], want.shape[1]] : want.shape;
+    expect(f.shape, `features[${f.name}].shape`).toEqual(shape);
+    const data = hostOf(f.data as Tensor | Float32Array);
+    expect(allFinite(data), `features[${f.name}] are finite`).toBe(true);
+    if (!e.precise) return;
+    const tol = tolerance(e.dtype, data);
+    expectCloseNorm(data, fromNchw(want.data, want.shape, layout), tol.feature, tol.gradAtol, `features[${f.name}]`);
+  });
+}
+
+/** Disposes whatever a call handed back (Tensors in results, prepared targets). */
+export function release(value: unknown): void {
+  if (value instanceof Tensor || value instanceof PreparedTarget) value.dispose();
+  else if (Array.isArray(value)) value.forEach((f) => release((f as { data?: unknown }).data));
+  else if (value && typeof value === 'object' && 'grad' in value) release((value as { grad: unknown }).grad);
+}
+
+/** The last ReLU of each block (SPEC.md's default taps), as a test-side rule. */
+export function defaultLayers(arch: readonly ref.ArchEntry[]): string[] {
+  const names = ref.tapNames(arch);
+  const kinds = ref.modulesOf(arch).map((m) => m.kind);
+  return names.filter((name, i) => kinds[i] === 'relu' && (kinds[i + 1] === undefined || kinds[i + 1] === 'pool'));
+}
+
+/** Every method that takes an input tensor, sync and async. */
+export const METHODS = [
+  'loss',
+  'lossAsync',
+  'lossAndGrad',
+  'lossAndGradAsync',
+  'features',
+  'featuresAsync',
+  'prepareTarget',
+  'lossAndGradSegmentation',
+  'lossAndGradSegmentationAsync',
+] as const;
+export type Method = (typeof METHODS)[number];
+export const isAsync = (m: Method) => m.endsWith('Async');

@@ -46,6 +46,16 @@ export interface NativeLossHandle {
   loadStateDict(arrays: Float32Array[]): void;
   reseed(seed: number): void;
   dispose(): void;
+  /** CUDA graphs held (0 on the CPU). */
+  cachedGraphs(): number;
+}
+
+/** A CUDA device's caching-allocator figures, in bytes. */
+export interface CudaMemory {
+  allocated: number;
+  reserved: number;
+  peakAllocated: number;
+  peakReserved: number;
 }
 
 export interface NativeRuntime {
@@ -67,6 +77,11 @@ export interface NativeBinding {
   setNumThreads(n: number): void;
   runtimeInfo(): NativeRuntime;
   liveTensors(): number;
+  // ERR_DEVICE without a usable CUDA device; for the GPU suite and the tests.
+  cudaMemory(index: number): CudaMemory;
+  cudaResetPeakMemory(index: number): void;
+  cudaSetMemoryFraction(fraction: number, index: number): void;
+  cudaEmptyCache(): void;
 }
 
 let loaded: (Loaded<NativeBinding> & { file: string }) | undefined;

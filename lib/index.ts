@@ -12,6 +12,7 @@ export type {
   InitScheme,
   Layout,
   PerceptualLossOptions,
+  PerformanceOptions,
   PoolKind,
   Reduction,
   ResolvedOptions,

@@ -3,6 +3,7 @@ import { native, type NativeFeature, type NativeLossHandle, type NativeLossResul
 import { PerceptualLossError, show } from './errors';
 import { readImage, readLabels, sameShape, type ImageCheck, type HostTensor, type LabelsLike, type Operand, type TensorLike } from './input';
 import {
+  PERFORMANCE_SWITCHES,
   resolveLayout,
   resolveOptions,
   stateDictLayout,
@@ -185,7 +186,9 @@ export class PerceptualLoss implements Disposable {
   save(file: string): void {
     checkPath(file, 'save');
     const arrays: NamedArray[] = Object.entries(this.stateDict()).map(([name, a]) => ({ name, ...a }));
-    const { device: _device, ...portable } = this.#resolved.options;
+    // The device and the performance switches belong to the machine, not to the file.
+    const portable: Partial<ResolvedOptions> = { ...this.#resolved.options };
+    for (const key of ['device', ...PERFORMANCE_SWITCHES.map((s) => s.option)] as const) delete portable[key];
     writeSafetensors(file, arrays, {
       format: 'pt',
       'generic-perceptual-loss': JSON.stringify(portable),

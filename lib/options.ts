@@ -33,10 +33,68 @@ export interface PerceptualLossOptions {
   layout?: Layout;
   /** Reject NaN/Inf inputs with ERR_NONFINITE. */
   checkFinite?: boolean;
+  /** CUDA: let cuDNN time its algorithms per shape (process-wide). Env GPL_CUDNN_BENCHMARK. */
+  cudnnBenchmark?: boolean;
+  /** CUDA: compute in channels-last (NHWC) memory format. Env GPL_CHANNELS_LAST. */
+  channelsLast?: boolean;
+  /** CUDA: capture a step as a CUDA graph once its shape repeats; recaptured on a new shape. Env GPL_CUDA_GRAPHS. */
+  cudaGraphs?: boolean;
+  /** CUDA: compute the target's features on a second stream, alongside pred's. Env GPL_TARGET_STREAM. */
+  targetStream?: boolean;
+  /** CUDA: allow TF32 in float32 cuDNN convolutions (PyTorch's default; process-wide). Env GPL_ALLOW_TF32. */
+  allowTF32?: boolean;
 }
 
-/** The options with every default filled in; `device` is the device actually used. */
-export interface ResolvedOptions {
+/** The CUDA performance switches: options, or environment settings when the option is left out. */
+export interface PerformanceOptions {
+  cudnnBenchmark: boolean;
+  channelsLast: boolean;
+  cudaGraphs: boolean;
+  targetStream: boolean;
+  allowTF32: boolean;
+}
+
+/** Each switch, its environment setting and its default (the safe one until a GPU run measures otherwise). */
+export const PERFORMANCE_SWITCHES: ReadonlyArray<{ option: keyof PerformanceOptions; env: string; fallback: boolean }> = [
+  { option: 'cudnnBenchmark', env: 'GPL_CUDNN_BENCHMARK', fallback: false },
+  { option: 'channelsLast', env: 'GPL_CHANNELS_LAST', fallback: false },
+  { option: 'cudaGraphs', env: 'GPL_CUDA_GRAPHS', fallback: false },
+  { option: 'targetStream', env: 'GPL_TARGET_STREAM', fallback: false },
+  { option: 'allowTF32', env: 'GPL_ALLOW_TF32', fallback: true },
+];
+
+const ENV_TRUE = ['1', 'true', 'on', 'yes'];
+const ENV_FALSE = ['0', 'false', 'off', 'no'];
+
+/** The switches from `raw` options, falling back to `env` (process.env), then to the defaults. */
+export function resolvePerformance(raw: Record<string, unknown>, env: Record<string, string | undefined> = process.env): PerformanceOptions {
+  const result = {} as PerformanceOptions;
+  for (const { option, env: name, fallback } of PERFORMANCE_SWITCHES) {
+    const value = raw[option];
+    if (value !== undefined) {
+      if (typeof value !== 'boolean') fail(option, value, 'true | false');
+      result[option] = value;
+      continue;
+    }
+    const text = env[name]?.trim().toLowerCase();
+    if (text === undefined || text === '') result[option] = fallback;
+    else if (ENV_TRUE.includes(text)) result[option] = true;
+    else if (ENV_FALSE.includes(text)) result[option] = false;
+    else {
+      throw new PerceptualLossError(
+        'ERR_OPTIONS',
+        `Invalid environment setting ${name}: got ${show(env[name])}; allowed: ${[...ENV_TRUE, ...ENV_FALSE].join(', ')}, or unset.`,
+      );
+    }
+  }
+  return result;
+}
+
+/**
+ * The options with every default filled in; `device` is the device actually used. The performance
+ * switches have no effect on the CPU.
+ */
+export interface ResolvedOptions extends PerformanceOptions {
   inChannels: number;
   arch: ArchName | Array<number | 'M'>;
   layers: string[];
@@ -237,6 +295,7 @@ function resolveLayerWeights(value: unknown, layers: readonly string[]): number[
 const KNOWN_OPTIONS = new Set<string>([
   'inChannels', 'arch', 'layers', 'layerWeights', 'criterion', 'featureWeight', 'styleWeight', 'reduction',
   'init', 'seed', 'pool', 'device', 'dtype', 'layout', 'checkFinite',
+  ...PERFORMANCE_SWITCHES.map((s) => s.option),
 ]);
 
 /** What the native core needs to know of the options. */
@@ -256,6 +315,11 @@ export interface NativeConfig {
   dtype: Dtype;
   checkFinite: boolean;
   seed: number;
+  cudnnBenchmark: boolean;
+  channelsLast: boolean;
+  cudaGraphs: boolean;
+  targetStream: boolean;
+  allowTF32: boolean;
 }
 
 export interface Resolved {
@@ -303,13 +367,14 @@ export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
   const layout = pick('layout', raw.layout, LAYOUTS, 'nchw');
   if (raw.checkFinite !== undefined && typeof raw.checkFinite !== 'boolean') fail('checkFinite', raw.checkFinite, 'true | false');
   const checkFinite = (raw.checkFinite as boolean | undefined) ?? true;
+  const performance = resolvePerformance(raw);
 
   const tapModules = layers.map((name) => modules.find((m) => m.name === name)!.index);
   const deepest = Math.max(...tapModules);
   const kept = modules.slice(0, deepest + 1);
   const options: ResolvedOptions = {
     inChannels, arch, layers, layerWeights, criterion, featureWeight, styleWeight, reduction, init, seed, pool,
-    device, dtype, layout, checkFinite,
+    device, dtype, layout, checkFinite, ...performance,
   };
   const native: NativeConfig = {
     inChannels,
@@ -327,6 +392,7 @@ export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
     dtype,
     checkFinite,
     seed,
+    ...performance,
   };
   return { options, modules, kept, minSize: 2 ** modules[deepest].poolsSoFar, native };
 }

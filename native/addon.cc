@@ -30,7 +30,11 @@ Failure describe(const std::exception_ptr& error) {
   } catch (const Error& e) {
     return {e.code, e.what()};
   } catch (const c10::Error& e) {
-    if (compat::isOutOfMemory(e)) return {ErrorCode::OutOfMemory, std::string("out of memory: ") + e.what_without_backtrace()};
+    if (compat::isOutOfMemory(e)) {
+      // Hand the cached blocks back, so that the next (smaller) step fits.
+      cuda::emptyCache();
+      return {ErrorCode::OutOfMemory, std::string("out of memory: ") + e.what_without_backtrace()};
+    }
     return {ErrorCode::Libtorch, std::string("libtorch: ") + e.what_without_backtrace()};
   } catch (const std::bad_alloc&) {
     return {ErrorCode::OutOfMemory, "out of memory: a native allocation failed"};
@@ -186,8 +190,10 @@ at::ScalarType typedArrayScalar(napi_typedarray_type type) {
 }
 
 // A host TypedArray as a tensor. `owned` copies it, so the caller may change its
-// buffer as soon as the call returns (async jobs); otherwise it is borrowed.
-at::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64_t>& shape, bool owned) {
+// buffer as soon as the call returns (async jobs); otherwise it is borrowed. `pinned` copies it
+// into page-locked memory, from which a CUDA upload is a non-blocking copy on the current stream.
+at::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64_t>& shape, bool owned,
+                          bool pinned = false) {
   const at::ScalarType type = typedArrayScalar(array.TypedArrayType());
   // The one check native code must make itself: never read past the buffer.
   TORCH_CHECK(static_cast<int64_t>(array.ElementLength()) == numelOf(shape), "buffer holds ",
@@ -198,6 +204,11 @@ at::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64
   NAPI_THROW_IF_FAILED(array.Env(), napi_get_typedarray_info(array.Env(), array, nullptr, nullptr, &raw, nullptr, nullptr), at::Tensor());
   auto* data = static_cast<uint8_t*>(raw);
   at::Tensor view = at::from_blob(data, shape, at::TensorOptions().dtype(type));
+  if (pinned) {
+    at::Tensor staged = at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(true));
+    if (view.numel() > 0) std::memcpy(staged.data_ptr(), data, static_cast<size_t>(view.numel()) * view.element_size());
+    return staged;
+  }
   return owned ? view.clone() : view;
 }
 
@@ -248,8 +259,10 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const auto array = info[0].As<Napi::TypedArray>();
       const at::Device device(info[2].As<Napi::String>().Utf8Value());
-      at::Tensor host = fromTypedArray(array, readShape(info[1]), device.is_cpu());
-      return wrap(info.Env(), device.is_cpu() ? host : host.to(device));
+      cuda::requireDevice(device);
+      at::Tensor host = fromTypedArray(array, readShape(info[1]), device.is_cpu(), device.is_cuda());
+      // A non-blocking upload on the default stream; every loss's stream waits for that stream first.
+      return wrap(info.Env(), device.is_cpu() ? host : host.to(host.options().device(device), true));
     });
   }
 
@@ -317,7 +330,13 @@ Napi::Value NativeTensor::toArray(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------- prepared targets
 
+uint64_t nextId() {
+  static std::atomic<uint64_t> counter{0};
+  return ++counter;
+}
+
 struct PreparedState {
+  const uint64_t id = nextId();  // never reused, unlike an address: part of a CUDA graph's key
   at::Tensor input;  // NCHW, compute dtype, on the device: kept to redo the features after reseed()
   std::vector<int64_t> userShape;
   bool nhwc = false;
@@ -385,14 +404,15 @@ struct Operand {
   std::shared_ptr<PreparedState> prepared;
 };
 
-Operand readOperand(const Napi::Value& value, const Napi::Value& shape, bool owned) {
+// `device` is the loss's: host data for a CUDA loss is staged in pinned memory.
+Operand readOperand(const Napi::Value& value, const Napi::Value& shape, bool owned, const at::Device& device) {
   Operand operand;
   if (NativeTensor* t = NativeTensor::from(value)) {
     operand.tensor = t->tensor();
   } else if (NativeTarget* p = NativeTarget::from(value)) {
     operand.prepared = p->state();
   } else if (value.IsTypedArray()) {
-    operand.tensor = fromTypedArray(value.As<Napi::TypedArray>(), readShape(shape), owned);
+    operand.tensor = fromTypedArray(value.As<Napi::TypedArray>(), readShape(shape), owned, device.is_cuda());
     operand.host = true;
   } else {
     throw Error(ErrorCode::Shape, "expected a Tensor, a prepared target or a TypedArray");
@@ -412,7 +432,11 @@ bool standardStrides(const at::Tensor& t) {
 at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
   TORCH_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
   const at::Tensor nchw = nhwc ? x.permute({0, 3, 1, 2}) : x;
-  at::Tensor out = nchw.to(config.device, config.dtype).contiguous();
+  // Non-blocking: from pinned host memory the upload is queued on the loss's stream.
+  if (config.device.is_cuda() && config.channelsLast) {
+    return nchw.to(config.device, config.dtype, true).contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  at::Tensor out = nchw.to(config.device, config.dtype, true).contiguous();
   // A permuted tensor with size-1 dims counts as contiguous with channels-last strides, which
   // sends conv2d to another kernel: give it the strides of a plain NCHW tensor.
   if (!standardStrides(out)) out = out.clone(at::MemoryFormat::Contiguous);
@@ -422,6 +446,13 @@ at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
 // Results go back like the input they derive from: its layout, device and dtype.
 at::Tensor fromCompute(const at::Tensor& x, bool nhwc, const at::Tensor& like) {
   const at::Tensor laid = nhwc ? x.permute({0, 2, 3, 1}) : x;
+  if (x.is_cuda() && like.device().is_cpu()) {
+    // Down through pinned memory: a full-speed copy, then one wait for the loss's stream.
+    at::Tensor host = at::empty(laid.sizes(), like.options().pinned_memory(true));
+    host.copy_(laid, true);
+    cuda::synchronize();
+    return host;
+  }
   return laid.to(like.device(), like.scalar_type()).contiguous();
 }
 
@@ -472,7 +503,8 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
          InstanceMethod<&NativeLoss::prepareTarget>("prepareTarget"),
          InstanceMethod<&NativeLoss::stateDict>("stateDict"),
          InstanceMethod<&NativeLoss::loadStateDict>("loadStateDict"),
-         InstanceMethod<&NativeLoss::reseed>("reseed"), InstanceMethod<&NativeLoss::dispose>("dispose")});
+         InstanceMethod<&NativeLoss::reseed>("reseed"), InstanceMethod<&NativeLoss::dispose>("dispose"),
+         InstanceMethod<&NativeLoss::cachedGraphs>("cachedGraphs")});
   }
 
   // new NativeLoss(config): `config` is the TS schema's resolved form.
@@ -503,10 +535,15 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
                       : dtype == "bfloat16" ? at::kBFloat16
                                             : at::kFloat;
       config->checkFinite = c.Get("checkFinite").As<Napi::Boolean>().Value();
-      if (config->device.is_cuda() && !at::hasCUDA()) {
-        throw Error(ErrorCode::Device, "CUDA was requested but this libtorch has no CUDA support");
-      }
+      config->cudnnBenchmark = c.Get("cudnnBenchmark").ToBoolean().Value();
+      config->channelsLast = c.Get("channelsLast").ToBoolean().Value();
+      config->cudaGraphs = c.Get("cudaGraphs").ToBoolean().Value();
+      config->targetStream = c.Get("targetStream").ToBoolean().Value();
+      config->allowTF32 = c.Has("allowTF32") ? c.Get("allowTF32").ToBoolean().Value() : true;
+      cuda::requireDevice(config->device);
+      cuda_ = std::make_shared<cuda::Context>(*config);
       config_ = config;
+      auto scope = cuda_->enter();
       net_ = buildNetwork(*config_, seedFrom(c.Get("seed")), nextGeneration());
       return info.Env().Undefined();
     });
@@ -533,12 +570,22 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
     Operand pred;
     Operand target;
     bool nhwc = false;
+    std::shared_ptr<cuda::Context> cuda;
   };
+
+  std::shared_ptr<cuda::Context> context() const {
+    if (!cuda_) throw Error(ErrorCode::Disposed, "this PerceptualLoss has been disposed");
+    return cuda_;
+  }
+
+  Operand operand(const Napi::Value& value, const Napi::Value& shape, bool owned) const {
+    return readOperand(value, shape, owned, config_->device);
+  }
 
   // args: (pred, predShape, target, targetShape, nhwc)
   Call readCall(const Napi::CallbackInfo& info, bool owned) {
-    Call call{network(), config_, readOperand(info[0], info[1], owned), readOperand(info[2], info[3], owned),
-              info[4].As<Napi::Boolean>().Value()};
+    Call call{network(), config_, operand(info[0], info[1], owned), operand(info[2], info[3], owned),
+              info[4].As<Napi::Boolean>().Value(), context()};
     if (call.target.prepared && call.target.prepared->owner != id()) {
       throw Error(ErrorCode::Options, "this prepared target was made by another PerceptualLoss");
     }
@@ -550,18 +597,64 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
   static LossOutput computeLoss(const Call& call, bool wantGrad) {
     const Config& config = *call.config;
     const Network& net = *call.net;
-    const at::Tensor pred = toCompute(call.pred.tensor, call.nhwc, config);
-    if (config.checkFinite) gpl::checkFinite(pred, "pred");
-    std::shared_ptr<const TargetFeatures> target;
-    if (call.target.prepared) {
-      target = call.target.prepared->current(net, config);
+    auto scope = call.cuda->enter();
+    // On a CUDA device the finiteness checks are flags read with the loss: no extra synchronization.
+    const bool deferred = config.device.is_cuda();
+    std::shared_ptr<const TargetFeatures> prepared;
+    if (call.target.prepared) prepared = call.target.prepared->current(net, config);
+    // The target's branch is queued first, so that on its own stream it overlaps pred's.
+    auto step = [&](const at::Tensor& predIn, const at::Tensor& targetIn) -> cuda::Step {
+      std::vector<at::Tensor> flags;
+      auto check = [&](const at::Tensor& x, const char* what) {
+        if (!config.checkFinite) return;
+        if (deferred) {
+          flags.push_back(at::isfinite(x).all());
+        } else {
+          gpl::checkFinite(x, what);
+        }
+      };
+      std::shared_ptr<const TargetFeatures> target = prepared;
+      if (!target) {
+        target = std::make_shared<const TargetFeatures>(call.cuda->onTargetStream(
+            [&] {
+              const at::Tensor t = toCompute(targetIn, call.nhwc, config);
+              check(t, "target");
+              return gpl::prepareTarget(net, config, t);
+            },
+            flags));
+      }
+      const at::Tensor pred = toCompute(predIn, call.nhwc, config);
+      check(pred, "pred");
+      cuda::Step out;
+      out.result = gpl::lossAndGrad(net, config, pred, *target, wantGrad);
+      if (!flags.empty()) out.finite = at::stack(flags);
+      return out;
+    };
+    cuda::Step out;
+    if (call.cuda->graphs()) {
+      // A graph reads fixed device buffers: the inputs go up first, as they are.
+      const at::Tensor pred = call.pred.tensor.to(call.pred.tensor.options().device(config.device), true);
+      at::Tensor target;
+      if (!prepared) target = call.target.tensor.to(call.target.tensor.options().device(config.device), true);
+      cuda::GraphKey key;
+      key.shape = pred.sizes().vec();
+      key.predType = static_cast<int>(pred.scalar_type());
+      key.targetType = prepared ? -1 : static_cast<int>(target.scalar_type());
+      key.preparedTarget = prepared ? (call.target.prepared->id << 24) ^ prepared->generation : 0;
+      key.nhwc = call.nhwc;
+      key.wantGrad = wantGrad;
+      out = call.cuda->step(key, net.generation, pred, target, step, {call.net, prepared});
     } else {
-      const at::Tensor t = toCompute(call.target.tensor, call.nhwc, config);
-      if (config.checkFinite) gpl::checkFinite(t, "target");
-      target = std::make_shared<const TargetFeatures>(gpl::prepareTarget(net, config, t));
+      out = step(call.pred.tensor, call.target.tensor);
     }
-    LossResult r = gpl::lossAndGrad(net, config, pred, *target, wantGrad);
-    return finishLoss(call, std::move(r), wantGrad);
+    if (out.finite.defined()) {
+      const at::Tensor finite = out.finite.to(at::kCPU);
+      const std::vector<const char*> names = prepared ? std::vector<const char*>{"pred"} : std::vector<const char*>{"target", "pred"};
+      for (size_t i = 0; i < names.size() && i < static_cast<size_t>(finite.numel()); ++i) {
+        if (!finite[static_cast<int64_t>(i)].item<bool>()) throw nonFiniteError(names[i]);
+      }
+    }
+    return finishLoss(call, std::move(out.result), wantGrad);
   }
 
   static LossOutput finishLoss(const Call& call, LossResult r, bool wantGrad) {
@@ -597,11 +690,12 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
   // args: (logits, logitsShape, labels, labelsShape, ignoreIndex, nhwc)
   Napi::Value runSegmentation(const Napi::CallbackInfo& info, bool async) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      Call call{network(), config_, readOperand(info[0], info[1], async), readOperand(info[2], info[3], async),
-                info[5].As<Napi::Boolean>().Value()};
+      Call call{network(), config_, operand(info[0], info[1], async), operand(info[2], info[3], async),
+                info[5].As<Napi::Boolean>().Value(), context()};
       const int64_t ignoreIndex = info[4].As<Napi::Number>().Int64Value();
       auto compute = [](const Call& call, int64_t ignoreIndex) {
         const Config& config = *call.config;
+        auto scope = call.cuda->enter();
         const at::Tensor logits = toCompute(call.pred.tensor, call.nhwc, config);
         if (config.checkFinite) gpl::checkFinite(logits, "logits");
         const at::Tensor labels = call.target.tensor.to(config.device, at::kLong);
@@ -623,8 +717,9 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
   // args: (x, shape, nhwc) -> [data | Tensor, shape][] per tap
   Napi::Value runFeatures(const Napi::CallbackInfo& info, bool async) {
     return guarded(info.Env(), [&]() -> Napi::Value {
-      Call call{network(), config_, readOperand(info[0], info[1], async), {}, info[2].As<Napi::Boolean>().Value()};
+      Call call{network(), config_, operand(info[0], info[1], async), {}, info[2].As<Napi::Boolean>().Value(), context()};
       auto compute = [](const Call& call) {
+        auto scope = call.cuda->enter();
         std::vector<at::Tensor> out;
         const at::Tensor x = toCompute(call.pred.tensor, call.nhwc, *call.config);
         if (call.config->checkFinite) gpl::checkFinite(x, "input");
@@ -658,7 +753,8 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
   Napi::Value prepareTarget(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       const auto net = network();
-      Operand operand = readOperand(info[0], info[1], false);
+      auto scope = context()->enter();
+      Operand operand = this->operand(info[0], info[1], false);
       if (operand.prepared) throw Error(ErrorCode::Shape, "the target is already prepared");
       auto state = std::make_shared<PreparedState>();
       state->nhwc = info[2].As<Napi::Boolean>().Value();
@@ -699,6 +795,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
         weights.push_back(fromTypedArray(arrays.Get(2 * i).As<Napi::TypedArray>(), master.sizes().vec(), true));
         biases.push_back(fromTypedArray(arrays.Get(2 * i + 1).As<Napi::TypedArray>(), {master.size(0)}, true));
       }
+      auto scope = context()->enter();
       net_ = withWeights(*config_, *net, weights, biases, nextGeneration());
       return info.Env().Undefined();
     });
@@ -707,6 +804,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
   Napi::Value reseed(const Napi::CallbackInfo& info) {
     return guarded(info.Env(), [&]() -> Napi::Value {
       network();
+      auto scope = context()->enter();
       net_ = buildNetwork(*config_, seedFrom(info[0]), nextGeneration());
       return info.Env().Undefined();
     });
@@ -715,12 +813,21 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
   // In-flight jobs hold their own references, so they finish normally.
   Napi::Value dispose(const Napi::CallbackInfo& info) {
     net_.reset();
+    cuda_.reset();  // its streams and captured graphs
     return info.Env().Undefined();
+  }
+
+  // -> the number of CUDA graphs this loss holds (0 on the CPU); for the tests.
+  Napi::Value cachedGraphs(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      return Napi::Number::New(info.Env(), static_cast<double>(context()->cachedGraphs()));
+    });
   }
 
   const uint64_t id_ = nextGeneration();  // unique, unlike an address that may be reused
   std::shared_ptr<const Config> config_;
   std::shared_ptr<const Network> net_;
+  std::shared_ptr<cuda::Context> cuda_;
 };
 
 // ---------------------------------------------------------------- module
@@ -771,6 +878,41 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   });
 }
 
+// CUDA memory figures of device `index`, for the GPU suite: { allocated, reserved, peakAllocated, peakReserved }.
+Napi::Value cudaMemory(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    const cuda::MemoryStats m = cuda::memoryStats(info[0].As<Napi::Number>().Int32Value());
+    auto result = Napi::Object::New(info.Env());
+    result.Set("allocated", static_cast<double>(m.allocated));
+    result.Set("reserved", static_cast<double>(m.reserved));
+    result.Set("peakAllocated", static_cast<double>(m.peakAllocated));
+    result.Set("peakReserved", static_cast<double>(m.peakReserved));
+    return result;
+  });
+}
+
+Napi::Value cudaResetPeakMemory(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    cuda::resetPeakMemory(info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  });
+}
+
+// (fraction, index): caps the caching allocator, so the suite can provoke an out-of-memory error.
+Napi::Value cudaSetMemoryFraction(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    cuda::setMemoryFraction(info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value cudaEmptyCache(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    cuda::emptyCache();
+    return info.Env().Undefined();
+  });
+}
+
 Napi::Value liveTensorCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(liveTensors.load()));
 }
@@ -787,6 +929,10 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New<setNumThreads>(env));
   exports.Set("runtimeInfo", Napi::Function::New<runtimeInfo>(env));
   exports.Set("liveTensors", Napi::Function::New<liveTensorCount>(env));
+  exports.Set("cudaMemory", Napi::Function::New<cudaMemory>(env));
+  exports.Set("cudaResetPeakMemory", Napi::Function::New<cudaResetPeakMemory>(env));
+  exports.Set("cudaSetMemoryFraction", Napi::Function::New<cudaSetMemoryFraction>(env));
+  exports.Set("cudaEmptyCache", Napi::Function::New<cudaEmptyCache>(env));
   return exports;
 }
 

@@ -85,8 +85,11 @@ void placeOnDevice(const Config& config, Network& net) {
   net.biases.clear();
   net.backwardWeights.clear();
   net.oneDnn = config.device.is_cpu() && config.dtype == at::kFloat && at::hasMKLDNN();
+  // Channels-last weights with channels-last inputs select cuDNN's NHWC kernels.
+  const auto format = config.device.is_cuda() && config.channelsLast ? at::MemoryFormat::ChannelsLast
+                                                                      : at::MemoryFormat::Contiguous;
   for (const at::Tensor& master : net.masterWeights) {
-    net.weights.push_back(master.to(config.device, config.dtype).contiguous());
+    net.weights.push_back(master.to(config.device, config.dtype).contiguous(format));
     net.biases.push_back(at::zeros({master.size(0)}, master.options().device(config.device).dtype(config.dtype)));
     // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
     if (net.oneDnn) net.backwardWeights.push_back(net.weights.back().flip({2, 3}).transpose(0, 1).contiguous());
@@ -313,11 +316,13 @@ std::shared_ptr<const Network> withWeights(const Config& config, const Network& 
   return net;
 }
 
+Error nonFiniteError(const char* what) {
+  return Error(ErrorCode::NonFinite,
+               std::string(what) + " contains NaN or Inf values (set checkFinite: false to let them propagate)");
+}
+
 void checkFinite(const at::Tensor& x, const char* what) {
-  if (!at::isfinite(x).all().item<bool>()) {
-    throw Error(ErrorCode::NonFinite, std::string(what) +
-                                          " contains NaN or Inf values (set checkFinite: false to let them propagate)");
-  }
+  if (!at::isfinite(x).all().item<bool>()) throw nonFiniteError(what);
 }
 
 std::vector<at::Tensor> features(const Network& net, const Config& config, const at::Tensor& x) {

@@ -51,6 +51,12 @@ struct Config {
   at::Device device = at::kCPU;
   at::ScalarType dtype = at::kFloat;
   bool checkFinite = true;
+  // CUDA performance switches (no effect on the CPU); see native/cuda.h.
+  bool cudnnBenchmark = false;
+  bool channelsLast = false;
+  bool cudaGraphs = false;
+  bool targetStream = false;
+  bool allowTF32 = true;
 };
 
 enum class ModuleKind { Conv, ReLU, Pool };
@@ -110,5 +116,6 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
 
 // Throws ErrorCode::NonFinite when x holds NaN or Inf.
 void checkFinite(const at::Tensor& x, const char* what);
+Error nonFiniteError(const char* what);
 
 }  // namespace gpl

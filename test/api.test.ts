@@ -84,6 +84,11 @@ describe('options', () => {
       dtype: 'float32',
       layout: 'nchw',
       checkFinite: true,
+      cudnnBenchmark: false,
+      channelsLast: false,
+      cudaGraphs: false,
+      targetStream: false,
+      allowTF32: true,
     });
   });
 

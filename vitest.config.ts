@@ -11,6 +11,8 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts'],
+    // dist/ (and a local addon build) rebuilt from the sources when older: no suite runs stale code.
+    globalSetup: ['test/global-setup.ts'],
     // Each test file gets its own process: the addon and libtorch load once per file.
     pool: 'forks',
     testTimeout: 120_000,

@@ -23,8 +23,8 @@ from torchvision.models.vgg import cfgs
 ARCHS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OUTPUTS = {"weights", "features", "loss", "grad"}
-# Options of the package that do not change the result on the CPU; accepted so that resolved
-# options can be passed as they are.
+# Options of SPEC.md that do not change the result on the CPU: accepted and ignored, so that a
+# user's options can be passed as they are.
 IGNORED_OPTIONS = {"device", "checkFinite"}
 DEFAULTS = {
     "arch": "vgg19",
@@ -178,6 +178,7 @@ def run_features(net, x, taps):
 
 
 def resolve_options(raw):
+    """SPEC.md's defaults filled into a user's options, independently of the package."""
     if not isinstance(raw, dict):
         raise CaseError("options must be an object")
     known = set(DEFAULTS) | {"inChannels", "layers", "layerWeights"} | IGNORED_OPTIONS
@@ -198,13 +199,20 @@ def resolve_options(raw):
     if opts["criterion"] not in ("l1", "l2", "smooth_l1"):
         raise CaseError(f"unknown criterion {opts['criterion']!r}")
     opts["arch"] = resolve_arch(opts["arch"])
-    layers = opts.get("layers") or default_layers(opts["arch"])
+    # Default taps: the last ReLU of each block of the architecture.
+    layers = opts["layers"] if "layers" in opts else default_layers(opts["arch"])
+    if not isinstance(layers, list) or not layers:
+        raise CaseError(f"layers must be a non-empty list of tap names, got {layers!r}")
     taps = tap_table(opts["arch"])
     for name in layers:
         if name not in taps:
             raise CaseError(f"unknown tap {name!r} for this arch; known: {sorted(taps, key=taps.get)}")
+    # Default weights: 1 per tap; an object names some taps, the others keep 1.
     weights = opts.get("layerWeights", [1.0] * len(layers))
     if isinstance(weights, dict):
+        stray = sorted(set(weights) - set(layers))
+        if stray:
+            raise CaseError(f"layerWeights names {stray}, which are not among the layers {layers}")
         weights = [weights.get(name, 1.0) for name in layers]
     if len(weights) != len(layers):
         raise CaseError(f"{len(weights)} layerWeights for {len(layers)} layers")

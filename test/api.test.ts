@@ -813,12 +813,7 @@ const loss = p.loss({ data: d, shape: [1, 1, 8, 8] }, { data: t, shape: [1, 1, 8
 let code; try { new PerceptualLoss({ inChannels: 0 }); } catch (e) { code = e instanceof PerceptualLossError && e.code; }
 console.log(JSON.stringify({ loss, code }));`;
 
-  beforeAll(() => {
-    if (!fs.existsSync(path.join(ROOT, 'dist', 'index.mjs'))) {
-      execFileSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT });
-      execFileSync(process.execPath, ['scripts/esm-wrapper.js'], { cwd: ROOT });
-    }
-  });
+  // dist/ is current: test/global-setup.ts rebuilds it from lib/ before any suite runs.
 
   const expected = () => {
     const p = new PerceptualLoss({ inChannels: 1, arch: [4, 'M', 4] });

@@ -63,11 +63,11 @@ describe('PyTorch (scripts/reference.py)', () => {
         const r = loss.lossAndGrad({ data: arr(pred), shape }, { data: arr(target), shape });
         natives.set(id, { loss: r.loss as number | Float32Array, grad: r.grad, dtype: cfg.dtype });
       }
-      const options = loss.options;
       loss.dispose();
       return {
         id,
-        options: options as RefCase['options'],
+        // The user's options: the reference derives the per-tap weights and defaults itself.
+        options: cfg.options as RefCase['options'],
         shape,
         pred,
         target,

@@ -1,7 +1,9 @@
 // Parity with PyTorch (scripts/reference.py): weights bit for bit, and features, loss and
 // gradient within 1e-5 (float32) or 1e-10 (float64) relative error, over the option space.
-import { beforeAll, describe, expect, it } from 'vitest';
-import { PerceptualLoss, type PerceptualLossOptions } from '../lib/index';
+// A float32 result that misses 1e-5 passes only under the rule of FALLBACK_CAP below, and every
+// such result is printed and checked against a known list.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PerceptualLoss, runtime, type PerceptualLossOptions } from '../lib/index';
 import { randint, randn } from './helpers/random';
 import { relError, runReference, sha256OfFloat32, type RefCase, type RefResult } from './helpers/reference';
 
@@ -89,20 +91,69 @@ function inputsOf(c: Case, index: number) {
 
 const toF64 = (a: Float32Array) => Float64Array.from(a);
 
+/**
+ * The float32 fallback. A float32 result may miss 1e-5 against PyTorch's float32 answer only if it
+ * is at least as close to PyTorch's float64 answer (the exact one, up to 1e-16) as PyTorch's own
+ * float32 is, and never by more than FALLBACK_CAP. Two float32 implementations that sum in different
+ * orders (oneDNN here, im2col + BLAS in PyTorch at batch 1) each carry a rounding error of about
+ * sqrt(K) * 6e-8 per conv, K = 9 * Cin up to 4,608, through up to 16 convs: a few 1e-6 for a
+ * well-conditioned case, and more where the loss is a small difference of large features. Their
+ * distance to each other is at most the sum of both distances to the exact answer. 1e-4 is ten
+ * times the strict tolerance and ten times the worst case seen (init-normal's gradient: 1.03e-5
+ * from PyTorch's float32, 3.2e-6 from the exact answer against PyTorch's own 9.6e-6), and far below
+ * a real defect (a wrong weight, tap, reduction or layout gives errors of order 1).
+ */
+const FALLBACK_CAP = 1e-4;
+
+/**
+ * The comparisons that need the fallback where this list was measured: the CPU with Debian's
+ * libtorch 1.13 (both sides run the same oneDNN there, except that PyTorch sends batch-1 convs to
+ * im2col + the reference BLAS). There a comparison outside the list fails: a result moved away
+ * from PyTorch's. Other libtorch builds and CUDA round differently, so there the list is only
+ * printed, and at most MAX_FALLBACKS comparisons may use the rule.
+ */
+const KNOWN_FALLBACKS = new Set<string>(['init-normal grad']);
+const MAX_FALLBACKS = 3;
+
+interface Fallback {
+  what: string;
+  /** Against PyTorch's float32 result. */
+  error: number;
+  /** This package's and PyTorch's float32 results against PyTorch's float64 one. */
+  ownExact: number;
+  torchExact: number;
+}
+
 describe('parity with PyTorch', () => {
   let reference: Map<string, RefResult>;
+  const fallbacks: Fallback[] = [];
 
   beforeAll(async () => {
     const cases: RefCase[] = CASES.flatMap((c, i) => {
       const { pred, target, labels } = inputsOf(c, i);
-      const options = new PerceptualLoss(c.options).options;
+      // The user's options as they are: the reference fills in the defaults (taps, weights) itself.
+      const options = c.options as RefCase['options'];
       const base = { options, shape: c.shape, pred, target, labels, ignoreIndex: c.segmentation?.ignoreIndex };
       const own: RefCase = { ...base, id: c.id, outputs: ['weights', 'features', 'loss', 'grad'] };
       // Each float32 case also in float64: the exact answer that both float32 results approximate.
       const exact: RefCase = { ...base, id: `${c.id}.exact`, options: { ...options, dtype: 'float64' }, outputs: ['features', 'loss', 'grad'] };
-      return options.dtype === 'float32' ? [own, exact] : [own];
+      return c.options.dtype === 'float64' ? [own] : [own, exact];
     });
     reference = await runReference(cases);
+  });
+
+  // Where KNOWN_FALLBACKS was measured (see there).
+  let measuredHere = false;
+  beforeAll(() => {
+    const info = runtime();
+    measuredHere = info.libtorch.version.startsWith('1.13.') && info.devices.length === 1;
+  });
+
+  afterAll(() => {
+    const lines = fallbacks.map(
+      (f) => `  ${f.what}: ${f.error.toExponential(2)} from PyTorch float32; to float64: ${f.ownExact.toExponential(2)} (PyTorch float32: ${f.torchExact.toExponential(2)})`,
+    );
+    console.log(`parity: ${fallbacks.length} comparison(s) passed by the float32 fallback (cap ${FALLBACK_CAP})${lines.length ? `:\n${lines.join('\n')}` : ''}`);
   });
 
   it('covers at least 30 configurations', () => {
@@ -114,18 +165,20 @@ describe('parity with PyTorch', () => {
     const tolerance = f64 ? 1e-10 : 1e-5;
 
     /**
-     * Within `tolerance` of PyTorch. In float32, a few ill-conditioned cases put PyTorch's own
-     * rounding error (its float32 against its float64) near 1e-5: PyTorch runs batch-1 convs
-     * through im2col + BLAS, this package through oneDNN. There the result must be at least as
-     * close to PyTorch's float64 answer as PyTorch's float32 result is.
+     * Within `tolerance` of PyTorch; in float32, or else under the fallback rule (FALLBACK_CAP):
+     * below the cap, and at least as close to PyTorch's float64 answer as PyTorch's float32 is.
      */
-    const expectClose = (actual: ArrayLike<number>, torch: ArrayLike<number>, exact: () => ArrayLike<number>) => {
+    const expectClose = (what: string, actual: ArrayLike<number>, torch: ArrayLike<number>, exact: () => ArrayLike<number>) => {
       const error = relError(actual, torch);
       if (f64 || error < tolerance) {
-        expect(error).toBeLessThan(tolerance);
+        expect(error, what).toBeLessThan(tolerance);
         return;
       }
-      expect(relError(actual, exact())).toBeLessThanOrEqual(relError(torch, exact()));
+      const fallback = { what: `${c.id} ${what}`, error, ownExact: relError(actual, exact()), torchExact: relError(torch, exact()) };
+      fallbacks.push(fallback);
+      expect(error, `${fallback.what} against PyTorch float32 (fallback cap)`).toBeLessThan(FALLBACK_CAP);
+      expect(fallback.ownExact, `${fallback.what}: no closer to PyTorch float64 than PyTorch float32 is`).toBeLessThanOrEqual(fallback.torchExact);
+      if (measuredHere) expect([...KNOWN_FALLBACKS], `${fallback.what} needs the fallback but is not a known case`).toContain(fallback.what);
     };
     const exactOf = () => reference.get(`${c.id}.exact`)!;
 
@@ -149,7 +202,7 @@ describe('parity with PyTorch', () => {
         expect(features.map((f) => f.name)).toEqual(ref.features!.map((f) => f.name));
         features.forEach((f, i) => {
           expect(f.shape).toEqual(ref.features![i].shape);
-          expectClose(f.data, ref.features![i].data, () => exactOf().features![i].data);
+          expectClose(`features ${f.name}`, f.data, ref.features![i].data, () => exactOf().features![i].data);
         });
       });
 
@@ -163,15 +216,20 @@ describe('parity with PyTorch', () => {
           : loss().lossAndGrad(host(pred), host(target));
         if (typeof ref.loss === 'number') {
           expect(typeof result.loss).toBe('number');
-          expectClose([result.loss as number], [ref.loss], () => [exactOf().loss as number]);
+          expectClose('loss', [result.loss as number], [ref.loss], () => [exactOf().loss as number]);
         } else {
           expect(result.loss).toBeInstanceOf(f64 ? Float64Array : Float32Array);
-          expectClose(result.loss as Float32Array, ref.loss!, () => exactOf().loss as Float64Array);
+          expectClose('loss', result.loss as Float32Array, ref.loss!, () => exactOf().loss as Float64Array);
         }
         expect(result.grad).toBeInstanceOf(f64 ? Float64Array : Float32Array);
-        expectClose(result.grad, ref.grad!, () => exactOf().grad!);
+        expectClose('grad', result.grad, ref.grad!, () => exactOf().grad!);
       });
     });
+  });
+
+  it(`uses the float32 fallback for at most ${MAX_FALLBACKS} comparisons`, () => {
+    // Declared last, so it runs after every case above.
+    expect(fallbacks.length, fallbacks.map((f) => f.what).join(', ')).toBeLessThanOrEqual(MAX_FALLBACKS);
   });
 });
 

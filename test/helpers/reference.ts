@@ -24,10 +24,14 @@ export type Init =
   | { readonly normal: number };
 
 /**
- * The loss options the reference understands: those of SPEC.md that change the result on the CPU.
- * Options left out take SPEC.md's defaults. The reference computes in float32 or float64 only.
+ * The loss options, as a user gives them to `new PerceptualLoss` (SPEC.md), of those that change the
+ * result on the CPU. The reference fills in every default itself: the taps of the architecture,
+ * per-tap weights from a `{ [tap]: weight }` object, and the scalar options. Pass the user's options,
+ * never a loss's resolved `options`, so that the package's own resolution is under test too.
+ * `device` and `checkFinite` are accepted and ignored; any other key makes the reference fail.
+ * The reference computes in float32 or float64 only.
  */
-export interface ResolvedOptionsLike {
+export interface ReferenceOptions {
   inChannels: number;
   arch?: Arch;
   layers?: readonly string[];
@@ -41,31 +45,17 @@ export interface ResolvedOptionsLike {
   pool?: 'max' | 'avg';
   dtype?: 'float32' | 'float64';
   layout?: 'nchw' | 'nhwc';
+  device?: string;
+  checkFinite?: boolean;
 }
-
-const OPTION_KEYS = [
-  'inChannels',
-  'arch',
-  'layers',
-  'layerWeights',
-  'criterion',
-  'featureWeight',
-  'styleWeight',
-  'reduction',
-  'init',
-  'seed',
-  'pool',
-  'dtype',
-  'layout',
-] as const satisfies readonly (keyof ResolvedOptionsLike)[];
 
 export type RefOutput = 'weights' | 'features' | 'loss' | 'grad';
 
 export interface RefCase {
   /** Unique within a run; used in file names, so letters, digits, '_', '-' and '.' only. */
   id: string;
-  /** Extra keys (device, checkFinite, ...) are dropped, so a loss's resolved options can be passed. */
-  options: ResolvedOptionsLike;
+  /** The user's options; see ReferenceOptions. */
+  options: ReferenceOptions;
   /** In the layout of the options: [N, C, H, W] for nchw, [N, H, W, C] for nhwc. */
   shape: readonly number[];
   /** Row-major in `shape`; the logits of a segmentation case. */
@@ -128,7 +118,7 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
       }
       const entry: Record<string, unknown> = {
         id: c.id,
-        options: pickOptions(c.options),
+        options: c.options,
         shape: c.shape,
         pred: writeRaw(dir, `${c.id}.pred.f32`, c.pred),
         outputs: c.outputs,
@@ -180,12 +170,6 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function pickOptions(options: ResolvedOptionsLike): Partial<ResolvedOptionsLike> {
-  const out: Record<string, unknown> = {};
-  for (const key of OPTION_KEYS) if (options[key] !== undefined) out[key] = options[key];
-  return out as Partial<ResolvedOptionsLike>;
 }
 
 /** Writes the array's bytes and returns the file name (relative to cases.json). */

@@ -18,5 +18,20 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 600_000,
     reporters: ['default'],
+    // `npm run coverage` (or `vitest run --coverage`): the package's own code, lib/, measured in the
+    // test processes. Code that runs only in child processes or worker threads (dist/) is not counted.
+    coverage: {
+      provider: 'v8',
+      include: ['lib/**/*.ts'],
+      reporter: ['text', 'json-summary'],
+      reportsDirectory: 'coverage',
+      thresholds: {
+        lines: 90,
+        'lib/loader.ts': { lines: 85 },
+        'lib/tasks.ts': { lines: 85 },
+        'lib/tfjs.ts': { lines: 85 },
+        'lib/cli.ts': { lines: 85 },
+      },
+    },
   },
 });

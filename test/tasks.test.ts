@@ -45,10 +45,42 @@ describe('segmentationLoss', () => {
     expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
   });
 
+  it('gives the NHWC gradient in NHWC: the NCHW gradient, permuted, ignored pixels 0', () => {
+    const seg = keep(segmentationLoss({ classes: 4, ignoreIndex: 7, ...SMALL }));
+    const toNhwc = (d: Float32Array) => {
+      const out = new Float32Array(d.length);
+      for (let b = 0; b < 2; b++) for (let c = 0; c < 4; c++) for (let p = 0; p < 64; p++) out[(b * 64 + p) * 4 + c] = d[(b * 4 + c) * 64 + p];
+      return out;
+    };
+    const a = seg.lossAndGrad(logits, labels);
+    const b = seg.lossAndGrad({ data: toNhwc(logits.data), shape: [2, 8, 8, 4] }, labels, { layout: 'nhwc' });
+    const expected = toNhwc(a.grad);
+    const scale = Math.max(...Array.from(expected, Math.abs));
+    expect(scale).toBeGreaterThan(0);
+    expect(b.grad).toBeInstanceOf(Float32Array);
+    expect(b.grad.length).toBe(expected.length);
+    for (let i = 0; i < expected.length; i++) expect(Math.abs(b.grad[i] - expected[i]), `grad[${i}]`).toBeLessThanOrEqual(1e-5 * scale);
+    // Ignored pixels (the first 16 of sample 0): all 4 channels are contiguous in NHWC.
+    expect(Array.from(b.grad.subarray(0, 16 * 4), Math.abs)).toEqual(Array(64).fill(0));
+  });
+
+  it('dispose() and `using` free the underlying loss', () => {
+    let escaped: ReturnType<typeof segmentationLoss>;
+    {
+      using seg = segmentationLoss({ classes: 4, ...SMALL });
+      escaped = seg;
+      expect(seg.lossAndGrad(logits, { data: labelData.map((v) => v % 4), shape: [2, 8, 8] }).loss as number).toBeGreaterThan(0);
+    }
+    expectCode(() => escaped.lossAndGrad(logits, labels), 'ERR_DISPOSED', /^This PerceptualLoss has been disposed\.$/);
+    const other = segmentationLoss({ classes: 4, ...SMALL });
+    other.dispose();
+    expectCode(() => other.perceptual.stateDict(), 'ERR_DISPOSED', /^This PerceptualLoss has been disposed\.$/);
+  });
+
   it('rejects inChannels and a bad classes', () => {
     expectCode(() => segmentationLoss({ classes: 0 }), 'ERR_OPTIONS', /"classes".*integer >= 1/);
     expectCode(() => segmentationLoss({ classes: 3, inChannels: 3 } as never), 'ERR_OPTIONS', /set by the task.*"classes"/);
-    expectCode(() => segmentationLoss({ classes: 3, ignoreIndex: 1.5 }), 'ERR_OPTIONS', /ignoreIndex/);
+    expectCode(() => segmentationLoss({ classes: 3, ignoreIndex: 1.5 }), 'ERR_OPTIONS', /^Invalid option "ignoreIndex": got 1\.5; allowed: an integer\.$/);
   });
 });
 
@@ -85,7 +117,7 @@ describe('depthLoss', () => {
     const depth = keep(depthLoss(SMALL));
     const clean = { data: targetData.map((v) => (Number.isNaN(v) ? 1 : v)), shape };
     expect(depth.lossAndGrad(pred, clean).loss).toBe(depth.perceptual.lossAndGrad(pred, clean).loss);
-    expectCode(() => depth.lossAndGrad(pred, target), 'ERR_NONFINITE', /./);
+    expectCode(() => depth.lossAndGrad(pred, target), 'ERR_NONFINITE', /^target contains NaN or Inf values \(set checkFinite: false/);
   });
 
   it('accepts depthValidMask ranges, masks as { data, shape }, and rejects a Tensor with a mask', () => {
@@ -150,9 +182,59 @@ describe('denseLoss', () => {
     }
   });
 
+  it('lossAndGradAsync with a mask gives what lossAndGrad gives, off the JavaScript thread', async () => {
+    dense ??= keep(denseLoss({ channels: 3, ...SMALL }));
+    const call = { mask: pixelMask };
+    const sync = dense.lossAndGrad({ data: pred, shape: nchw }, { data: target, shape: nchw }, call);
+    const pending = dense.lossAndGradAsync({ data: pred, shape: nchw }, { data: target, shape: nchw }, call);
+    expect(pending).toBeInstanceOf(Promise);
+    const async = await pending;
+    expect(async.loss).toBe(sync.loss);
+    expect(async.grad).toEqual(sync.grad);
+    // The mask did act: the unmasked loss differs.
+    expect(dense.loss({ data: pred, shape: nchw }, { data: target, shape: nchw })).not.toBe(sync.loss);
+  });
+
+  it('a per-element mask in NHWC covers each element, as the same mask in NCHW does', () => {
+    dense ??= keep(denseLoss({ channels: 3, ...SMALL }));
+    // 0/1 per element, channels differ within a pixel, so a per-pixel reading would be wrong.
+    const elementMask = new Uint8Array(randint(pred.length, 0, 2, 10));
+    const a = dense.lossAndGrad({ data: pred, shape: nchw }, { data: target, shape: nchw }, { mask: elementMask });
+    const nhwcMask = new Uint8Array(toNhwc(Float32Array.from(elementMask)));
+    const b = dense.lossAndGrad(
+      { data: toNhwc(pred), shape: nhwcShape },
+      { data: toNhwc(target), shape: nhwcShape },
+      { mask: { data: nhwcMask, shape: nhwcShape }, layout: 'nhwc' },
+    );
+    expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
+    const expected = toNhwc(a.grad as Float32Array);
+    const scale = Math.max(...Array.from(expected, Math.abs));
+    for (let i = 0; i < expected.length; i++) {
+      if (nhwcMask[i] === 0) expect(Math.abs(b.grad[i]), `grad[${i}] is masked out`).toBe(0);
+      else expect(Math.abs(b.grad[i] - expected[i]), `grad[${i}]`).toBeLessThanOrEqual(1e-5 * scale);
+    }
+    // Equal to the plain loss of the masked inputs.
+    const zeroed = (d: Float32Array) => d.map((v, i) => (nhwcMask[i] ? v : 0));
+    const plain = dense.perceptual.loss({ data: zeroed(toNhwc(pred)), shape: nhwcShape }, { data: zeroed(toNhwc(target)), shape: nhwcShape }, { layout: 'nhwc' });
+    expect(b.loss as number).toBeCloseTo(plain as number, 6);
+  });
+
+  it('dispose() and `using` free the underlying loss', () => {
+    let escaped: DenseLoss;
+    {
+      using normals = denseLoss({ channels: 3, ...SMALL });
+      escaped = normals;
+      expect(normals.loss({ data: pred, shape: nchw }, { data: target, shape: nchw }) as number).toBeGreaterThan(0);
+    }
+    expectCode(() => escaped.loss({ data: pred, shape: nchw }, { data: target, shape: nchw }), 'ERR_DISPOSED', /^This PerceptualLoss has been disposed\.$/);
+    const depth = depthLoss(SMALL);
+    depth.dispose();
+    expectCode(() => depth.lossAndGrad({ data: pred.subarray(0, 128), shape: [2, 1, 8, 8] }, { data: target.subarray(0, 128), shape: [2, 1, 8, 8] }), 'ERR_DISPOSED', /^This PerceptualLoss has been disposed\.$/);
+  });
+
   it('rejects inChannels and a bad channels', () => {
-    expectCode(() => denseLoss({ channels: -1 }), 'ERR_OPTIONS', /"channels"/);
+    expectCode(() => denseLoss({ channels: -1 }), 'ERR_OPTIONS', /^Invalid option "channels": got -1; allowed: an integer >= 1 \(required\)\.$/);
     expectCode(() => denseLoss({ channels: 2, inChannels: 2 } as never), 'ERR_OPTIONS', /"channels" instead/);
-    expectCode(() => depthLoss({ inChannels: 1 } as never), 'ERR_OPTIONS', /set by the task/);
+    expectCode(() => depthLoss({ inChannels: 1 } as never), 'ERR_OPTIONS', /^depthLoss: "inChannels" is set by the task; use "channels" instead\.$/);
   });
 });

@@ -11,6 +11,7 @@
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
+const util = require('node:util');
 const v8 = require('node:v8');
 const vm = require('node:vm');
 
@@ -20,38 +21,60 @@ const gc = vm.runInNewContext('gc');
 const { PerceptualLoss, PerceptualLossError, Tensor, setNumThreads } = require('../dist/index.js');
 const { native } = require('../dist/binding.js');
 
+const USAGE = 'usage: node scripts/soak.js [--steps 5000] [--every 500] [--warmup STEPS] [--max-growth 0.05] [--threads N]';
+
+/**
+ * @param {string[]} argv
+ * @returns {{ steps: number, every: number, warmup: number, maxGrowth: number, threads: number | undefined, leak: boolean }}
+ */
 function parseArgs(argv) {
-  const args = { steps: 5000, every: undefined, warmup: undefined, maxGrowth: 0.05, threads: undefined, leak: false };
-  for (let i = 0; i < argv.length; i++) {
-    const [key, inline] = argv[i].split('=');
-    const value = () => (inline !== undefined ? inline : argv[++i]);
-    const number = (name) => {
-      const v = Number(value());
-      if (!Number.isFinite(v) || v < 0) throw new Error(`${name} needs a number >= 0`);
-      return v;
-    };
-    if (key === '--steps') args.steps = Math.floor(number('--steps'));
-    else if (key === '--every') args.every = Math.floor(number('--every'));
-    else if (key === '--warmup') args.warmup = Math.floor(number('--warmup'));
-    else if (key === '--max-growth') args.maxGrowth = number('--max-growth');
-    else if (key === '--threads') args.threads = Math.floor(number('--threads'));
-    // For the test of this script: keep one Tensor alive per step, a leak it must report.
-    else if (key === '--self-test-leak') args.leak = true;
-    else if (key === '--help' || key === '-h') {
-      console.log('usage: node scripts/soak.js [--steps 5000] [--every 500] [--warmup STEPS] [--max-growth 0.05] [--threads N]');
-      process.exit(0);
-    } else throw new Error(`unknown argument ${argv[i]}`);
+  const { values } = util.parseArgs({
+    args: argv,
+    options: {
+      steps: { type: 'string' },
+      every: { type: 'string' },
+      warmup: { type: 'string' },
+      'max-growth': { type: 'string' },
+      threads: { type: 'string' },
+      // For the test of this script: keep one Tensor alive per step, a leak it must report.
+      'self-test-leak': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
   }
-  if (args.steps < 1) throw new Error('--steps needs at least 1');
+  /** @param {string} name @param {string | undefined} text */
+  const number = (name, text) => {
+    if (text === undefined) return undefined;
+    const v = Number(text);
+    if (!Number.isFinite(v) || v < 0) throw new Error(`--${name} needs a number >= 0`);
+    return v;
+  };
+  /** @param {string} name @param {string | undefined} text */
+  const integer = (name, text) => {
+    const v = number(name, text);
+    return v === undefined ? undefined : Math.floor(v);
+  };
+  const steps = integer('steps', values.steps) ?? 5000;
+  if (steps < 1) throw new Error('--steps needs at least 1');
   // Reports every 500 steps, or 10 reports for shorter runs. The first 40% of the steps warm up:
   // glibc's per-thread arenas (libuv's pool, libtorch's threads) keep growing to their working
   // size for a few thousand steps (a 20,000-step run plateaus after ~2,500).
-  args.every = Math.max(1, args.every ?? Math.min(500, Math.floor(args.steps / 10)));
-  args.warmup = args.warmup ?? Math.max(args.every, Math.floor((args.steps * 0.4) / args.every) * args.every);
-  return args;
+  const every = Math.max(1, integer('every', values.every) ?? Math.min(500, Math.floor(steps / 10)));
+  const warmup = integer('warmup', values.warmup) ?? Math.max(every, Math.floor((steps * 0.4) / every) * every);
+  return {
+    steps,
+    every,
+    warmup,
+    maxGrowth: number('max-growth', values['max-growth']) ?? 0.05,
+    threads: integer('threads', values.threads),
+    leak: values['self-test-leak'],
+  };
 }
 
-/** xorshift32: the same run every time. */
+/** xorshift32: the same run every time. @param {number} seed */
 function random(seed) {
   let s = seed >>> 0 || 1;
   return () => {
@@ -64,7 +87,7 @@ function random(seed) {
   };
 }
 
-const mib = (bytes) => bytes / 2 ** 20;
+const mib = (/** @type {number} */ bytes) => bytes / 2 ** 20;
 
 async function settle() {
   // Finalizers of collected objects run after the collection, on a later turn of the loop.
@@ -81,7 +104,8 @@ async function main() {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-soak-'));
   const shape = [2, 3, 32, 32];
   const count = shape.reduce((a, b) => a * b, 1);
-  const data = (n) => Float32Array.from({ length: n }, () => rand() * 2 - 1);
+  const data = (/** @type {number} */ n) => Float32Array.from({ length: n }, () => rand() * 2 - 1);
+  /** @type {import('../dist/index.js').PerceptualLossOptions} */
   const options = { inChannels: 3, arch: [16, 'M', 32, 32, 'M', 32], layers: ['relu1_1', 'pool1', 'relu2_2', 'relu3_1'], styleWeight: 0.5, device: 'cpu' };
 
   let loss = new PerceptualLoss(options);
@@ -96,13 +120,17 @@ async function main() {
   const poisoned = { data: pred.data.slice(), shape };
   poisoned.data[7] = NaN;
 
+  /** @type {Record<string, number>} */
   const counts = {};
-  const did = (what) => (counts[what] = (counts[what] ?? 0) + 1);
+  const did = (/** @type {string} */ what) => (counts[what] = (counts[what] ?? 0) + 1);
+  /** @param {unknown} error @param {import('../dist/index.js').ErrorCode} code */
   const refused = (error, code) => {
     if (!(error instanceof PerceptualLossError) || error.code !== code) throw error;
   };
 
+  /** @type {import('../dist/index.js').Tensor[]} */
   const leaked = [];
+  /** @param {number} i */
   async function step(i) {
     if (args.leak) leaked.push(Tensor.from(pred.data, shape));
     const kind = i % 16;
@@ -201,8 +229,11 @@ async function main() {
 
   await settle();
   const liveBaseline = native().liveTensors();
+  /** @type {Array<{ step: number, rssMiB: number, liveTensors: number, heapMiB: number }>} */
   const reports = [];
+  /** @type {number | undefined} */
   let rssBaseline;
+  /** @type {string[]} */
   const violations = [];
   const started = Date.now();
   for (let i = 1; i <= args.steps; i++) {

@@ -2,6 +2,7 @@
 // The `generic-perceptual-loss` command. `doctor` says what this machine has and whether the
 // package works on it; exit code 0 when a binary loads and computes a tiny loss.
 import * as os from 'node:os';
+import { parseArgs } from 'node:util';
 import { loadBinding } from './binding';
 import { PerceptualLossError } from './errors';
 import { describeCandidate, findLibtorch, type LibtorchCandidate } from './libtorch';
@@ -87,14 +88,27 @@ function print(r: DoctorReport): void {
   console.log(`verdict        ${r.verdict}`);
 }
 
+const USAGE = 'usage: generic-perceptual-loss doctor [--json]';
+
 function main(argv: string[]): number {
-  const [command, ...flags] = argv;
-  if (command !== 'doctor') {
-    console.error('usage: generic-perceptual-loss doctor [--json]');
-    return command === undefined || command === '--help' || command === 'help' ? 0 : 2;
+  let args: { values: { json: boolean; help: boolean }; positionals: string[] };
+  try {
+    args = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } });
+  } catch (error) {
+    console.error(`${(error as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const [command, ...extra] = args.positionals;
+  if (args.values.help || command === undefined || command === 'help') {
+    console.error(USAGE);
+    return 0;
+  }
+  if (command !== 'doctor' || extra.length > 0) {
+    console.error(USAGE);
+    return 2;
   }
   const report = doctor();
-  if (flags.includes('--json')) console.log(JSON.stringify(report, null, 2));
+  if (args.values.json) console.log(JSON.stringify(report, null, 2));
   else print(report);
   return report.ok ? 0 : 1;
 }

@@ -5,13 +5,22 @@
 //   node install/find-libtorch.js --cmake    set() lines for CMakeLists.txt
 //   node install/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags | sources
 'use strict';
+const util = require('node:util');
 const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
 
+/** @type {{ json?: boolean, cmake?: boolean, gyp?: string }} */
+let mode;
+try {
+  mode = util.parseArgs({ options: { json: { type: 'boolean' }, cmake: { type: 'boolean' }, gyp: { type: 'string' } } }).values;
+} catch (error) {
+  console.error(`${/** @type {Error} */ (error).message}\nusage: node install/find-libtorch.js [--json | --cmake | --gyp KEY]`);
+  process.exit(2);
+}
+
 const search = findLibtorch();
-const [mode, key] = process.argv.slice(2);
 const chosen = search.chosen;
 
-if (mode === '--json') {
+if (mode.json) {
   process.stdout.write(JSON.stringify(search, null, 2) + '\n');
   process.exit(chosen ? 0 : 1);
 }
@@ -26,14 +35,16 @@ if (!chosen) {
 const abi = chosen.cxx11Abi === false ? 0 : 1;
 const defines = [`_GLIBCXX_USE_CXX11_ABI=${abi}`, ...(chosen.cuda ? ['PL_WITH_CUDA'] : [])];
 
-if (mode === '--cmake') {
-  const list = (xs) => `"${xs.join(';')}"`;
+if (mode.cmake) {
+  const list = (/** @type {string[]} */ xs) => `"${xs.join(';')}"`;
   console.log(`set(GPL_TORCH_VERSION "${chosen.version ?? ''}")`);
   console.log(`set(GPL_TORCH_INCLUDE_DIRS ${list(chosen.includeDirs)})`);
   console.log(`set(GPL_TORCH_LIBRARY_DIR "${chosen.libraryDir}")`);
   console.log(`set(GPL_TORCH_LIBRARIES ${list(chosen.libraries)})`);
   console.log(`set(GPL_TORCH_DEFINES ${list(defines)})`);
-} else if (mode === '--gyp') {
+} else if (mode.gyp !== undefined) {
+  const key = mode.gyp;
+  /** @type {Record<string, string[]>} */
   const lists = {
     include_dirs: chosen.includeDirs,
     libraries: [`-L${chosen.libraryDir}`, ...chosen.libraries.map((l) => `-l${l}`)],

@@ -7,8 +7,10 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
+/** @param {string} cmd @param {string[]} args */
 const run = (cmd, args) => execFileSync(cmd, args, { cwd: root, stdio: 'inherit' });
 
+/** @param {string[]} [cmakeJsArgs] passed on to cmake-js */
 function buildNative(cmakeJsArgs = []) {
   run(process.execPath, [path.join(__dirname, 'find-libtorch.js')]);
   const outFlag = cmakeJsArgs.findIndex((a) => a === '--out' || a === '-O');

@@ -9,7 +9,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const root = path.resolve(__dirname, '..');
-const say = (line) => console.log(`generic-perceptual-loss: ${line}`);
+const say = (/** @type {string} */ line) => console.log(`generic-perceptual-loss: ${line}`);
 
 if (!fs.existsSync(path.join(root, 'dist', 'loader.js'))) {
   // A git checkout: `npm run setup` compiles the TypeScript and builds the addon.
@@ -31,7 +31,7 @@ if (!forced) {
   }
 }
 
-const has = (tool) => {
+const has = (/** @type {string} */ tool) => {
   try {
     execFileSync(tool, ['--version'], { stdio: 'ignore' });
     return true;
@@ -39,21 +39,22 @@ const has = (tool) => {
     return false;
   }
 };
+const chosen = plan.search.chosen;
 const missing = [
-  ...(plan.search.chosen ? [] : ['libtorch']),
+  ...(chosen ? [] : ['libtorch']),
   ...(has('cmake') ? [] : ['cmake']),
   ...(has('c++') || has('g++') ? [] : ['a C++ compiler (g++)']),
 ];
-if (missing.length > 0) {
+if (!chosen || missing.length > 0) {
   say(`no prebuild fits and a source build needs ${missing.join(', ')}.`);
   console.log(libtorchError(plan, []).message);
   process.exit(forced ? 1 : 0);
 }
 
-say(`building from source against ${plan.search.chosen.libraryDir}${forced ? ' (--build-from-source)' : ''}`);
+say(`building from source against ${chosen.libraryDir}${forced ? ' (--build-from-source)' : ''}`);
 try {
   require('./build-native.js').buildNative();
 } catch (error) {
-  say(`the source build failed: ${error.message}`);
+  say(`the source build failed: ${/** @type {Error} */ (error).message}`);
   process.exit(forced ? 1 : 0);
 }

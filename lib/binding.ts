@@ -3,11 +3,12 @@
 import * as os from 'node:os';
 import { PerceptualLossError } from './errors';
 import { loadNative, type Loaded } from './loader';
-import type { NativeConfig } from './options';
+import type { Device, NativeConfig } from './options';
 
 export interface NativeTensorHandle {
   readonly shape: number[];
-  readonly device: string;
+  /** Named as resolveDevice() names devices. */
+  readonly device: Device;
   readonly dtype: string;
   readonly disposed: boolean;
   toArray(): Float32Array | Float64Array | Int32Array | Uint8Array;

@@ -7,6 +7,7 @@ export type {
   ArchName,
   ArchSpec,
   Criterion,
+  Device,
   DeviceSpec,
   Dtype,
   InitScheme,

@@ -8,6 +8,8 @@ export type Reduction = 'mean' | 'sum' | 'none';
 export type InitScheme = 'kaiming_normal' | 'kaiming_uniform' | 'xavier_normal' | 'xavier_uniform' | { normal: number };
 export type PoolKind = 'max' | 'avg';
 export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+/** A device a loss or a Tensor is on: what a DeviceSpec resolves to. */
+export type Device = 'cpu' | `cuda:${number}`;
 export type Dtype = 'float32' | 'float64' | 'float16' | 'bfloat16';
 export type Layout = 'nchw' | 'nhwc';
 
@@ -106,7 +108,7 @@ export interface ResolvedOptions extends PerformanceOptions {
   init: InitScheme;
   seed: number;
   pool: PoolKind;
-  device: string;
+  device: Device;
   dtype: Dtype;
   layout: Layout;
   checkFinite: boolean;
@@ -230,7 +232,7 @@ function resolveInit(value: unknown): InitScheme {
   return fail('init', value, `${oneOf(INIT_NAMES)} or { normal: std } with std > 0`);
 }
 
-export function resolveDevice(value: unknown, cudaDevices: number): string {
+export function resolveDevice(value: unknown, cudaDevices: number): Device {
   const spec = value === undefined ? 'auto' : value;
   const allowed = `'auto' | 'cpu' | 'cuda' | 'cuda:N'`;
   if (typeof spec !== 'string') fail('device', spec, allowed);

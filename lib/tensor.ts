@@ -1,7 +1,7 @@
 // Tensors resident in libtorch memory, on a device.
 import { native, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
-import { resolveDevice, type DeviceSpec } from './options';
+import { resolveDevice, type Device, type DeviceSpec } from './options';
 
 export type TensorData = Float32Array | Float64Array | Int32Array | Uint8Array;
 
@@ -68,8 +68,7 @@ export class Tensor implements Disposable {
     return Tensor.handle(this).shape;
   }
 
-  /** 'cpu' or 'cuda:N'. */
-  get device(): string {
+  get device(): Device {
     return Tensor.handle(this).device;
   }
 

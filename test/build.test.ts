@@ -60,7 +60,7 @@ describe('native builds', () => {
     }
     const dir = copyPackage('gpl-cuda-');
     folders.push(dir);
-    const env = { ...process.env, LIBTORCH_PYTHON: python, LIBTORCH: '' };
+    const env: NodeJS.ProcessEnv = { ...process.env, LIBTORCH_PYTHON: python };
     delete env.LIBTORCH;
     await run(process.execPath, ['install/build-native.js'], { cwd: dir, env });
     const addon = path.join(dir, 'build/Release/generic_perceptual_loss.node');

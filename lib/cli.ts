@@ -7,6 +7,8 @@ import { loadBinding } from './binding';
 import { PerceptualLossError } from './errors';
 import { describeCandidate, findLibtorch, type LibtorchCandidate } from './libtorch';
 import { availablePrebuilds } from './loader';
+// Loads no binary by itself: the first PerceptualLoss does, after loadBinding() has succeeded.
+import { PerceptualLoss } from './loss';
 
 interface DoctorReport {
   node: { version: string; napi: string | undefined };
@@ -45,8 +47,6 @@ function doctor(): DoctorReport {
     report.cpu.parallelInfo = info.parallelInfo;
     report.cuda = { available: info.cuda, devices: info.cudaDevices };
     // The smallest real computation: a one-conv network on an 8x8 input.
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { PerceptualLoss } = require('./loss') as typeof import('./loss');
     const start = performance.now();
     const loss = new PerceptualLoss({ inChannels: 1, arch: [4], device: 'cpu' });
     const data = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
@@ -90,7 +90,8 @@ function print(r: DoctorReport): void {
 
 const USAGE = 'usage: generic-perceptual-loss doctor [--json]';
 
-function main(argv: string[]): number {
+/** Runs the command line `argv` (without node and the script); returns the exit code. */
+export function main(argv: string[]): number {
   let args: { values: { json: boolean; help: boolean }; positionals: string[] };
   try {
     args = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } });
@@ -113,4 +114,5 @@ function main(argv: string[]): number {
   return report.ok ? 0 : 1;
 }
 
-process.exitCode = main(process.argv.slice(2));
+// Run as the `generic-perceptual-loss` command, not when imported (the tests call main()).
+if (require.main === module) process.exitCode = main(process.argv.slice(2));

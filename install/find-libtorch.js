@@ -37,11 +37,11 @@ const defines = [`_GLIBCXX_USE_CXX11_ABI=${abi}`, ...(chosen.cuda ? ['PL_WITH_CU
 
 if (mode.cmake) {
   const list = (/** @type {string[]} */ xs) => `"${xs.join(';')}"`;
-  console.log(`set(GPL_TORCH_VERSION "${chosen.version ?? ''}")`);
-  console.log(`set(GPL_TORCH_INCLUDE_DIRS ${list(chosen.includeDirs)})`);
-  console.log(`set(GPL_TORCH_LIBRARY_DIR "${chosen.libraryDir}")`);
-  console.log(`set(GPL_TORCH_LIBRARIES ${list(chosen.libraries)})`);
-  console.log(`set(GPL_TORCH_DEFINES ${list(defines)})`);
+  console.log(`set(PL_TORCH_VERSION "${chosen.version ?? ''}")`);
+  console.log(`set(PL_TORCH_INCLUDE_DIRS ${list(chosen.includeDirs)})`);
+  console.log(`set(PL_TORCH_LIBRARY_DIR "${chosen.libraryDir}")`);
+  console.log(`set(PL_TORCH_LIBRARIES ${list(chosen.libraries)})`);
+  console.log(`set(PL_TORCH_DEFINES ${list(defines)})`);
 } else if (mode.gyp !== undefined) {
   const key = mode.gyp;
   /** @type {Record<string, string[]>} */

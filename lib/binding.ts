@@ -97,7 +97,7 @@ export function loadBinding(): Loaded<NativeBinding> & { file: string } {
   if (choice.libtorch.cuda && binding.runtimeInfo().cudaDeviceCount === 0) {
     process.emitWarning(
       `generic-perceptual-loss: the CUDA libtorch in ${choice.libtorch.libraryDir} sees no usable GPU; computing on the CPU.`,
-      { code: 'GPL_NO_GPU' },
+      { code: 'PL_NO_GPU' },
     );
   }
   loaded = { ...result, file: choice.file };

@@ -1,4 +1,5 @@
 // The one options schema: defaults, validation, and the resolved form the native core takes.
+import { legacyName, readEnv } from './env';
 import { PerceptualLossError, show } from './errors';
 
 export type ArchName = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19';
@@ -35,15 +36,15 @@ export interface PerceptualLossOptions {
   layout?: Layout;
   /** Reject NaN/Inf inputs with ERR_NONFINITE. */
   checkFinite?: boolean;
-  /** CUDA: let cuDNN time its algorithms per shape (process-wide). Env GPL_CUDNN_BENCHMARK. */
+  /** CUDA: let cuDNN time its algorithms per shape (process-wide). Env PL_CUDNN_BENCHMARK. */
   cudnnBenchmark?: boolean;
-  /** CUDA: compute in channels-last (NHWC) memory format. Env GPL_CHANNELS_LAST. */
+  /** CUDA: compute in channels-last (NHWC) memory format. Env PL_CHANNELS_LAST. */
   channelsLast?: boolean;
-  /** CUDA: capture a step as a CUDA graph once its shape repeats; recaptured on a new shape. Env GPL_CUDA_GRAPHS. */
+  /** CUDA: capture a step as a CUDA graph once its shape repeats; recaptured on a new shape. Env PL_CUDA_GRAPHS. */
   cudaGraphs?: boolean;
-  /** CUDA: compute the target's features on a second stream, alongside pred's. Env GPL_TARGET_STREAM. */
+  /** CUDA: compute the target's features on a second stream, alongside pred's. Env PL_TARGET_STREAM. */
   targetStream?: boolean;
-  /** CUDA: allow TF32 in float32 cuDNN convolutions (PyTorch's default; process-wide). Env GPL_ALLOW_TF32. */
+  /** CUDA: allow TF32 in float32 cuDNN convolutions (PyTorch's default; process-wide). Env PL_ALLOW_TF32. */
   allowTF32?: boolean;
 }
 
@@ -58,11 +59,11 @@ export interface PerformanceOptions {
 
 /** Each switch, its environment setting and its default (the safe one until a GPU run measures otherwise). */
 export const PERFORMANCE_SWITCHES: ReadonlyArray<{ option: keyof PerformanceOptions; env: string; fallback: boolean }> = [
-  { option: 'cudnnBenchmark', env: 'GPL_CUDNN_BENCHMARK', fallback: false },
-  { option: 'channelsLast', env: 'GPL_CHANNELS_LAST', fallback: false },
-  { option: 'cudaGraphs', env: 'GPL_CUDA_GRAPHS', fallback: false },
-  { option: 'targetStream', env: 'GPL_TARGET_STREAM', fallback: false },
-  { option: 'allowTF32', env: 'GPL_ALLOW_TF32', fallback: true },
+  { option: 'cudnnBenchmark', env: 'PL_CUDNN_BENCHMARK', fallback: false },
+  { option: 'channelsLast', env: 'PL_CHANNELS_LAST', fallback: false },
+  { option: 'cudaGraphs', env: 'PL_CUDA_GRAPHS', fallback: false },
+  { option: 'targetStream', env: 'PL_TARGET_STREAM', fallback: false },
+  { option: 'allowTF32', env: 'PL_ALLOW_TF32', fallback: true },
 ];
 
 const ENV_TRUE = ['1', 'true', 'on', 'yes'];
@@ -78,14 +79,15 @@ export function resolvePerformance(raw: Record<string, unknown>, env: Record<str
       result[option] = value;
       continue;
     }
-    const text = env[name]?.trim().toLowerCase();
+    const setting = readEnv(name, env);
+    const text = setting?.trim().toLowerCase();
     if (text === undefined || text === '') result[option] = fallback;
     else if (ENV_TRUE.includes(text)) result[option] = true;
     else if (ENV_FALSE.includes(text)) result[option] = false;
     else {
       throw new PerceptualLossError(
         'ERR_OPTIONS',
-        `Invalid environment setting ${name}: got ${show(env[name])}; allowed: ${[...ENV_TRUE, ...ENV_FALSE].join(', ')}, or unset.`,
+        `Invalid environment setting ${env[name] === undefined ? legacyName(name) : name}: got ${show(setting)}; allowed: ${[...ENV_TRUE, ...ENV_FALSE].join(', ')}, or unset.`,
       );
     }
   }

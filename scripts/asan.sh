@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # `npm run test:asan`: the native side of the fuzz suites under AddressSanitizer and
-# UndefinedBehaviorSanitizer. Builds the addon with -DGPL_SANITIZE=ON into build/asan (the normal
+# UndefinedBehaviorSanitizer. Builds the addon with -DPL_SANITIZE=ON into build/asan (the normal
 # build in build/Release is left alone), puts it into a temporary copy of the package (the loader
 # only looks at <package>/build/Release), runs the fuzz, hostile-file and concurrency tests there
 # with the sanitizer runtime preloaded (node itself is not instrumented), and fails if any
 # sanitizer report appears.
 #
 #   bash scripts/asan.sh [vitest arguments...]    (default: the three test files below)
-# Environment: GPL_FUZZ_RUNS_SCALE (default 1: the full 10,000+ fuzz cases), KEEP_ASAN_DIR=1.
+# Environment: PL_FUZZ_RUNS_SCALE (default 1: the full 10,000+ fuzz cases), KEEP_ASAN_DIR=1.
+# GPL_FUZZ_RUNS_SCALE, its old name, still works for one release.
 set -euo pipefail
+if [[ -n "${GPL_FUZZ_RUNS_SCALE:-}" && -z "${PL_FUZZ_RUNS_SCALE:-}" ]]; then
+  echo "asan: GPL_FUZZ_RUNS_SCALE is deprecated and will be removed in the next release; set PL_FUZZ_RUNS_SCALE instead." >&2
+  PL_FUZZ_RUNS_SCALE=$GPL_FUZZ_RUNS_SCALE
+fi
+unset GPL_FUZZ_RUNS_SCALE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
@@ -22,15 +28,15 @@ fi
 #    libtorch it used in build/Release/libtorch.json.
 [[ -f dist/libtorch.js ]] || npm run build:ts
 mkdir -p build/Release
-node install/build-native.js --out build/asan --CDGPL_SANITIZE=ON
+node install/build-native.js --out build/asan --CDPL_SANITIZE=ON
 BINARY=build/asan/Release/generic_perceptual_loss.node
 if ! ldd "$BINARY" | grep libasan > /dev/null; then
-  echo "asan: $BINARY is not linked against libasan (was GPL_SANITIZE=ON applied?)" >&2
+  echo "asan: $BINARY is not linked against libasan (was PL_SANITIZE=ON applied?)" >&2
   exit 2
 fi
 
 # 2. A package copy whose build/Release is the sanitized addon.
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpl-asan-XXXXXX")
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/pl-asan-XXXXXX")
 LOGS="$WORK/sanitizer-logs"
 cleanup() { if [[ "${KEEP_ASAN_DIR:-0}" != 1 ]]; then rm -rf "$WORK"; else echo "asan: kept $WORK"; fi; }
 trap cleanup EXIT
@@ -60,15 +66,15 @@ fi
 #    allocations until exit by design. Any report is written to $LOGS and fails the run.
 TESTS=("$@")
 [[ ${#TESTS[@]} -gt 0 ]] || TESTS=(test/fuzz-*.test.ts test/files.test.ts test/concurrency.test.ts)
-echo "asan: running ${TESTS[*]} against $BINARY (GPL_FUZZ_RUNS_SCALE=${GPL_FUZZ_RUNS_SCALE:-1})"
+echo "asan: running ${TESTS[*]} against $BINARY (PL_FUZZ_RUNS_SCALE=${PL_FUZZ_RUNS_SCALE:-1})"
 set +e
 (
   cd "$PKG"
   export LD_PRELOAD="$ASAN_LIB"
   export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=0:log_path=$LOGS/asan:print_summary=1"
   export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$LOGS/ubsan"
-  export GPL_REFERENCE_PYTHON="$WORK/python3"
-  export GPL_FUZZ_RUNS_SCALE="${GPL_FUZZ_RUNS_SCALE:-1}"
+  export PL_REFERENCE_PYTHON="$WORK/python3"
+  export PL_FUZZ_RUNS_SCALE="${PL_FUZZ_RUNS_SCALE:-1}"
   node node_modules/vitest/vitest.mjs run "${TESTS[@]}" --reporter=default 2>&1
 ) | tee "$WORK/output.log"
 status=${PIPESTATUS[0]}

@@ -17,11 +17,10 @@ import {
   type ResolvedOptions,
 } from '../lib/index';
 import { randint, randn } from './helpers/random';
-import { relError, relErrorScalar, sha256OfFloat32 } from './helpers/reference';
+import { PYTHON, relError, relErrorScalar, sha256OfFloat32 } from './helpers/reference';
 import { packFloat32, readRawSafetensors, writeRawSafetensors } from './helpers/safetensors';
 
 const ROOT = path.resolve(__dirname, '..');
-const PYTHON = process.env.GPL_REFERENCE_PYTHON ?? '/usr/bin/python3';
 
 const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 const host = (shape: number[], seed: number): HostTensor<Float32Array> => ({ data: randn(count(shape), seed), shape });

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { readEnv } from '../lib/env';
 import { copyPackage, repoRoot } from './helpers/package-copy';
 import { run } from './helpers/run';
 
@@ -54,9 +55,9 @@ describe('native builds', () => {
   // without a GPU. The CUDA translation unit is compiled and linked against libtorch_cuda, and the
   // addon loads, warns that no GPU is usable, and computes on the CPU.
   it('the CUDA flavour builds, links libtorch_cuda, loads without a GPU, warns and computes on the CPU', async () => {
-    const python = process.env.GPL_CUDA_TORCH_PYTHON ?? path.join(repoRoot, '.venv/torch2.14-cu130/bin/python');
+    const python = readEnv('PL_CUDA_TORCH_PYTHON') ?? path.join(repoRoot, '.venv/torch2.14-cu130/bin/python');
     if (!fs.existsSync(python)) {
-      throw new Error(`no CUDA torch at ${python}: run \`bash scripts/torch-envs.sh cuda\` or set GPL_CUDA_TORCH_PYTHON`);
+      throw new Error(`no CUDA torch at ${python}: run \`bash scripts/torch-envs.sh cuda\` or set PL_CUDA_TORCH_PYTHON`);
     }
     const dir = copyPackage('gpl-cuda-');
     folders.push(dir);
@@ -91,7 +92,7 @@ describe('native builds', () => {
     expect(out.info.cudaBuild).toBe(true);
     expect(out.info.libtorch.path).toBe(fs.realpathSync(path.join(path.dirname(path.dirname(python)), 'lib/python3.11/site-packages/torch/lib')));
     expect(out.info.devices).toEqual(['cpu']);
-    expect(out.warnings).toContain('GPL_NO_GPU');
+    expect(out.warnings).toContain('PL_NO_GPU');
     expect(out.device).toBe('cpu');
     expect(out.cudaError).toBe('ERR_DEVICE');
     // Another libtorch (2.14's oneDNN), the same loss within float32 rounding.

@@ -37,11 +37,11 @@ describe('performance switches', () => {
 
   it('name one environment setting per switch', () => {
     expect(PERFORMANCE_SWITCHES.map((s) => [s.option, s.env])).toEqual([
-      ['cudnnBenchmark', 'GPL_CUDNN_BENCHMARK'],
-      ['channelsLast', 'GPL_CHANNELS_LAST'],
-      ['cudaGraphs', 'GPL_CUDA_GRAPHS'],
-      ['targetStream', 'GPL_TARGET_STREAM'],
-      ['allowTF32', 'GPL_ALLOW_TF32'],
+      ['cudnnBenchmark', 'PL_CUDNN_BENCHMARK'],
+      ['channelsLast', 'PL_CHANNELS_LAST'],
+      ['cudaGraphs', 'PL_CUDA_GRAPHS'],
+      ['targetStream', 'PL_TARGET_STREAM'],
+      ['allowTF32', 'PL_ALLOW_TF32'],
     ]);
   });
 
@@ -65,14 +65,14 @@ describe('performance switches', () => {
   });
 
   it('rejects an environment setting it cannot read, naming the variable (ERR_OPTIONS)', () => {
-    expectCode(() => resolvePerformance({}, { GPL_CUDA_GRAPHS: 'maybe' }), 'ERR_OPTIONS', /GPL_CUDA_GRAPHS.*"maybe".*1, true, on/);
+    expectCode(() => resolvePerformance({}, { PL_CUDA_GRAPHS: 'maybe' }), 'ERR_OPTIONS', /PL_CUDA_GRAPHS.*"maybe".*1, true, on/);
   });
 
   it('lets an option override its environment setting, both ways', () => {
-    expect(resolvePerformance({ cudaGraphs: false }, { GPL_CUDA_GRAPHS: '1' }).cudaGraphs).toBe(false);
-    expect(resolvePerformance({ allowTF32: true }, { GPL_ALLOW_TF32: '0' }).allowTF32).toBe(true);
+    expect(resolvePerformance({ cudaGraphs: false }, { PL_CUDA_GRAPHS: '1' }).cudaGraphs).toBe(false);
+    expect(resolvePerformance({ allowTF32: true }, { PL_ALLOW_TF32: '0' }).allowTF32).toBe(true);
     // An option given wins even over a setting that could not be read.
-    expect(resolvePerformance({ channelsLast: true }, { GPL_CHANNELS_LAST: 'bogus' }).channelsLast).toBe(true);
+    expect(resolvePerformance({ channelsLast: true }, { PL_CHANNELS_LAST: 'bogus' }).channelsLast).toBe(true);
   });
 
   it('reaches the resolved options and the native config', () => {
@@ -82,13 +82,13 @@ describe('performance switches', () => {
   });
 
   it('are read from process.env by the constructor', () => {
-    process.env.GPL_TARGET_STREAM = '1';
+    process.env.PL_TARGET_STREAM = '1';
     try {
       expect(new PerceptualLoss(SMALL).options.targetStream).toBe(true);
-      process.env.GPL_TARGET_STREAM = 'sometimes';
-      expectCode(() => new PerceptualLoss(SMALL), 'ERR_OPTIONS', /GPL_TARGET_STREAM/);
+      process.env.PL_TARGET_STREAM = 'sometimes';
+      expectCode(() => new PerceptualLoss(SMALL), 'ERR_OPTIONS', /PL_TARGET_STREAM/);
     } finally {
-      delete process.env.GPL_TARGET_STREAM;
+      delete process.env.PL_TARGET_STREAM;
     }
   });
 

@@ -11,11 +11,11 @@ import * as path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss, setNumThreads, type PerceptualLossOptions } from '../lib/index';
-import { expectSameBits, expectThrowsCode, fuzzParams, FUZZ_SEED } from './helpers/fuzz';
+import { expectSameBits, expectThrowsCode, fuzzParams, FUZZ_SEED, RUNS_SCALE } from './helpers/fuzz';
 import { mulberry32 } from './helpers/random';
+import { PYTHON } from './helpers/reference';
 import { packFloat32, writeRawSafetensors } from './helpers/safetensors';
 
-const PYTHON = process.env.GPL_REFERENCE_PYTHON ?? '/usr/bin/python3';
 const ROOT = path.resolve(__dirname, '..');
 
 let dir: string;
@@ -417,7 +417,7 @@ describe('safetensors mutations', () => {
     // Data flips and reorderings keep files valid; the test must have loaded such files.
     expect(stats.get('flip:valid') ?? 0).toBeGreaterThan(20);
     expect(stats.get('reorder:valid') ?? 0).toBeGreaterThan(20);
-    expect(casesRun).toBeGreaterThanOrEqual(Math.round(2000 * Number(process.env.GPL_FUZZ_RUNS_SCALE ?? 1)));
+    expect(casesRun).toBeGreaterThanOrEqual(Math.round(2000 * RUNS_SCALE));
   });
 });
 

@@ -9,16 +9,17 @@ import { native } from '../../lib/binding';
 import { PerceptualLossError, PreparedTarget, Tensor, runtime, setNumThreads, type ErrorCode, type PerceptualLossOptions } from '../../lib/index';
 import * as ref from './js-reference';
 import { minSizeOf, tapNames, type ArchEntry, type JsOptions } from './js-reference';
+import { readEnv } from '../../lib/env';
 import { mulberry32 } from './random';
 
 /**
  * fast-check settings. A failure prints its seed and path; rerun exactly that case with
- *   GPL_FUZZ_SEED=<seed> GPL_FUZZ_PATH=<path> npx vitest run <file> -t '<test name>'
- * GPL_FUZZ_RUNS_SCALE multiplies every run count (e.g. 10 for a long local run, 0.2 under ASan).
+ *   PL_FUZZ_SEED=<seed> PL_FUZZ_PATH=<path> npx vitest run <file> -t '<test name>'
+ * PL_FUZZ_RUNS_SCALE multiplies every run count (e.g. 10 for a long local run, 0.2 under ASan).
  */
-export const FUZZ_SEED = Number(process.env.GPL_FUZZ_SEED ?? 20261126);
-export const RUNS_SCALE = Number(process.env.GPL_FUZZ_RUNS_SCALE ?? 1);
-const REPLAY_PATH = process.env.GPL_FUZZ_PATH;
+export const FUZZ_SEED = Number(readEnv('PL_FUZZ_SEED') ?? 20261126);
+export const RUNS_SCALE = Number(readEnv('PL_FUZZ_RUNS_SCALE') ?? 1);
+const REPLAY_PATH = readEnv('PL_FUZZ_PATH');
 
 /**
  * fast-check runs of each property, before RUNS_SCALE: 11,700 generated cases over the

@@ -7,11 +7,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+import { readEnv } from '../../lib/env';
 
 const execFileAsync = promisify(execFile);
 
 // Debian's interpreter carries torch; the python3 on PATH may not.
-const PYTHON = process.env.GPL_REFERENCE_PYTHON ?? '/usr/bin/python3';
+export const PYTHON = readEnv('PL_REFERENCE_PYTHON') ?? '/usr/bin/python3';
 // vitest (vite-node) defines __dirname in test modules, as CommonJS does.
 const SCRIPT = path.resolve(__dirname, '../../scripts/reference.py');
 

@@ -72,7 +72,8 @@ export interface NativeRuntime {
 }
 
 export interface NativeBinding {
-  NativeLoss: new (config: NativeConfig) => NativeLossHandle;
+  /** With `weights` ([weight0, bias0, ...] in conv order) the network takes them and draws none. */
+  NativeLoss: new (config: NativeConfig, weights?: Float32Array[]) => NativeLossHandle;
   NativeTensor: { fromHost(data: HostArray | Int32Array | Uint8Array, shape: number[], device: string): NativeTensorHandle };
   setErrorClass(cls: typeof PerceptualLossError): void;
   setNumThreads(n: number): void;
@@ -94,16 +95,32 @@ export function loadBinding(): Loaded<NativeBinding> & { file: string } {
   const { binding, choice } = result;
   binding.setErrorClass(PerceptualLossError);
   binding.setNumThreads(os.availableParallelism());
-  if (choice.libtorch.cuda && binding.runtimeInfo().cudaDeviceCount === 0) {
+  loaded = { ...result, file: choice.file };
+  if (choice.libtorch.cuda && deviceInfo().cudaDeviceCount === 0) {
     process.emitWarning(
       `generic-perceptual-loss: the CUDA libtorch in ${choice.libtorch.libraryDir} sees no usable GPU; computing on the CPU.`,
       { code: 'PL_NO_GPU' },
     );
   }
-  loaded = { ...result, file: choice.file };
   return loaded;
 }
 
 export function native(): NativeBinding {
   return loadBinding().binding;
+}
+
+export type DeviceInfo = Pick<NativeRuntime, 'cudaDeviceCount' | 'cudaDevices'>;
+
+let devices: DeviceInfo | undefined;
+
+/**
+ * The CUDA devices the loaded libtorch sees, read once: their number and memory do not change
+ * while the process runs, and reading them queries every device.
+ */
+export function deviceInfo(): DeviceInfo {
+  if (devices === undefined) {
+    const { cudaDeviceCount, cudaDevices } = native().runtimeInfo();
+    devices = { cudaDeviceCount, cudaDevices };
+  }
+  return devices;
 }

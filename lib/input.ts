@@ -2,7 +2,8 @@
 import type { NativeTargetHandle, NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
 import type { Layout } from './options';
-import { checkShape, elementCount, Tensor } from './tensor';
+import { Tensor } from './tensor';
+import { hostTensor, nchwDims } from './validate';
 
 /**
  * A host value: row-major data of the given shape. Results derived from it (grad, features,
@@ -14,6 +15,9 @@ export interface HostTensor<A extends Float32Array | Float64Array = Float32Array
 }
 
 export type TensorLike = Tensor | HostTensor;
+
+/** What a result derived from an input P is: a Tensor for a Tensor, else P's array type. */
+export type ResultFor<P> = P extends Tensor ? Tensor : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
 
 /** Integer class ids [N, H, W]: a host value or an int32 / uint8 Tensor. */
 export type LabelsLike = Tensor | { data: Int32Array | Uint8Array; shape: readonly number[] };
@@ -31,27 +35,9 @@ export interface ImageCheck {
   device: string;
 }
 
-function checkHost(x: unknown, role: string, types: Array<new (n: number) => ArrayBufferView>): Operand {
-  if (x === null || typeof x !== 'object' || !('data' in x) || !('shape' in x)) {
-    throw new PerceptualLossError(
-      'ERR_SHAPE',
-      `${role} must be a Tensor or { data, shape }; got ${show(x)}.`,
-    );
-  }
-  const { data, shape } = x as { data: unknown; shape: unknown };
-  if (!types.some((t) => data instanceof t)) {
-    const names = types.map((t) => t.name).join(' or ');
-    throw new PerceptualLossError('ERR_DTYPE', `${role}.data must be a ${names}; got ${show(data)}.`);
-  }
-  const dims = checkShape(shape, role);
-  const length = (data as Float32Array).length;
-  if (elementCount(dims) !== length) {
-    throw new PerceptualLossError(
-      'ERR_SHAPE',
-      `${role}.data holds ${length} elements but shape ${show(dims)} needs ${elementCount(dims)}.`,
-    );
-  }
-  return { value: data as Float32Array, shape: dims, tensor: false };
+function host(x: unknown, role: string, types: Array<new (n: number) => ArrayBufferView>): Operand {
+  const { data, shape } = hostTensor<Float32Array | Float64Array | Int32Array | Uint8Array>(x, role, types);
+  return { value: data, shape, tensor: false };
 }
 
 function checkTensor(x: Tensor, role: string, device: string, dtypes: string[]): Operand {
@@ -73,7 +59,7 @@ export function readImage(x: unknown, role: string, check: ImageCheck): Operand 
   const operand =
     x instanceof Tensor
       ? checkTensor(x, role, check.device, ['float32', 'float64'])
-      : checkHost(x, role, [Float32Array, Float64Array]);
+      : host(x, role, [Float32Array, Float64Array]);
   const dims = operand.shape;
   const order = check.layout === 'nhwc' ? '[N, H, W, C]' : '[N, C, H, W]';
   if (dims.length !== 4) {
@@ -82,7 +68,7 @@ export function readImage(x: unknown, role: string, check: ImageCheck): Operand 
       `${role} must be 4-D ${order} (layout '${check.layout}'); got shape ${show(dims)}.`,
     );
   }
-  const [n, c, h, w] = check.layout === 'nhwc' ? [dims[0], dims[3], dims[1], dims[2]] : dims;
+  const [n, c, h, w] = nchwDims(dims, check.layout);
   if (n === 0 || c === 0 || h === 0 || w === 0) {
     throw new PerceptualLossError('ERR_SHAPE', `${role} is empty: shape ${show(dims)} ${order}.`);
   }
@@ -112,8 +98,8 @@ export function readLabels(x: unknown, logits: Operand, check: ImageCheck): Oper
   const operand =
     x instanceof Tensor
       ? checkTensor(x, 'labels', check.device, ['int32', 'uint8'])
-      : checkHost(x, 'labels', [Int32Array, Uint8Array]);
-  const [n, h, w] = check.layout === 'nhwc' ? logits.shape.slice(0, 3) : [logits.shape[0], ...logits.shape.slice(2)];
+      : host(x, 'labels', [Int32Array, Uint8Array]);
+  const [n, , h, w] = nchwDims(logits.shape, check.layout);
   sameShape(operand.shape, [n, h, w], 'labels must be [N, H, W] of the logits');
   return operand;
 }

@@ -1,7 +1,7 @@
 // PerceptualLoss: the typed API over the native loss.
-import { native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
+import { deviceInfo, native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
-import { readImage, readLabels, sameShape, type ImageCheck, type HostTensor, type LabelsLike, type Operand, type TensorLike } from './input';
+import { readImage, readLabels, sameShape, type ImageCheck, type LabelsLike, type Operand, type ResultFor, type TensorLike } from './input';
 import {
   PERFORMANCE_SWITCHES,
   resolveLayout,
@@ -16,6 +16,7 @@ import {
 import { checkFits, hostMemoryBytes } from './memory';
 import { readSafetensors, writeSafetensors, type NamedArray } from './safetensors';
 import { Tensor } from './tensor';
+import { checkIgnoreIndex, checkObject, checkOptionalObject, nchwDims, optionOf } from './validate';
 
 export interface CallOptions {
   /** Overrides the loss's `layout` for this call. */
@@ -48,9 +49,6 @@ export interface Feature<T> {
   shape: number[];
   data: T;
 }
-
-/** What a result derived from P is: a Tensor for a Tensor, else P's array type. */
-type Like<P> = P extends Tensor ? Tensor : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
 
 const targets = new WeakMap<PreparedTarget, { handle: NativeTargetHandle; owner: PerceptualLoss }>();
 
@@ -89,21 +87,20 @@ export class PreparedTarget implements Disposable {
   }
 }
 
-let cudaDevices: number | undefined;
-
-function cudaDeviceCount(): number {
-  cudaDevices ??= native().runtimeInfo().cudaDeviceCount;
-  return cudaDevices;
-}
+// load()'s way into the constructor: the options it resolved and the file's weights, so that
+// nothing is resolved twice and no weight is drawn only to be replaced.
+let loading: { resolved: Resolved; weights: Float32Array[] } | undefined;
 
 export class PerceptualLoss implements Disposable {
   readonly #resolved: Resolved;
   #native: NativeLossHandle | undefined;
 
   constructor(options: PerceptualLossOptions) {
-    this.#resolved = resolveOptions(options, cudaDeviceCount());
+    const loaded = loading;
+    loading = undefined;
+    this.#resolved = loaded?.resolved ?? resolveOptions(options, deviceInfo().cudaDeviceCount);
     const binding = native();
-    this.#native = new binding.NativeLoss(this.#resolved.native);
+    this.#native = new binding.NativeLoss(this.#resolved.native, loaded?.weights);
   }
 
   /** The options in force, with every default filled in. */
@@ -121,7 +118,7 @@ export class PerceptualLoss implements Disposable {
     return this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, nhwc);
   }
 
-  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: CallOptions): LossAndGrad<Like<P>> {
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: CallOptions): LossAndGrad<ResultFor<P>> {
     const [p, t, nhwc] = this.#pair(pred, target, call);
     return this.#result(this.#handle().lossAndGrad(p.value, p.shape, t.value, t.shape, nhwc));
   }
@@ -130,7 +127,7 @@ export class PerceptualLoss implements Disposable {
     pred: P,
     target: TensorLike | PreparedTarget,
     call?: CallOptions,
-  ): Promise<LossAndGrad<Like<P>>> {
+  ): Promise<LossAndGrad<ResultFor<P>>> {
     const [p, t, nhwc] = this.#pair(pred, target, call);
     return this.#result(await this.#handle().lossAndGradAsync(p.value, p.shape, t.value, t.shape, nhwc));
   }
@@ -143,7 +140,7 @@ export class PerceptualLoss implements Disposable {
     logits: P,
     labels: LabelsLike,
     options?: SegmentationOptions,
-  ): LossAndGrad<Like<P>> {
+  ): LossAndGrad<ResultFor<P>> {
     const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
     return this.#result(this.#handle().lossAndGradSegmentation(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
   }
@@ -152,19 +149,19 @@ export class PerceptualLoss implements Disposable {
     logits: P,
     labels: LabelsLike,
     options?: SegmentationOptions,
-  ): Promise<LossAndGrad<Like<P>>> {
+  ): Promise<LossAndGrad<ResultFor<P>>> {
     const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
     const handle = this.#handle();
     return this.#result(await handle.lossAndGradSegmentationAsync(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
   }
 
   /** The features of x at each tap, in `layers` order and in x's layout. */
-  features<X extends TensorLike>(x: X, call?: CallOptions): Feature<Like<X>>[] {
+  features<X extends TensorLike>(x: X, call?: CallOptions): Feature<ResultFor<X>>[] {
     const [operand, nhwc] = this.#single(x, 'x', call);
     return this.#features(this.#handle().features(operand.value, operand.shape, nhwc));
   }
 
-  async featuresAsync<X extends TensorLike>(x: X, call?: CallOptions): Promise<Feature<Like<X>>[]> {
+  async featuresAsync<X extends TensorLike>(x: X, call?: CallOptions): Promise<Feature<ResultFor<X>>[]> {
     const [operand, nhwc] = this.#single(x, 'x', call);
     return this.#features(await this.#handle().featuresAsync(operand.value, operand.shape, nhwc));
   }
@@ -201,9 +198,7 @@ export class PerceptualLoss implements Disposable {
    */
   static load(file: string, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
     checkPath(file, 'PerceptualLoss.load');
-    if (options === null || typeof options !== 'object') {
-      throw new PerceptualLossError('ERR_OPTIONS', `PerceptualLoss.load options must be an object; got ${show(options)}.`);
-    }
+    checkObject(options, 'PerceptualLoss.load options');
     const { tensors, metadata } = readSafetensors(file);
     let stored: Partial<PerceptualLossOptions> = {};
     const text = metadata['generic-perceptual-loss'];
@@ -218,32 +213,30 @@ export class PerceptualLoss implements Disposable {
       }
     }
     // Other taps than the stored ones keep the stored weights of the taps they share.
-    if (options.layers !== undefined && options.layerWeights === undefined && Array.isArray(stored.layers) && Array.isArray(stored.layerWeights)) {
+    if (Array.isArray(options.layers) && options.layerWeights === undefined && Array.isArray(stored.layers) && Array.isArray(stored.layerWeights)) {
       const byName = new Map(stored.layers.map((name, i) => [name, (stored.layerWeights as number[])[i]]));
       stored.layerWeights = Object.fromEntries(options.layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
     }
     const merged = { ...stored, ...options } as PerceptualLossOptions;
     let resolved: Resolved;
     try {
-      resolved = resolveOptions(merged, cudaDeviceCount());
+      resolved = resolveOptions(merged, deviceInfo().cudaDeviceCount);
     } catch (error) {
-      // Options that came from the file make a bad file; the caller's own bad options stay ERR_OPTIONS.
-      if (error instanceof PerceptualLossError && error.code === 'ERR_OPTIONS' && text !== undefined && !badOptions(options)) {
-        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are invalid: ${error.message}`, { cause: error });
+      // An invalid option that came from the file makes a bad file; the caller's own stay ERR_OPTIONS.
+      const option = optionOf(error);
+      if (text !== undefined && option !== undefined && !Object.hasOwn(options, option)) {
+        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are invalid: ${(error as Error).message}`, { cause: error });
       }
       throw error;
     }
-    // The file must hold this architecture's tensors before a weight is drawn: a small file cannot
-    // make the loader build (and fill) a network larger than itself.
-    const arrays = weightsFor(file, resolved, tensors);
-    const loss = new PerceptualLoss(merged);
+    // The file must hold this architecture's tensors before the network is built: a small file
+    // cannot make the loader build a network larger than itself.
+    loading = { resolved, weights: weightsFor(file, resolved, tensors) };
     try {
-      loss.#handle().loadStateDict(arrays);
-    } catch (error) {
-      loss.dispose();
-      throw error;
+      return new PerceptualLoss(merged);
+    } finally {
+      loading = undefined;
     }
-    return loss;
   }
 
   /** Draws the weights again from `seed`, as the constructor does. */
@@ -274,9 +267,7 @@ export class PerceptualLoss implements Disposable {
   }
 
   #layout(call: CallOptions | undefined): Layout {
-    if (call !== undefined && (call === null || typeof call !== 'object')) {
-      throw new PerceptualLossError('ERR_OPTIONS', `Call options must be an object such as { layout: 'nhwc' }; got ${show(call)}.`);
-    }
+    checkOptionalObject(call, 'Call options', "{ layout: 'nhwc' }");
     return resolveLayout(call?.layout, this.#resolved.options.layout);
   }
 
@@ -284,9 +275,7 @@ export class PerceptualLoss implements Disposable {
     this.#handle();
     const layout = this.#layout(call);
     const operand = readImage(x, role, this.#check(layout));
-    const [n, a, b, c] = operand.shape;
-    const nchw = layout === 'nhwc' ? [n, c, a, b] : operand.shape;
-    checkFits(this.#resolved.kept, nchw, this.#resolved.options.dtype, this.#deviceBytes(), role);
+    checkFits(this.#resolved.kept, nchwDims(operand.shape, layout), this.#resolved.options.dtype, this.#deviceBytes(), role);
     return [operand, layout === 'nhwc'];
   }
 
@@ -295,7 +284,7 @@ export class PerceptualLoss implements Disposable {
     const { device } = this.#resolved.options;
     if (device === 'cpu') return hostMemoryBytes();
     const index = Number(device.split(':')[1] ?? 0);
-    return native().runtimeInfo().cudaDevices[index]?.memoryBytes ?? Number.POSITIVE_INFINITY;
+    return deviceInfo().cudaDevices[index]?.memoryBytes ?? Number.POSITIVE_INFINITY;
   }
 
   #pair(pred: unknown, target: unknown, call: CallOptions | undefined): [Operand, Operand, boolean] {
@@ -320,12 +309,9 @@ export class PerceptualLoss implements Disposable {
 
   #segmentationArgs(logits: unknown, labels: unknown, options: SegmentationOptions | undefined): [Operand, Operand, number, boolean] {
     const [l, nhwc] = this.#single(logits, 'logits', options);
-    const ignoreIndex = options?.ignoreIndex ?? 255;
-    if (!Number.isSafeInteger(ignoreIndex)) {
-      throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "ignoreIndex": got ${show(ignoreIndex)}; allowed: an integer.`);
-    }
+    const ignored = checkIgnoreIndex(options?.ignoreIndex);
     const y = readLabels(labels, l, this.#check(nhwc ? 'nhwc' : 'nchw'));
-    return [l, y, ignoreIndex, nhwc];
+    return [l, y, ignored, nhwc];
   }
 
   #result<G>(raw: NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>): LossAndGrad<G> {
@@ -357,15 +343,6 @@ function sameShapeOrFileError(file: string, name: string, got: number[], want: n
 function checkPath(file: unknown, what: string): void {
   if (typeof file !== 'string' && !(file instanceof URL)) {
     throw new PerceptualLossError('ERR_FILE', `${what} takes a file path (a string); got ${show(file)}.`);
-  }
-}
-
-function badOptions(options: Partial<PerceptualLossOptions>): boolean {
-  try {
-    resolveOptions({ inChannels: 1, ...options }, cudaDeviceCount());
-    return false;
-  } catch {
-    return true;
   }
 }
 

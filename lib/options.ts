@@ -1,6 +1,7 @@
 // The one options schema: defaults, validation, and the resolved form the native core takes.
 import { legacyName, readEnv } from './env';
 import { PerceptualLossError, show } from './errors';
+import { checkObject, invalidOption, nonNegative, oneOf, pick } from './validate';
 
 export type ArchName = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19';
 export type ArchSpec = ArchName | ReadonlyArray<number | 'M'>;
@@ -75,7 +76,7 @@ export function resolvePerformance(raw: Record<string, unknown>, env: Record<str
   for (const { option, env: name, fallback } of PERFORMANCE_SWITCHES) {
     const value = raw[option];
     if (value !== undefined) {
-      if (typeof value !== 'boolean') fail(option, value, 'true | false');
+      if (typeof value !== 'boolean') invalidOption(option, value, 'true | false');
       result[option] = value;
       continue;
     }
@@ -185,27 +186,9 @@ export function defaultLayers(modules: readonly ModuleInfo[]): string[] {
   return layers;
 }
 
-function fail(option: string, value: unknown, allowed: string): never {
-  throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "${option}": got ${show(value)}; allowed: ${allowed}.`);
-}
-
-const oneOf = (values: readonly string[]) => values.map((v) => `'${v}'`).join(' | ');
-
-function pick<T extends string>(option: string, value: unknown, allowed: readonly T[], fallback: T): T {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'string' || !allowed.includes(value as T)) fail(option, value, oneOf(allowed));
-  return value as T;
-}
-
-function nonNegative(option: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) fail(option, value, 'a finite number >= 0');
-  return value;
-}
-
 export function validateSeed(value: unknown, option = 'seed'): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
-    fail(option, value, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`);
+    invalidOption(option, value, `an integer from 0 to ${Number.MAX_SAFE_INTEGER}`);
   }
   return value;
 }
@@ -216,9 +199,9 @@ function resolveArch(value: unknown): { arch: ResolvedOptions['arch']; config: R
     return { arch: value as ArchName, config: VGG_CONFIGS[value as ArchName] };
   }
   const allowed = `${oneOf(Object.keys(VGG_CONFIGS))}, or an array of conv widths (integers >= 1) and 'M' with at least one conv`;
-  if (!Array.isArray(value) || value.length === 0) fail('arch', value, allowed);
+  if (!Array.isArray(value) || value.length === 0) invalidOption('arch', value, allowed);
   const valid = value.every((v) => v === 'M' || (Number.isSafeInteger(v) && v >= 1 && v <= 65536));
-  if (!valid || !value.some((v) => v !== 'M')) fail('arch', value, allowed);
+  if (!valid || !value.some((v) => v !== 'M')) invalidOption('arch', value, allowed);
   const config = [...value] as Array<number | 'M'>;
   return { arch: config, config };
 }
@@ -231,17 +214,17 @@ function resolveInit(value: unknown): InitScheme {
     const std = (value as { normal?: unknown }).normal;
     if (keys.length === 1 && typeof std === 'number' && Number.isFinite(std) && std > 0) return { normal: std };
   }
-  return fail('init', value, `${oneOf(INIT_NAMES)} or { normal: std } with std > 0`);
+  return invalidOption('init', value, `${oneOf(INIT_NAMES)} or { normal: std } with std > 0`);
 }
 
 export function resolveDevice(value: unknown, cudaDevices: number): Device {
   const spec = value === undefined ? 'auto' : value;
   const allowed = `'auto' | 'cpu' | 'cuda' | 'cuda:N'`;
-  if (typeof spec !== 'string') fail('device', spec, allowed);
+  if (typeof spec !== 'string') invalidOption('device', spec, allowed);
   if (spec === 'cpu') return 'cpu';
   if (spec === 'auto') return cudaDevices > 0 ? 'cuda:0' : 'cpu';
   const match = /^cuda(?::(\d+))?$/.exec(spec);
-  if (!match) fail('device', spec, allowed);
+  if (!match) invalidOption('device', spec, allowed);
   const index = match[1] === undefined ? 0 : Number(match[1]);
   if (cudaDevices === 0) {
     throw new PerceptualLossError(
@@ -262,15 +245,15 @@ function resolveLayers(value: unknown, modules: readonly ModuleInfo[], archLabel
   if (value === undefined) return defaultLayers(modules);
   const names = modules.map((m) => m.name);
   const allowedText = `tap names of ${archLabel}: conv{b}_{i}, relu{b}_{i} or pool{b}, from ${names[0]} to ${names[names.length - 1]}`;
-  if (!Array.isArray(value) || value.length === 0) fail('layers', value, `a non-empty array of ${allowedText}`);
+  if (!Array.isArray(value) || value.length === 0) invalidOption('layers', value, `a non-empty array of ${allowedText}`);
   const seen = new Set<string>();
   for (const layer of value) {
-    if (typeof layer !== 'string') fail('layers', value, `a non-empty array of ${allowedText}`);
+    if (typeof layer !== 'string') invalidOption('layers', value, `a non-empty array of ${allowedText}`);
     if (!/^(conv\d+_\d+|relu\d+_\d+|pool\d+)$/.test(layer)) {
-      fail('layers', layer, `a tap name (conv{b}_{i}, relu{b}_{i} or pool{b}) of ${archLabel}`);
+      invalidOption('layers', layer, `a tap name (conv{b}_{i}, relu{b}_{i} or pool{b}) of ${archLabel}`);
     }
-    if (!names.includes(layer)) fail('layers', layer, allowedText);
-    if (seen.has(layer)) fail('layers', value, 'each tap at most once');
+    if (!names.includes(layer)) invalidOption('layers', layer, allowedText);
+    if (seen.has(layer)) invalidOption('layers', value, 'each tap at most once');
     seen.add(layer);
   }
   return [...value];
@@ -281,19 +264,19 @@ function resolveLayerWeights(value: unknown, layers: readonly string[]): number[
   const isWeight = (w: unknown): w is number => typeof w === 'number' && Number.isFinite(w) && w >= 0;
   if (Array.isArray(value)) {
     if (value.length !== layers.length || !value.every(isWeight)) {
-      fail('layerWeights', value, `an array of ${layers.length} finite numbers >= 0, one per tap (${layers.join(', ')})`);
+      invalidOption('layerWeights', value, `an array of ${layers.length} finite numbers >= 0, one per tap (${layers.join(', ')})`);
     }
     return [...value];
   }
   if (value !== null && typeof value === 'object') {
     const byName = value as Record<string, unknown>;
     for (const [name, weight] of Object.entries(byName)) {
-      if (!layers.includes(name)) fail('layerWeights', name, `weights for the taps in use: ${layers.join(', ')}`);
-      if (!isWeight(weight)) fail(`layerWeights.${name}`, weight, 'a finite number >= 0');
+      if (!layers.includes(name)) invalidOption('layerWeights', name, `weights for the taps in use: ${layers.join(', ')}`);
+      if (!isWeight(weight)) invalidOption(`layerWeights.${name}`, weight, 'a finite number >= 0');
     }
     return layers.map((name) => (byName[name] as number | undefined) ?? 1);
   }
-  return fail('layerWeights', value, 'an array with one weight per tap or an object { [tap]: weight }');
+  return invalidOption('layerWeights', value, 'an array with one weight per tap or an object { [tap]: weight }');
 }
 
 const KNOWN_OPTIONS = new Set<string>([
@@ -337,16 +320,14 @@ export interface Resolved {
 }
 
 export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
-  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
-    throw new PerceptualLossError('ERR_OPTIONS', `Options must be an object such as { inChannels: 3 }; got ${show(input)}.`);
-  }
+  checkObject(input, 'Options', '{ inChannels: 3 }');
   const raw = input as Record<string, unknown>;
   for (const key of Object.keys(raw)) {
-    if (!KNOWN_OPTIONS.has(key)) fail(key, raw[key], `one of the known options: ${[...KNOWN_OPTIONS].join(', ')} (unknown option)`);
+    if (!KNOWN_OPTIONS.has(key)) invalidOption(key, raw[key], `one of the known options: ${[...KNOWN_OPTIONS].join(', ')} (unknown option)`);
   }
   const { inChannels } = raw;
   if (typeof inChannels !== 'number' || !Number.isSafeInteger(inChannels) || inChannels < 1 || inChannels > 65536) {
-    fail('inChannels', inChannels, 'an integer >= 1 (required): 3 for RGB, 1 for depth, the class count for segmentation');
+    invalidOption('inChannels', inChannels, 'an integer >= 1 (required): 3 for RGB, 1 for depth, the class count for segmentation');
   }
   const { arch, config } = resolveArch(raw.arch);
   const modules = describeNetwork(config, inChannels);
@@ -369,7 +350,7 @@ export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
     );
   }
   const layout = pick('layout', raw.layout, LAYOUTS, 'nchw');
-  if (raw.checkFinite !== undefined && typeof raw.checkFinite !== 'boolean') fail('checkFinite', raw.checkFinite, 'true | false');
+  if (raw.checkFinite !== undefined && typeof raw.checkFinite !== 'boolean') invalidOption('checkFinite', raw.checkFinite, 'true | false');
   const checkFinite = (raw.checkFinite as boolean | undefined) ?? true;
   const performance = resolvePerformance(raw);
 

@@ -2,31 +2,20 @@
 // maps with a valid mask) and any dense C-channel output. Each builds a PerceptualLoss with the
 // right `inChannels` and computes { loss, grad } with respect to the prediction.
 import { PerceptualLossError, show } from './errors';
-import type { HostTensor, LabelsLike, TensorLike } from './input';
-import { PerceptualLoss, PreparedTarget, type CallOptions, type LossAndGrad } from './loss';
+import type { HostTensor, LabelsLike, ResultFor, TensorLike } from './input';
+import { PerceptualLoss, PreparedTarget, type CallOptions, type LossAndGrad, type SegmentationOptions } from './loss';
 import type { Layout, PerceptualLossOptions } from './options';
 import { Tensor } from './tensor';
-
-/** What the gradient of a prediction P is: a Tensor for a Tensor, else P's array type. */
-export type GradOf<P> = P extends Tensor ? Tensor : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
+import { checkIgnoreIndex, checkObject, checkOptionalObject, hostTensor, nchwDims, positiveInteger } from './validate';
 
 /** The perceptual loss options, less `inChannels`, which the task fixes. */
 export type TaskLossOptions = Omit<PerceptualLossOptions, 'inChannels'>;
 
 function checkTaskOptions(options: unknown, what: string): asserts options is Record<string, unknown> {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new PerceptualLossError('ERR_OPTIONS', `${what} options must be an object; got ${show(options)}.`);
-  }
+  checkObject(options, `${what} options`);
   if ('inChannels' in options) {
     throw new PerceptualLossError('ERR_OPTIONS', `${what}: "inChannels" is set by the task; use ${what === 'segmentationLoss' ? '"classes"' : '"channels"'} instead.`);
   }
-}
-
-function positiveInteger(option: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "${option}": got ${show(value)}; allowed: an integer >= 1 (required).`);
-  }
-  return value;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -57,14 +46,13 @@ export class SegmentationLoss implements Disposable {
   }
 
   /** logits [N, classes, H, W] (or NHWC with `layout: 'nhwc'`) and integer labels [N, H, W]. */
-  lossAndGrad<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): LossAndGrad<GradOf<P>> {
-    return this.perceptual.lossAndGradSegmentation(logits, labels, { ...call, ignoreIndex: this.ignoreIndex }) as LossAndGrad<GradOf<P>>;
+  lossAndGrad<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): LossAndGrad<ResultFor<P>> {
+    return this.perceptual.lossAndGradSegmentation(logits, labels, withIgnoreIndex(call, this.ignoreIndex));
   }
 
   /** The same, off the JavaScript thread. */
-  async lossAndGradAsync<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): Promise<LossAndGrad<GradOf<P>>> {
-    const result = await this.perceptual.lossAndGradSegmentationAsync(logits, labels, { ...call, ignoreIndex: this.ignoreIndex });
-    return result as LossAndGrad<GradOf<P>>;
+  async lossAndGradAsync<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): Promise<LossAndGrad<ResultFor<P>>> {
+    return this.perceptual.lossAndGradSegmentationAsync(logits, labels, withIgnoreIndex(call, this.ignoreIndex));
   }
 
   dispose(): void {
@@ -74,6 +62,11 @@ export class SegmentationLoss implements Disposable {
   [Symbol.dispose](): void {
     this.dispose();
   }
+}
+
+function withIgnoreIndex(call: CallOptions | undefined, ignoreIndex: number): SegmentationOptions {
+  checkOptionalObject(call, 'Call options', "{ layout: 'nhwc' }");
+  return { ...call, ignoreIndex };
 }
 
 /**
@@ -86,12 +79,10 @@ export class SegmentationLoss implements Disposable {
  */
 export function segmentationLoss(options: SegmentationLossOptions): SegmentationLoss {
   checkTaskOptions(options, 'segmentationLoss');
-  const { classes, ignoreIndex = 255, ...rest } = options;
+  const { classes, ignoreIndex, ...rest } = options;
   positiveInteger('classes', classes);
-  if (!Number.isSafeInteger(ignoreIndex)) {
-    throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "ignoreIndex": got ${show(ignoreIndex)}; allowed: an integer.`);
-  }
-  return new SegmentationLoss(new PerceptualLoss({ ...rest, inChannels: classes }), ignoreIndex);
+  const ignored = checkIgnoreIndex(ignoreIndex);
+  return new SegmentationLoss(new PerceptualLoss({ ...rest, inChannels: classes }), ignored);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -140,20 +131,20 @@ export class DenseLoss implements Disposable {
 
   /** The loss alone. */
   loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: DenseCallOptions): number | FloatArray {
-    const { mask, ...rest } = call ?? {};
+    const [mask, rest] = splitMask(call);
     if (mask === undefined) return this.perceptual.loss(pred, target, rest);
     const [p, t] = this.#masked(pred, target, mask, rest);
     return this.perceptual.loss(p, t, rest);
   }
 
   /** The loss and d loss / d pred (zero where the mask is 0). */
-  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: DenseCallOptions): LossAndGrad<GradOf<P>> {
-    const { mask, ...rest } = call ?? {};
-    if (mask === undefined) return this.perceptual.lossAndGrad(pred, target, rest) as LossAndGrad<GradOf<P>>;
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: DenseCallOptions): LossAndGrad<ResultFor<P>> {
+    const [mask, rest] = splitMask(call);
+    if (mask === undefined) return this.perceptual.lossAndGrad(pred, target, rest) as LossAndGrad<ResultFor<P>>;
     const [p, t, plan] = this.#masked(pred, target, mask, rest);
     const result = this.perceptual.lossAndGrad(p, t, rest);
     applyMask(result.grad as FloatArray, plan);
-    return result as LossAndGrad<GradOf<P>>;
+    return result as LossAndGrad<ResultFor<P>>;
   }
 
   /** The same, off the JavaScript thread (the masking itself runs on it). */
@@ -161,13 +152,13 @@ export class DenseLoss implements Disposable {
     pred: P,
     target: TensorLike | PreparedTarget,
     call?: DenseCallOptions,
-  ): Promise<LossAndGrad<GradOf<P>>> {
-    const { mask, ...rest } = call ?? {};
-    if (mask === undefined) return (await this.perceptual.lossAndGradAsync(pred, target, rest)) as LossAndGrad<GradOf<P>>;
+  ): Promise<LossAndGrad<ResultFor<P>>> {
+    const [mask, rest] = splitMask(call);
+    if (mask === undefined) return (await this.perceptual.lossAndGradAsync(pred, target, rest)) as LossAndGrad<ResultFor<P>>;
     const [p, t, plan] = this.#masked(pred, target, mask, rest);
     const result = await this.perceptual.lossAndGradAsync(p, t, rest);
     applyMask(result.grad as FloatArray, plan);
-    return result as LossAndGrad<GradOf<P>>;
+    return result as LossAndGrad<ResultFor<P>>;
   }
 
   dispose(): void {
@@ -185,26 +176,18 @@ export class DenseLoss implements Disposable {
         'A mask needs pred and target as host arrays { data, shape }: copy Tensors with toArray(), or apply the mask on the device yourself.',
       );
     }
-    const p = hostOperand(pred, 'pred');
-    const t = hostOperand(target, 'target');
+    const p = hostTensor<FloatArray>(pred, 'pred', [Float32Array, Float64Array]);
+    const t = hostTensor<FloatArray>(target, 'target', [Float32Array, Float64Array]);
     const layout: Layout = call.layout ?? this.perceptual.options.layout;
     const plan = maskPlan(mask, p.shape, layout);
     return [{ data: masked(p.data, plan), shape: p.shape }, { data: masked(t.data, plan), shape: t.shape }, plan];
   }
 }
 
-function hostOperand(x: unknown, role: string): { data: FloatArray; shape: readonly number[] } {
-  const ok =
-    x !== null &&
-    typeof x === 'object' &&
-    'data' in x &&
-    'shape' in x &&
-    ((x as HostTensor).data instanceof Float32Array || (x as HostTensor).data instanceof Float64Array) &&
-    Array.isArray((x as HostTensor).shape);
-  if (!ok) {
-    throw new PerceptualLossError('ERR_SHAPE', `${role} must be { data: Float32Array | Float64Array, shape } to be masked; got ${show(x)}.`);
-  }
-  return x as HostTensor;
+function splitMask(call: DenseCallOptions | undefined): [MaskLike | undefined, CallOptions] {
+  checkOptionalObject(call, 'Call options', '{ mask }');
+  const { mask, ...rest } = call ?? {};
+  return [mask, rest];
 }
 
 function maskPlan(mask: MaskLike, shape: readonly number[], layout: Layout): MaskPlan {
@@ -216,7 +199,7 @@ function maskPlan(mask: MaskLike, shape: readonly number[], layout: Layout): Mas
   if (shape.length !== 4) {
     throw new PerceptualLossError('ERR_SHAPE', `pred must be 4-D to be masked; got shape ${show(shape)}.`);
   }
-  const [n, c, h, w] = layout === 'nhwc' ? [shape[0], shape[3], shape[1], shape[2]] : shape;
+  const [n, c, h, w] = nchwDims(shape, layout);
   const pixels = n * h * w;
   const elements = pixels * c;
   const given = isArray ? undefined : [...(mask as { shape: readonly number[] }).shape];

@@ -1,24 +1,14 @@
 // Tensors resident in libtorch memory, on a device.
-import { native, type NativeTensorHandle } from './binding';
+import { deviceInfo, native, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
 import { resolveDevice, type Device, type DeviceSpec } from './options';
+import { checkObject, checkShape, elementCount } from './validate';
 
 export type TensorData = Float32Array | Float64Array | Int32Array | Uint8Array;
 
 export interface TensorOptions {
   /** Default 'auto': the first CUDA device if there is one, else the CPU (as the loss). */
   device?: DeviceSpec;
-}
-
-export function checkShape(shape: unknown, what: string): number[] {
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-    throw new PerceptualLossError('ERR_SHAPE', `${what} shape must be an array of integers >= 0; got ${show(shape)}.`);
-  }
-  return [...shape];
-}
-
-export function elementCount(shape: readonly number[]): number {
-  return shape.reduce((n, d) => n * d, 1);
 }
 
 const handles = new WeakMap<Tensor, NativeTensorHandle>();
@@ -44,10 +34,8 @@ export class Tensor implements Disposable {
         `Tensor.from: shape ${show(dims)} needs ${elementCount(dims)} elements but the data holds ${data.length}.`,
       );
     }
-    if (options === null || typeof options !== 'object') {
-      throw new PerceptualLossError('ERR_OPTIONS', `Tensor.from options must be an object; got ${show(options)}.`);
-    }
-    const device = resolveDevice(options.device, native().runtimeInfo().cudaDeviceCount);
+    checkObject(options, 'Tensor.from options');
+    const device = resolveDevice(options.device, deviceInfo().cudaDeviceCount);
     return new Tensor(native().NativeTensor.fromHost(data, dims, device));
   }
 

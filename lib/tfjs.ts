@@ -5,6 +5,7 @@
 import type * as tf from '@tensorflow/tfjs-core';
 import { PerceptualLossError, show } from './errors';
 import type { CallOptions, PerceptualLoss } from './loss';
+import { checkIgnoreIndex, checkOptionalObject, nonNegative } from './validate';
 
 export interface TfjsLossOptions {
   /**
@@ -49,14 +50,8 @@ function loadTf(): Tf {
 }
 
 function checkWeight(options: TfjsLossOptions | undefined): number {
-  if (options !== undefined && (options === null || typeof options !== 'object')) {
-    throw new PerceptualLossError('ERR_OPTIONS', `TensorFlow.js loss options must be an object; got ${show(options)}.`);
-  }
-  const weight = options?.weight ?? 1;
-  if (typeof weight !== 'number' || !Number.isFinite(weight) || weight < 0) {
-    throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "weight": got ${show(weight)}; allowed: a finite number >= 0.`);
-  }
-  return weight;
+  checkOptionalObject(options, 'TensorFlow.js loss options');
+  return nonNegative('weight', options?.weight, 1);
 }
 
 /** The tfjs op must return one number per call: per-sample losses have no place in a Scalar. */
@@ -166,11 +161,7 @@ export function tfjsSegmentationLoss(loss: PerceptualLoss, options?: TfjsSegment
   const tfc = loadTf();
   const weight = checkWeight(options);
   checkReduction(loss);
-  const ignoreIndex = options?.ignoreIndex ?? 255;
-  if (!Number.isSafeInteger(ignoreIndex)) {
-    throw new PerceptualLossError('ERR_OPTIONS', `Invalid option "ignoreIndex": got ${show(ignoreIndex)}; allowed: an integer.`);
-  }
-  const call = { ...NHWC, ignoreIndex };
+  const call = { ...NHWC, ignoreIndex: checkIgnoreIndex(options?.ignoreIndex) };
   return (logits, labels) => {
     checkFloat(tfc, logits, 'logits');
     if (!(labels instanceof tfc.Tensor)) {

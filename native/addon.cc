@@ -507,7 +507,8 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
          InstanceMethod<&NativeLoss::cachedGraphs>("cachedGraphs")});
   }
 
-  // new NativeLoss(config): `config` is the TS schema's resolved form.
+  // new NativeLoss(config, weights?): `config` is the TS schema's resolved form; `weights`, when
+  // given ([weight0, bias0, ...] as Float32Arrays, in conv order), replace the drawn ones (load()).
   explicit NativeLoss(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeLoss>(info) {
     guarded(info.Env(), [&]() -> Napi::Value {
       const auto c = info[0].As<Napi::Object>();
@@ -544,7 +545,18 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
       cuda_ = std::make_shared<cuda::Context>(*config);
       config_ = config;
       auto scope = cuda_->enter();
-      net_ = buildNetwork(*config_, seedFrom(c.Get("seed")), nextGeneration());
+      if (info.Length() > 1 && info[1].IsArray()) {
+        const auto arrays = info[1].As<Napi::Array>();
+        TORCH_CHECK(arrays.Length() % 2 == 0, "expected a weight and a bias per conv");
+        std::vector<at::Tensor> convWeights, convBiases;
+        for (uint32_t i = 0; i < arrays.Length(); ++i) {
+          const auto array = arrays.Get(i).As<Napi::TypedArray>();
+          (i % 2 == 0 ? convWeights : convBiases).push_back(fromTypedArray(array, {static_cast<int64_t>(array.ElementLength())}, true));
+        }
+        net_ = buildNetwork(*config_, convWeights, convBiases, seedFrom(c.Get("seed")), nextGeneration());
+      } else {
+        net_ = buildNetwork(*config_, seedFrom(c.Get("seed")), nextGeneration());
+      }
       return info.Env().Undefined();
     });
   }

@@ -298,6 +298,30 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed,
   return net;
 }
 
+std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vector<at::Tensor>& weights,
+                                            const std::vector<at::Tensor>& biases, uint64_t seed, uint64_t generation) {
+  auto net = std::make_shared<Network>();
+  layOutModules(config, *net);
+  const std::vector<int64_t> widths = convWidths(config, net->moduleIndexOfConv.size());
+  TORCH_CHECK(weights.size() == widths.size() && biases.size() == widths.size(), "expected ", widths.size(),
+              " conv weights and biases, got ", weights.size(), " and ", biases.size());
+  int64_t in = config.inChannels;
+  for (size_t i = 0; i < widths.size(); ++i) {
+    const int64_t out = widths[i];
+    TORCH_CHECK(weights[i].numel() == out * in * 9 && biases[i].numel() == out, "conv ", i, " needs ", out * in * 9,
+                " weights and ", out, " biases");
+    net->masterWeights.push_back(weights[i].to(at::kFloat).reshape({out, in, 3, 3}).contiguous());
+    in = out;
+  }
+  placeOnDevice(config, *net);
+  for (size_t i = 0; i < biases.size(); ++i) {
+    net->biases[i] = biases[i].reshape({-1}).to(config.device, config.dtype).contiguous();
+  }
+  net->seed = seed;
+  net->generation = generation;
+  return net;
+}
+
 std::shared_ptr<const Network> withWeights(const Config& config, const Network& base,
                                            const std::vector<at::Tensor>& weights,
                                            const std::vector<at::Tensor>& biases, uint64_t generation) {

@@ -83,6 +83,11 @@ struct Network {
 
 std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed, uint64_t generation);
 
+// The same network with given float32 CPU weights and biases (in conv order, any shape holding the
+// right number of values) instead of drawn ones: nothing is drawn. `seed` is only recorded.
+std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vector<at::Tensor>& weights,
+                                            const std::vector<at::Tensor>& biases, uint64_t seed, uint64_t generation);
+
 // Replaces the drawn weights by given float32 CPU tensors (in conv order).
 std::shared_ptr<const Network> withWeights(const Config& config, const Network& net,
                                            const std::vector<at::Tensor>& weights,

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ left in the working tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# Same architecture, cut and seeded weights as SPEC.md (and as the parity tests use).
+# Same architecture, cut and seeded weights as docs/api.md says (and as the parity tests use).
 from reference import build_network, resolve_options  # noqa: E402
 
 # Read before anything sets it: this is what a user gets without calling set_num_threads.

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference for generic-perceptual-loss (see SPEC.md).
+"""PyTorch reference for generic-perceptual-loss (see docs/api.md).
 
 Usage: /usr/bin/python3 scripts/reference.py CASES.json OUTDIR
 
@@ -23,7 +23,7 @@ from torchvision.models.vgg import cfgs
 ARCHS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 OUTPUTS = {"weights", "features", "loss", "grad"}
-# Options of SPEC.md that do not change the result on the CPU: accepted and ignored, so that a
+# Options of docs/api.md that do not change the result on the CPU: accepted and ignored, so that a
 # user's options can be passed as they are.
 IGNORED_OPTIONS = {"device", "checkFinite"}
 DEFAULTS = {
@@ -111,7 +111,7 @@ def nn_pool(pool):
 
 
 def build_network(opts, last_k):
-    """Sequential of modules 0..last_k, conv weights drawn per SPEC.md; returns (net, names, sha)."""
+    """Sequential of modules 0..last_k, conv weights drawn as docs/api.md says; returns (net, names, sha)."""
     cfg = opts["arch"]
     gen = torch.Generator().manual_seed(opts["seed"])
     modules, in_ch = [], opts["inChannels"]
@@ -178,7 +178,7 @@ def run_features(net, x, taps):
 
 
 def resolve_options(raw):
-    """SPEC.md's defaults filled into a user's options, independently of the package."""
+    """The defaults of docs/api.md filled into a user's options, independently of the package."""
     if not isinstance(raw, dict):
         raise CaseError("options must be an object")
     known = set(DEFAULTS) | {"inChannels", "layers", "layerWeights"} | IGNORED_OPTIONS

@@ -1,4 +1,4 @@
-// The public API of SPEC.md: resolved options, the state dict and its torchvision names, Tensor,
+// The public API of docs/api.md: resolved options, the state dict and its torchvision names, Tensor,
 // array types, async calls, prepared targets, reseed, save/load, layouts, reductions, per-tap
 // terms, the runtime, and loading the package with both `require` and `import`.
 import { execFileSync } from 'node:child_process';
@@ -66,7 +66,7 @@ afterAll(() => {
 describe('options', () => {
   const autoDevice = () => runtime().devices.find((d) => d.startsWith('cuda')) ?? 'cpu';
 
-  it('fills in every default of SPEC.md', () => {
+  it('fills in every default of docs/api.md', () => {
     expect(new PerceptualLoss({ inChannels: 3 }).options).toEqual({
       inChannels: 3,
       arch: 'vgg19',

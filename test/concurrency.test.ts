@@ -1,4 +1,4 @@
-// Concurrency (issue 7): concurrent async calls on one loss, losses in worker_threads, disposing
+// Concurrency: concurrent async calls on one loss, losses in worker_threads, disposing
 // while calls are in flight, garbage collection of inputs in flight, a worker terminated
 // mid-call, and the event loop's responsiveness during a long async step.
 import { spawnSync } from 'node:child_process';
@@ -314,7 +314,7 @@ describe('disposing while calls are in flight', () => {
 describe('the event loop', () => {
   // One core stays with the JavaScript thread. With every core busy, the operating system alone
   // delays a 5 ms timer by up to ~30 ms on a 2-core machine: two plain busy worker_threads, no
-  // package code at all, do that too (see the report of issue 7).
+  // package code at all, do that too.
   const threads = Math.max(1, THREADS - 1);
 
   /** Runs `work` with setInterval(5 ms) going: its duration, the ticks during it, the worst lag. */

@@ -1,6 +1,7 @@
 // Every bad option, input, state and file gets a PerceptualLossError with the right code and a
 // message that says what was wrong; afterwards the loss object that threw still gives the answer
-// it gave before (SPEC.md, "Errors": "the process never crashes and the loss object stays usable").
+// it gave before (docs/api.md, "Errors": the process never crashes, and the loss object that threw
+// stays usable and gives the results it gave before).
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';

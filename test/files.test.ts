@@ -1,4 +1,4 @@
-// Hostile files (issue 7): PerceptualLoss.load reads safetensors defensively. Valid files are
+// Hostile files: PerceptualLoss.load reads safetensors defensively. Valid files are
 // mutated at random (bytes, the header length, the JSON header, offsets, shapes, dtypes, names,
 // truncation, appended bytes); an independent strict reader of the format decides whether each
 // mutant is still a valid file for the architecture. Every invalid one must give ERR_FILE; every

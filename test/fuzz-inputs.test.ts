@@ -5,7 +5,7 @@
 //   - every invalid call throws (or rejects) a PerceptualLossError with the code of its defect,
 //     and the loss that saw it still gives, bit for bit, the result it gave before;
 //   - every valid call gives finite results equal to an independent float64 implementation of
-//     SPEC.md in JavaScript (test/helpers/js-reference.ts).
+//     docs/api.md in JavaScript (test/helpers/js-reference.ts).
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {

@@ -1,7 +1,7 @@
 // Property-based fuzzing of the constructor's options (test/helpers/fuzz.ts says how to replay a
 // failure): random valid, invalid, missing, undefined and unknown options; every invalid object
 // throws a PerceptualLossError with the code of its defect, every valid one resolves to the
-// options SPEC.md gives, defaults included.
+// options docs/api.md gives, defaults included.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PerceptualLoss, type ErrorCode, type PerceptualLossOptions } from '../lib/index';

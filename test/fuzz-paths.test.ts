@@ -1,6 +1,6 @@
 // Property-based fuzzing of valid cases (test/helpers/fuzz.ts says how to replay a failure): random
 // tiny configurations and inputs give results equal to an independent float64 implementation of
-// SPEC.md in JavaScript (test/helpers/js-reference.ts), and bit-identical results through every
+// docs/api.md in JavaScript (test/helpers/js-reference.ts), and bit-identical results through every
 // other path to the same value: Tensor or host array, nchw or transposed nhwc, async or sync,
 // prepared or plain target, Float64Array or Float32Array. Gradients where pred equals the target
 // or the features are zero close the file.

@@ -1,4 +1,4 @@
-// Leaks (issue 7): a short run of scripts/soak.js (the full one is `npm run soak`, 5,000 steps),
+// Leaks: a short run of scripts/soak.js (the full one is `npm run soak`, 5,000 steps),
 // the script's own failure detection, and the finalizer that frees Tensors the garbage collector
 // takes without dispose().
 import { spawnSync } from 'node:child_process';

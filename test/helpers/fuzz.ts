@@ -452,7 +452,7 @@ export function release(value: unknown): void {
   else if (value && typeof value === 'object' && 'grad' in value) release((value as { grad: unknown }).grad);
 }
 
-/** The last ReLU of each block (SPEC.md's default taps), as a test-side rule. */
+/** The last ReLU of each block (the default taps of docs/api.md), as a test-side rule. */
 export function defaultLayers(arch: readonly ref.ArchEntry[]): string[] {
   const names = ref.tapNames(arch);
   const kinds = ref.modulesOf(arch).map((m) => m.kind);

@@ -1,4 +1,4 @@
-// An independent float64 implementation of SPEC.md's loss in plain JavaScript: the network
+// An independent float64 implementation of the loss of docs/api.md in plain JavaScript: the network
 // (3x3 convs, ReLU, 2x2 pools) forward and backward, the criteria, the reductions, the Gram
 // term and segmentation. It is slow but needs no process, so the fuzz tests can check every
 // valid case against it. It follows PyTorch's rules for NaN (ReLU and max pool propagate it,
@@ -349,7 +349,7 @@ function backward(options: JsOptions, convs: readonly JsConv[], fwd: ReturnType<
   return g!.data;
 }
 
-/** The loss of SPEC.md and its gradient with respect to pred (both NCHW). */
+/** The loss of docs/api.md and its gradient with respect to pred (both NCHW). */
 export function lossAndGrad(options: JsOptions, convs: readonly JsConv[], pred: JsTensor, target: JsTensor): JsResult {
   const fwd = forward(options, convs, pred);
   const targetTaps = forward(options, convs, target).taps;

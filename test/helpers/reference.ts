@@ -1,4 +1,4 @@
-// Runs scripts/reference.py (PyTorch, the reference implementation of SPEC.md) on a batch of cases
+// Runs scripts/reference.py (PyTorch, the reference implementation of docs/api.md) on a batch of cases
 // and reads its results back. One Python process serves all cases because importing torch is slow.
 
 import { execFile } from 'node:child_process';
@@ -25,7 +25,7 @@ export type Init =
   | { readonly normal: number };
 
 /**
- * The loss options, as a user gives them to `new PerceptualLoss` (SPEC.md), of those that change the
+ * The loss options, as a user gives them to `new PerceptualLoss` (docs/api.md), of those that change the
  * result on the CPU. The reference fills in every default itself: the taps of the architecture,
  * per-tap weights from a `{ [tap]: weight }` object, and the scalar options. Pass the user's options,
  * never a loss's resolved `options`, so that the package's own resolution is under test too.

@@ -2,7 +2,7 @@ import { loadBinding } from './binding';
 
 export { PerceptualLossError, type ErrorCode } from './errors';
 export { PerceptualLoss, PreparedTarget, type CallOptions, type Feature, type LossAndGrad, type LossTerm, type SegmentationOptions } from './loss';
-export type { HostTensor, LabelsLike, TensorLike } from './input';
+export type { HostTensor, LabelsLike, ResultFor, TensorLike } from './input';
 export type {
   ArchName,
   ArchSpec,

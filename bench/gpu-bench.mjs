@@ -1,0 +1,200 @@
+// The GPU benchmark of scripts/gpu-suite.sh: this package against PyTorch (bench/gpu_torch.py) on
+// the same GPU, in the same run. Grid: 16x3x256x256, 8x19x512x512 (segmentation), 64x3x64x64
+// (launch overhead), vgg19 with five taps, l2, mean. Each package variant turns on one more
+// performance switch; inputs are resident Tensors (and host arrays once, for the boundary's cost).
+// Fresh random inputs every step (a pool of distinct inputs, drawn before the run); warm-up first;
+// the median of the timed steps; a step returns only once its result is on the host, so the wall
+// clock around it is the step's time. Writes $OUT/bench.json, gpu-<card>-<date>.json, table.txt.
+//   node bench/gpu-bench.mjs --mode gpu|cpu --out DIR
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CUDA, DEVICE, PYTHON, gpl, native, numel, rand } from '../test/gpu/common.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const { PerceptualLoss, Tensor } = gpl;
+const args = process.argv.slice(2);
+const out = path.resolve(args[args.indexOf('--out') + 1] ?? 'gpu-out');
+fs.mkdirSync(out, { recursive: true });
+
+const GRID = CUDA ? [[16, 3, 256, 256], [8, 19, 512, 512], [64, 3, 64, 64]] : [[2, 3, 32, 32], [1, 19, 32, 32], [4, 3, 16, 16]];
+const WARMUP = Number(process.env.GPL_BENCH_WARMUP ?? (CUDA ? 5 : 2));
+const STEPS = Number(process.env.GPL_BENCH_STEPS ?? (CUDA ? 20 : 5));
+const POOL = 3;
+
+const fast = { cudnnBenchmark: true, channelsLast: true };
+const VARIANTS = [
+  { name: 'default', options: {} },
+  { name: 'default, host arrays', options: {}, host: true },
+  { name: 'cudnnBenchmark', options: { cudnnBenchmark: true } },
+  { name: '+channelsLast', options: fast },
+  { name: '+channelsLast +cudaGraphs', options: { ...fast, cudaGraphs: true } },
+  { name: 'bf16 +channelsLast', options: { ...fast, dtype: 'bfloat16' }, cudaOnly: true },
+  { name: 'bf16 +targetStream', options: { ...fast, dtype: 'bfloat16', targetStream: true }, cudaOnly: true },
+  { name: 'bf16 +cudaGraphs', options: { ...fast, dtype: 'bfloat16', cudaGraphs: true }, cudaOnly: true },
+  { name: 'bf16 +cudaGraphs, host arrays', options: { ...fast, dtype: 'bfloat16', cudaGraphs: true }, host: true, cudaOnly: true },
+];
+
+const VGG19 = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512];
+function stepFlops([n, c, h, w]) {
+  let flops = 0;
+  for (const v of VGG19) {
+    if (v === 'M') {
+      h = Math.floor(h / 2);
+      w = Math.floor(w / 2);
+      continue;
+    }
+    flops += 2 * c * v * 9 * h * w * n;
+    c = v;
+  }
+  return 3 * flops;
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function measure(shape, variant) {
+  const loss = new PerceptualLoss({ inChannels: shape[1], device: DEVICE, ...variant.options });
+  const pool = Array.from({ length: POOL }, (_, i) => {
+    const p = { data: rand(numel(shape), 100 + i), shape };
+    const t = { data: rand(numel(shape), 200 + i), shape };
+    if (variant.host) return { p, t };
+    return { p: Tensor.from(p.data, shape, { device: DEVICE }), t: Tensor.from(t.data, shape, { device: DEVICE }) };
+  });
+  const step = (i) => {
+    const { p, t } = pool[i % POOL];
+    const r = loss.lossAndGrad(p, t);
+    if (!(r.grad instanceof Float32Array)) r.grad.dispose();
+    return r.loss;
+  };
+  let value = 0;
+  const t0 = performance.now();
+  for (let i = 0; i < WARMUP; i++) value = step(i);
+  const warmupMs = performance.now() - t0;
+  const before = CUDA ? native.cudaMemory(0).allocated : 0;
+  if (CUDA) native.cudaResetPeakMemory(0);
+  const times = [];
+  for (let i = 0; i < STEPS; i++) {
+    const start = performance.now();
+    value = step(WARMUP + i);
+    times.push(performance.now() - start);
+  }
+  const peak = CUDA ? native.cudaMemory(0).peakAllocated - before : null;
+  for (const { p, t } of pool) if (!variant.host) (p.dispose(), t.dispose());
+  loss.dispose();
+  if (CUDA) native.cudaEmptyCache();
+  times.sort((a, b) => a - b);
+  return {
+    median_ms: median(times),
+    p10_ms: times[Math.floor(times.length / 10)],
+    p90_ms: times[Math.floor((times.length * 9) / 10)],
+    warmup_ms: warmupMs,
+    peak_bytes: peak,
+    loss: value,
+    tflops: stepFlops(shape) / (median(times) * 1e-3) / 1e12,
+  };
+}
+
+const machine = fs.existsSync(path.join(out, 'machine.json')) ? JSON.parse(fs.readFileSync(path.join(out, 'machine.json'), 'utf8')) : {};
+const startedAt = new Date().toISOString();
+const pkg = {};
+for (const shape of GRID) {
+  const key = shape.join('x');
+  pkg[key] = {};
+  for (const variant of VARIANTS) {
+    if (variant.cudaOnly && !CUDA) continue;
+    try {
+      pkg[key][variant.name] = { options: variant.options, host: Boolean(variant.host), ...measure(shape, variant) };
+    } catch (error) {
+      pkg[key][variant.name] = { options: variant.options, error: `${error.code ?? ''} ${error.message}`.trim() };
+    }
+    const r = pkg[key][variant.name];
+    console.log(`package ${key} ${variant.name}: ${r.error ?? `${r.median_ms.toFixed(2)} ms`}`);
+  }
+}
+
+// PyTorch, in the same run, after the package (one process: importing torch takes seconds).
+const torchFile = path.join(out, 'torch.json');
+let torch = null;
+try {
+  execFileSync(PYTHON, [path.join(here, 'gpu_torch.py'), '--mode', CUDA ? 'gpu' : 'cpu', '--grid', GRID.map((s) => s.join('x')).join(','),
+    '--warmup', String(WARMUP), '--steps', String(STEPS), '--out', torchFile, '--compile-budget', process.env.GPL_COMPILE_BUDGET ?? (CUDA ? '150' : '0')],
+  { stdio: 'inherit', timeout: 280_000 });
+  torch = JSON.parse(fs.readFileSync(torchFile, 'utf8'));
+} catch (error) {
+  console.log(`PyTorch side failed: ${error.message}`);
+}
+
+const summary = {};
+for (const shape of GRID) {
+  const key = shape.join('x');
+  const rows = Object.entries(pkg[key]).filter(([, r]) => r.median_ms !== undefined && !r.host);
+  const [bestName, best] = rows.reduce((a, b) => (b[1].median_ms < a[1].median_ms ? b : a));
+  const bf16 = rows.filter(([name]) => name.startsWith('bf16')).reduce((a, b) => (!a || b[1].median_ms < a[1].median_ms ? b : a), undefined);
+  const t = torch?.shapes?.[key];
+  const def = pkg[key].default;
+  const hostDefault = pkg[key]['default, host arrays'];
+  summary[key] = {
+    best: bestName,
+    best_ms: best.median_ms,
+    default_ms: def?.median_ms ?? null,
+    torch_typical_ms: t?.typical?.median_ms ?? null,
+    torch_expert_ms: t?.expert?.median_ms ?? null,
+    torch_expert_which: t?.expert?.which ?? null,
+    vs_typical: t ? best.median_ms / t.typical.median_ms : null,
+    vs_expert: t ? best.median_ms / t.expert.median_ms : null,
+    default_vs_typical: t && def?.median_ms ? def.median_ms / t.typical.median_ms : null,
+    bf16_share_of_matmul_peak: bf16 && torch?.bf16_matmul ? bf16[1].tflops / torch.bf16_matmul.tflops : null,
+    peak_bytes: best.peak_bytes,
+    torch_typical_peak_bytes: t?.typical?.peak_bytes ?? null,
+    torch_expert_peak_bytes: t?.expert?.peak_bytes ?? null,
+    boundary_share: hostDefault?.median_ms && def?.median_ms ? (hostDefault.median_ms - def.median_ms) / hostDefault.median_ms : null,
+  };
+}
+
+const parityFile = path.join(out, 'parity.json');
+const result = {
+  kind: CUDA ? 'gpu' : 'cpu-dry-run',
+  startedAt,
+  machine,
+  method: {
+    order: 'every package variant, then PyTorch (typical, expert eager, expert compiled), in one suite run',
+    warmup: WARMUP,
+    steps: STEPS,
+    inputs: `a pool of ${POOL} distinct uniform [-1, 1) input pairs per shape and variant, cycled; PyTorch draws torch.randn per step`,
+    timing: 'package: wall clock around a synchronous step (it returns after the result reached the host); PyTorch: CUDA events',
+    flops: '3 x the forward FLOPs of the 16 convs up to relu5_4 (2*Cin*Cout*9*H*W*N each)',
+    peak: 'caching-allocator peak above the resident model and inputs',
+  },
+  package: pkg,
+  torch,
+  summary,
+  parity: fs.existsSync(parityFile) ? JSON.parse(fs.readFileSync(parityFile, 'utf8')) : null,
+};
+fs.writeFileSync(path.join(out, 'bench.json'), JSON.stringify(result, null, 2) + '\n');
+const card = (machine.card ?? (CUDA ? 'gpu' : 'cpu')).toLowerCase().replace(/^nvidia\s+/, '').replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+const recordName = `${CUDA ? 'gpu' : 'dry-run'}-${card}-${startedAt.slice(0, 10)}.json`;
+fs.writeFileSync(path.join(out, recordName), JSON.stringify(result, null, 2) + '\n');
+
+const f = (x, d = 1) => (x === null || x === undefined ? '—' : x.toFixed(d));
+const pct = (x) => (x === null || x === undefined ? '—' : `${(x * 100).toFixed(0)}%`);
+const mib = (x) => (x === null || x === undefined ? '—' : (x / 2 ** 20).toFixed(0));
+const lines = [
+  `${CUDA ? machine.card ?? 'GPU' : 'CPU dry run (tiny shapes)'}; torch ${torch?.torch ?? '—'}; bf16 matmul ${f(torch?.bf16_matmul?.tflops)} TFLOP/s; commit ${(machine.commit ?? '').slice(0, 12)}`,
+  '| shape | package ms (best variant) | default ms | torch typical ms | torch expert ms | vs typical | vs expert | bf16 % of matmul | peak MiB (torch typ.) | host boundary |',
+  '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ...Object.entries(summary).map(([key, s]) =>
+    `| ${key} | ${f(s.best_ms, 2)} (${s.best}) | ${f(s.default_ms, 2)} | ${f(s.torch_typical_ms, 2)} | ${f(s.torch_expert_ms, 2)} ${s.torch_expert_which ?? ''} | ${f(s.vs_typical, 2)} | ${f(s.vs_expert, 2)} | ${pct(s.bf16_share_of_matmul_peak)} | ${mib(s.peak_bytes)} (${mib(s.torch_typical_peak_bytes)}) | ${pct(s.boundary_share)} |`),
+];
+if (result.parity) {
+  const worst = {};
+  for (const p of result.parity) worst[p.bound] = Math.max(worst[p.bound] ?? 0, p.lossRelErr, p.gradRelErr);
+  lines.push(`parity (worst relative error per bound): ${Object.entries(worst).map(([b, e]) => `${e.toExponential(1)} <= ${b}`).join(', ')}`);
+}
+lines.push(`full results: ${path.join(out, 'bench.json')} and ${recordName}`);
+fs.writeFileSync(path.join(out, 'table.txt'), lines.join('\n') + '\n');
+console.log(lines.join('\n'));
+if (!torch) process.exit(1);

@@ -1,0 +1,214 @@
+"""The PyTorch side of the GPU benchmark (bench/gpu-bench.mjs runs it in the same suite run).
+
+Usage: python3 bench/gpu_torch.py --mode gpu|cpu --grid 16x3x256x256,... --warmup N --steps N
+       --out FILE [--compile-budget SECONDS]
+
+A step is the loss and d loss / d pred of vgg19 with five taps (relu1_2 ... relu5_4), l2, mean,
+random frozen weights, the network cut after the deepest tap. Two users:
+  typical: float32, NCHW, eval(), target under torch.no_grad(), torch.autograd.grad(loss, pred);
+  expert:  the same under bfloat16 autocast (loss in float32), channels-last model and inputs,
+           cudnn.benchmark, and torch.compile of the network when it works here (within the budget).
+Every step gets fresh random inputs (drawn before its timer starts); CUDA events time it; the
+median of `steps` timed steps after `warmup` is reported, with the peak memory above the resident
+model and inputs. Also measures the card's dense bfloat16 matmul rate, the yardstick for "% of peak".
+"""
+import argparse
+import json
+import statistics
+import time
+import traceback
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+TAPS = [3, 8, 17, 26, 35]  # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in torchvision's Sequential
+
+
+class Taps(nn.Module):
+    def __init__(self, in_channels):
+        super().__init__()
+        layers = []
+        c = in_channels
+        gen = torch.Generator().manual_seed(0)
+        for v in VGG19:
+            if v == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            conv = nn.Conv2d(c, v, 3, padding=1)
+            with torch.no_grad():
+                conv.weight.normal_(0, (2.0 / (c * 9)) ** 0.5, generator=gen)
+                conv.bias.zero_()
+            layers += [conv, nn.ReLU(inplace=True)]
+            c = v
+        self.features = nn.Sequential(*layers[: max(TAPS) + 1])
+        self.taps = set(TAPS)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        outs = []
+        for i, m in enumerate(self.features):
+            x = m(x)
+            if i in self.taps:
+                outs.append(x)
+        return outs
+
+
+def conv_flops(shape):
+    n, c, h, w = shape
+    flops = 0
+    for i, v in enumerate(VGG19):
+        if i >= 20:  # the convs up to relu5_4 (module 35) are the first 16
+            break
+        if v == "M":
+            h //= 2
+            w //= 2
+            continue
+        flops += 2 * c * v * 9 * h * w * n
+        c = v
+    return 3 * flops  # forward on pred, forward on target, the input-gradient backward
+
+
+class Timer:
+    def __init__(self, device):
+        self.cuda = device.type == "cuda"
+
+    def time(self, fn):
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize()
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+
+def measure(device, shape, expert, compiled, warmup, steps):
+    torch.backends.cudnn.benchmark = expert
+    net = Taps(shape[1]).to(device).eval()
+    fmt = torch.channels_last if expert else torch.contiguous_format
+    if expert:
+        net = net.to(memory_format=fmt)
+    model = torch.compile(net) if compiled else net
+    dtype = torch.bfloat16
+    autocast = device.type == "cuda" and expert
+
+    def step(pred, target):
+        with torch.autocast(device_type=device.type, dtype=dtype, enabled=autocast):
+            with torch.no_grad():
+                ft = model(target)
+            fp = model(pred)
+            loss = sum(F.mse_loss(a.float(), b.float()) for a, b in zip(fp, ft))
+        (grad,) = torch.autograd.grad(loss, pred)
+        return loss, grad
+
+    def inputs():
+        pred = torch.randn(shape, device=device).contiguous(memory_format=fmt).requires_grad_(True)
+        target = torch.randn(shape, device=device).contiguous(memory_format=fmt)
+        return pred, target
+
+    timer = Timer(device)
+    t0 = time.perf_counter()
+    first = None
+    for i in range(warmup):
+        pred, target = inputs()
+        ms = timer.time(lambda: step(pred, target))
+        if i == 0:
+            first = ms
+    warm_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    loss = None
+    for _ in range(steps):
+        pred, target = inputs()
+        out = {}
+        times.append(timer.time(lambda: out.update(r=step(pred, target))))
+        loss = float(out["r"][0])
+        del out, pred, target
+    peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else None
+    times.sort()
+    return {
+        "median_ms": statistics.median(times),
+        "p10_ms": times[len(times) // 10],
+        "p90_ms": times[(len(times) * 9) // 10],
+        "first_step_ms": first,
+        "warmup_s": warm_s,
+        "peak_bytes": peak,
+        "loss": loss,
+        "flops": conv_flops(shape),
+    }
+
+
+def matmul_rate(device):
+    if device.type != "cuda":
+        return None
+    n = 8192
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(10):
+        a @ b
+    timer = Timer(device)
+    times = sorted(timer.time(lambda: [a @ b for _ in range(10)]) / 10 for _ in range(10))
+    return {"n": n, "median_ms": statistics.median(times), "tflops": 2 * n**3 / (statistics.median(times) * 1e-3) / 1e12}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", default="gpu")
+    ap.add_argument("--grid", required=True)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--compile-budget", type=float, default=150)
+    args = ap.parse_args()
+    device = torch.device("cuda:0" if args.mode == "gpu" else "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's defaults
+        torch.backends.cudnn.allow_tf32 = True
+    grid = [[int(d) for d in s.split("x")] for s in args.grid.split(",")]
+    result = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+        "bf16_matmul": matmul_rate(device),
+        "shapes": {},
+    }
+    budget_end = time.perf_counter() + args.compile_budget
+    can_compile = hasattr(torch, "compile")
+    for shape in grid:
+        key = "x".join(map(str, shape))
+        row = {}
+        row["typical"] = measure(device, shape, False, False, args.warmup, args.steps)
+        row["expert_eager"] = measure(device, shape, True, False, args.warmup, args.steps)
+        if not can_compile:
+            row["expert_compiled"] = {"skipped": "torch.compile is not in this torch"}
+        elif time.perf_counter() > budget_end:
+            row["expert_compiled"] = {"skipped": f"past the {args.compile_budget:.0f} s compile budget"}
+        else:
+            try:
+                row["expert_compiled"] = measure(device, shape, True, True, args.warmup, args.steps)
+            except Exception as e:  # noqa: BLE001 - any failure of torch.compile is recorded, not fatal
+                row["expert_compiled"] = {"skipped": f"torch.compile failed: {type(e).__name__}: {e}"[:2000], "trace": traceback.format_exc()[-4000:]}
+        best = [r for r in (row["expert_eager"], row["expert_compiled"]) if "median_ms" in r]
+        row["expert"] = min(best, key=lambda r: r["median_ms"])
+        row["expert"] = {**row["expert"], "which": "compiled" if row["expert"] is row["expert_compiled"] else "eager"}
+        result["shapes"][key] = row
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

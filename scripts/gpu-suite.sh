@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The GPU suite: one command on the GPU machine, with .device/ (npm run gpu:pack) carried.
+#   bash scripts/gpu-suite.sh                 on the GPU machine: unpack node, build the addon against
+#                                             that machine's PyTorch, run test/gpu/ (node:test), then
+#                                             bench/gpu-bench.mjs against PyTorch on the same GPU
+#   bash scripts/gpu-suite.sh --cpu-dry-run   here: the same steps, test and bench files on the CPU with
+#                                             tiny shapes (packs into a temporary folder, uses this node)
+# Writes everything under $OUT (default ./gpu-out): machine.json, build.log, tests.txt, tests.xml,
+# parity.json, bench.json, gpu-<card>-<date>.json and table.txt; prints the short table last.
+# GPL_SUITE_SKIP=tests or =bench leaves that phase out (for a rerun of the other one).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root=$PWD
+
+mode=gpu
+case "${1:-}" in
+  "") ;;
+  --cpu-dry-run) mode=cpu ;;
+  *) echo "usage: bash scripts/gpu-suite.sh [--cpu-dry-run]" >&2; exit 2 ;;
+esac
+
+out="${OUT:-$root/gpu-out}"
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/gpl-gpu-suite.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+started=$(date +%s)
+log() { echo "gpu-suite [$(($(date +%s) - started))s] $*"; }
+failures=()
+
+# ---------------------------------------------------------------- what travels
+if [ "$mode" = cpu ]; then
+  # Debian's python3-torch, as the CPU reference of the other tests.
+  export GPL_PYTHON="${GPL_PYTHON:-/usr/bin/python3}"
+  pack="$work/pack"
+  node_bin=$(command -v node)
+  node scripts/gpu-pack.js --out "$pack" --no-node || { echo "gpu-suite: packing failed"; exit 1; }
+else
+  pack="${GPL_DEVICE_PACK:-$root/.device}"
+  [ -f "$pack/manifest.json" ] || { echo "gpu-suite: no $pack/manifest.json: run npm run gpu:pack and carry .device"; exit 1; }
+  [ -f "$pack/node.xz" ] || { echo "gpu-suite: $pack has no node.xz (packed with --no-node?)"; exit 1; }
+  mkdir -p "$work/bin"
+  xz -dc "$pack/node.xz" >"$work/bin/node" && chmod +x "$work/bin/node" || { echo "gpu-suite: cannot unpack node"; exit 1; }
+  node_bin="$work/bin/node"
+fi
+export PATH="$(dirname "$node_bin"):$PATH"
+export NODE_PATH="$pack/node_modules"
+log "node $("$node_bin" --version) ($node_bin), pack $pack ($(
+  "$node_bin" -p "const m = require('$pack/manifest.json'); m.commit.slice(0, 12) + (m.dirty ? ' with uncommitted changes' : '')"))"
+
+# ---------------------------------------------------------------- the machine
+"$node_bin" "$pack/test/gpu/machine.mjs" --mode "$mode" --pack "$pack" >"$out/machine.json" 2>"$out/machine.err" ||
+  { cat "$out/machine.err"; echo "gpu-suite: cannot read the machine's facts"; exit 1; }
+"$node_bin" -e "const m = require('$out/machine.json'); console.log('gpu-suite: ' + m.summary)"
+
+# ---------------------------------------------------------------- build against this machine's PyTorch
+package="$work/package"
+cp -r "$pack/package" "$package"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+log "building the addon"
+{
+  timeout 300 cmake -S "$package" -B "$package/build/cmake" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_JS_INC="$pack/node_modules/node-api-headers/include" \
+    -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$package/build/Release" &&
+    timeout 300 cmake --build "$package/build/cmake" --parallel "$(nproc)" &&
+    (cd "$package" && "$node_bin" -e "
+      const fs = require('fs');
+      fs.writeFileSync('build/Release/libtorch.json', JSON.stringify(require('./dist/libtorch.js').findLibtorch().chosen, null, 2));")
+} >"$out/build.log" 2>&1
+build_status=$?
+if [ $build_status -ne 0 ] || [ ! -f "$package/build/Release/generic_perceptual_loss.node" ]; then
+  tail -40 "$out/build.log"
+  echo "gpu-suite: the build failed (full log: build.log)"
+  exit 1
+fi
+grep -E "libtorch [0-9]" "$out/build.log" | head -1
+log "built $package/build/Release/generic_perceptual_loss.node"
+
+export GPL_PACKAGE="$package" GPL_SUITE_MODE="$mode" GPL_SUITE_OUT="$out" GPL_PACK="$pack"
+
+# ---------------------------------------------------------------- tests (node:test)
+if [ "${GPL_SUITE_SKIP:-}" != tests ]; then
+  log "tests: $pack/test/gpu"
+  (cd "$package" && timeout 240 "$node_bin" --test --test-concurrency=1 \
+    --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=junit --test-reporter-destination="$out/tests.xml" \
+    "$pack"/test/gpu/*.test.mjs) 2>&1 | tee "$out/tests.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(tests)
+fi
+
+# ---------------------------------------------------------------- benchmark against PyTorch
+if [ "${GPL_SUITE_SKIP:-}" != bench ]; then
+  log "benchmark"
+  (cd "$package" && timeout 300 "$node_bin" "$pack/bench/gpu-bench.mjs" --mode "$mode" --out "$out") 2>&1 | tee "$out/bench.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(bench)
+fi
+
+# ---------------------------------------------------------------- the short table, last
+log "done; files in $out"
+grep -E "^# (tests|pass|fail|skipped) " "$out/tests.txt" 2>/dev/null | tr '\n' ' '
+echo
+[ -f "$out/table.txt" ] && cat "$out/table.txt"
+if [ ${#failures[@]} -gt 0 ]; then
+  echo "gpu-suite: FAILED: ${failures[*]}"
+  exit 1
+fi
+echo "gpu-suite: OK ($mode)"

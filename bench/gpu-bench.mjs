@@ -18,9 +18,9 @@ const args = process.argv.slice(2);
 const out = path.resolve(args[args.indexOf('--out') + 1] ?? 'gpu-out');
 fs.mkdirSync(out, { recursive: true });
 
-const GRID = CUDA ? [[16, 3, 256, 256], [8, 19, 512, 512], [64, 3, 64, 64]] : [[2, 3, 32, 32], [1, 19, 32, 32], [4, 3, 16, 16]];
-const WARMUP = Number(process.env.GPL_BENCH_WARMUP ?? (CUDA ? 5 : 2));
-const STEPS = Number(process.env.GPL_BENCH_STEPS ?? (CUDA ? 20 : 5));
+const GRID = CUDA ? [[16, 3, 256, 256], [8, 19, 512, 512], [64, 3, 64, 64]] : [[1, 3, 16, 16], [1, 19, 16, 16], [2, 3, 16, 16]];
+const WARMUP = Number(process.env.PL_BENCH_WARMUP ?? (CUDA ? 5 : 1));
+const STEPS = Number(process.env.PL_BENCH_STEPS ?? (CUDA ? 20 : 3));
 const POOL = 3;
 
 const fast = { cudnnBenchmark: true, channelsLast: true };
@@ -121,7 +121,7 @@ const torchFile = path.join(out, 'torch.json');
 let torch = null;
 try {
   execFileSync(PYTHON, [path.join(here, 'gpu_torch.py'), '--mode', CUDA ? 'gpu' : 'cpu', '--grid', GRID.map((s) => s.join('x')).join(','),
-    '--warmup', String(WARMUP), '--steps', String(STEPS), '--out', torchFile, '--compile-budget', process.env.GPL_COMPILE_BUDGET ?? (CUDA ? '150' : '0')],
+    '--warmup', String(WARMUP), '--steps', String(STEPS), '--out', torchFile, '--compile-budget', process.env.PL_COMPILE_BUDGET ?? (CUDA ? '90' : '0')],
   { stdio: 'inherit', timeout: 280_000 });
   torch = JSON.parse(fs.readFileSync(torchFile, 'utf8'));
 } catch (error) {

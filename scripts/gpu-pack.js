@@ -19,6 +19,7 @@ const path = require('node:path');
 const root = path.resolve(__dirname, '..');
 const LIMIT = 64 * 2 ** 20;
 
+/** @param {string[]} argv @returns {{ out: string, node: boolean }} */
 function parseArgs(argv) {
   const args = { out: path.join(root, '.device'), node: true };
   for (let i = 0; i < argv.length; i++) {
@@ -29,17 +30,22 @@ function parseArgs(argv) {
   return args;
 }
 
-function copy(from, to, filter) {
-  fs.cpSync(path.join(root, from), to, { recursive: true, filter: filter ?? (() => true) });
+/** @param {string} from a path in the repository @param {string} to */
+function copy(from, to) {
+  fs.cpSync(path.join(root, from), to, { recursive: true });
 }
 
+/** @param {string} dir @returns {string[]} every file under dir */
 function walk(dir) {
   return fs.readdirSync(dir, { withFileTypes: true }).flatMap((e) => {
     const p = path.join(dir, e.name);
-    return e.isDirectory() ? walk(p) : [p];
+    /** @type {string[]} */
+    const files = e.isDirectory() ? walk(p) : [p];
+    return files;
   });
 }
 
+/** @param {{ out: string, node: boolean }} args */
 function pack({ out, node }) {
   if (!fs.existsSync(path.join(root, 'dist/index.js'))) throw new Error('gpu-pack: no dist/; run `npm run build:ts` first');
   fs.rmSync(out, { recursive: true, force: true });
@@ -50,8 +56,8 @@ function pack({ out, node }) {
     const xz = execFileSync('xz', ['-9e', '-T0', '-c', process.execPath], { maxBuffer: 256 * 2 ** 20 });
     fs.writeFileSync(path.join(out, 'node.xz'), xz);
   }
-  const modules = (name) => path.dirname(require.resolve(`${name}/package.json`, { paths: [root] }));
-  const skipDocs = (src) => !/\.(md)$/.test(src) && !/[/\\](test|tools|def|doc)$/.test(src);
+  const modules = (/** @type {string} */ name) => path.dirname(require.resolve(`${name}/package.json`, { paths: [root] }));
+  const skipDocs = (/** @type {string} */ src) => !/\.(md)$/.test(src) && !/[/\\](test|tools|def|doc)$/.test(src);
   fs.cpSync(modules('node-api-headers'), path.join(out, 'node_modules/node-api-headers'), { recursive: true, filter: skipDocs });
   fs.cpSync(modules('node-addon-api'), path.join(out, 'node_modules/node-addon-api'), { recursive: true, filter: skipDocs });
 
@@ -71,7 +77,7 @@ function pack({ out, node }) {
   } catch {
     // not a git checkout
   }
-  const files = walk(out).map((file) => ({
+  const files = walk(out).map((/** @type {string} */ file) => ({
     path: path.relative(out, file),
     bytes: fs.statSync(file).size,
     sha256: crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex'),
@@ -89,7 +95,7 @@ if (require.main === module) {
   try {
     pack(parseArgs(process.argv.slice(2)));
   } catch (error) {
-    console.error(error.message);
+    console.error(error instanceof Error ? error.message : error);
     process.exit(1);
   }
 }

@@ -7,7 +7,7 @@
 #                                             tiny shapes (packs into a temporary folder, uses this node)
 # Writes everything under $OUT (default ./gpu-out): machine.json, build.log, tests.txt, tests.xml,
 # parity.json, bench.json, gpu-<card>-<date>.json and table.txt; prints the short table last.
-# GPL_SUITE_SKIP=tests or =bench leaves that phase out (for a rerun of the other one).
+# PL_SUITE_SKIP=tests or =bench leaves that phase out (for a rerun of the other one).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -31,12 +31,12 @@ failures=()
 # ---------------------------------------------------------------- what travels
 if [ "$mode" = cpu ]; then
   # Debian's python3-torch, as the CPU reference of the other tests.
-  export GPL_PYTHON="${GPL_PYTHON:-/usr/bin/python3}"
+  export PL_PYTHON="${PL_PYTHON:-/usr/bin/python3}"
   pack="$work/pack"
   node_bin=$(command -v node)
   node scripts/gpu-pack.js --out "$pack" --no-node || { echo "gpu-suite: packing failed"; exit 1; }
 else
-  pack="${GPL_DEVICE_PACK:-$root/.device}"
+  pack="${PL_DEVICE_PACK:-$root/.device}"
   [ -f "$pack/manifest.json" ] || { echo "gpu-suite: no $pack/manifest.json: run npm run gpu:pack and carry .device"; exit 1; }
   [ -f "$pack/node.xz" ] || { echo "gpu-suite: $pack has no node.xz (packed with --no-node?)"; exit 1; }
   mkdir -p "$work/bin"
@@ -77,10 +77,10 @@ fi
 grep -E "libtorch [0-9]" "$out/build.log" | head -1
 log "built $package/build/Release/generic_perceptual_loss.node"
 
-export GPL_PACKAGE="$package" GPL_SUITE_MODE="$mode" GPL_SUITE_OUT="$out" GPL_PACK="$pack"
+export PL_PACKAGE="$package" PL_SUITE_MODE="$mode" PL_SUITE_OUT="$out" PL_PACK="$pack"
 
 # ---------------------------------------------------------------- tests (node:test)
-if [ "${GPL_SUITE_SKIP:-}" != tests ]; then
+if [ "${PL_SUITE_SKIP:-}" != tests ]; then
   log "tests: $pack/test/gpu"
   (cd "$package" && timeout 240 "$node_bin" --test --test-concurrency=1 \
     --test-reporter=spec --test-reporter-destination=stdout \
@@ -90,7 +90,7 @@ if [ "${GPL_SUITE_SKIP:-}" != tests ]; then
 fi
 
 # ---------------------------------------------------------------- benchmark against PyTorch
-if [ "${GPL_SUITE_SKIP:-}" != bench ]; then
+if [ "${PL_SUITE_SKIP:-}" != bench ]; then
   log "benchmark"
   (cd "$package" && timeout 300 "$node_bin" "$pack/bench/gpu-bench.mjs" --mode "$mode" --out "$out") 2>&1 | tee "$out/bench.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(bench)
@@ -98,7 +98,7 @@ fi
 
 # ---------------------------------------------------------------- the short table, last
 log "done; files in $out"
-grep -E "^# (tests|pass|fail|skipped) " "$out/tests.txt" 2>/dev/null | tr '\n' ' '
+grep -E "^ℹ (tests|pass|fail|skipped) " "$out/tests.txt" 2>/dev/null | tr '\n' ' '
 echo
 [ -f "$out/table.txt" ] && cat "$out/table.txt"
 if [ ${#failures[@]} -gt 0 ]; then

@@ -1,5 +1,5 @@
 // Shared by the GPU suite's tests and benchmark: the package under test (built by
-// scripts/gpu-suite.sh in $GPL_PACKAGE), the device, inputs, and the PyTorch reference.
+// scripts/gpu-suite.sh in $PL_PACKAGE), the device, inputs, and the PyTorch reference.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { createRequire } from 'node:module';
@@ -9,14 +9,14 @@ import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
-export const packageDir = process.env.GPL_PACKAGE ?? path.resolve(here, '../..');
+export const packageDir = process.env.PL_PACKAGE ?? path.resolve(here, '../..');
 
-export const MODE = process.env.GPL_SUITE_MODE ?? 'gpu';
+export const MODE = process.env.PL_SUITE_MODE ?? 'gpu';
 export const CUDA = MODE === 'gpu';
 export const DEVICE = CUDA ? 'cuda:0' : 'cpu';
-export const OUT = process.env.GPL_SUITE_OUT ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-gpu-out-'));
+export const OUT = process.env.PL_SUITE_OUT ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-gpu-out-'));
 // The GPU machine's python3 has its CUDA PyTorch; here Debian's python3-torch is the reference.
-export const PYTHON = process.env.GPL_PYTHON ?? (CUDA ? 'python3' : '/usr/bin/python3');
+export const PYTHON = process.env.PL_PYTHON ?? (CUDA ? 'python3' : '/usr/bin/python3');
 
 export const gpl = require(path.join(packageDir, 'dist/index.js'));
 export const native = require(path.join(packageDir, 'dist/binding.js')).native();

@@ -18,7 +18,7 @@ function tryRun(cmd, argv) {
 }
 
 const firstLine = (text) => (text ? text.split('\n')[0] : null);
-const python = process.env.GPL_PYTHON ?? (mode === 'cpu' ? '/usr/bin/python3' : 'python3');
+const python = process.env.PL_PYTHON ?? (mode === 'cpu' ? '/usr/bin/python3' : 'python3');
 const torchProbe = `
 import json, torch
 cuda = torch.cuda.is_available()

@@ -67,6 +67,8 @@ export interface NativeRuntime {
   cudaDevices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number }>;
   cxx11Abi: boolean;
   mkldnn: boolean;
+  /** Read with cpuid at run time. bfloat16Missing: what bfloat16 on the CPU lacks, '' where it runs. */
+  cpu: { vendor: string; avx512: boolean; avx512Bf16: boolean; amxBf16: boolean; bfloat16Missing: string };
   numThreads: number;
   parallelInfo: string;
 }

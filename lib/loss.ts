@@ -91,6 +91,14 @@ export class PreparedTarget implements Disposable {
 // nothing is resolved twice and no weight is drawn only to be replaced.
 let loading: { resolved: Resolved; weights: Float32Array[] } | undefined;
 
+let bfloat16Missing: string | undefined;
+
+/** What bfloat16 on this CPU lacks ('' where it can run), read once. */
+function cpuBfloat16Missing(): string {
+  bfloat16Missing ??= native().runtimeInfo().cpu.bfloat16Missing;
+  return bfloat16Missing;
+}
+
 export class PerceptualLoss implements Disposable {
   readonly #resolved: Resolved;
   #native: NativeLossHandle | undefined;
@@ -98,7 +106,7 @@ export class PerceptualLoss implements Disposable {
   constructor(options: PerceptualLossOptions) {
     const loaded = loading;
     loading = undefined;
-    this.#resolved = loaded?.resolved ?? resolveOptions(options, deviceInfo().cudaDeviceCount);
+    this.#resolved = loaded?.resolved ?? resolveOptions(options, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
     const binding = native();
     this.#native = new binding.NativeLoss(this.#resolved.native, loaded?.weights);
   }
@@ -220,7 +228,7 @@ export class PerceptualLoss implements Disposable {
     const merged = { ...stored, ...options } as PerceptualLossOptions;
     let resolved: Resolved;
     try {
-      resolved = resolveOptions(merged, deviceInfo().cudaDeviceCount);
+      resolved = resolveOptions(merged, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
     } catch (error) {
       // An invalid option that came from the file makes a bad file; the caller's own stay ERR_OPTIONS.
       const option = optionOf(error);

@@ -319,7 +319,11 @@ export interface Resolved {
   native: NativeConfig;
 }
 
-export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
+/**
+ * `cpuBfloat16Missing`: what this CPU (and libtorch) lacks for bfloat16, '' where it has it; the
+ * native core reads it with cpuid at run time.
+ */
+export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16Missing = 'a check of the CPU (not made)'): Resolved {
   checkObject(input, 'Options', '{ inChannels: 3 }');
   const raw = input as Record<string, unknown>;
   for (const key of Object.keys(raw)) {
@@ -343,10 +347,16 @@ export function resolveOptions(input: unknown, cudaDevices: number): Resolved {
   const pool = pick('pool', raw.pool, POOLS, 'max');
   const device = resolveDevice(raw.device, cudaDevices);
   const dtype = pick('dtype', raw.dtype, DTYPES, 'float32');
-  if ((dtype === 'float16' || dtype === 'bfloat16') && device === 'cpu') {
+  if (dtype === 'float16' && device === 'cpu') {
     throw new PerceptualLossError(
       'ERR_DTYPE',
-      `dtype ${show(dtype)} is for CUDA devices; on the CPU use 'float32' or 'float64'.`,
+      `dtype ${show(dtype)} is for CUDA devices; on the CPU use 'float32', 'float64' or 'bfloat16' (with AVX512-BF16 or AMX).`,
+    );
+  }
+  if (dtype === 'bfloat16' && device === 'cpu' && cpuBfloat16Missing !== '') {
+    throw new PerceptualLossError(
+      'ERR_DTYPE',
+      `dtype ${show(dtype)} on the CPU needs ${cpuBfloat16Missing}; use 'float32' or 'float64' here, or a CUDA device.`,
     );
   }
   const layout = pick('layout', raw.layout, LAYOUTS, 'nchw');

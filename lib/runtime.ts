@@ -18,6 +18,11 @@ export interface RuntimeInfo {
   binaryReason: string;
   /** 'cpu' and each 'cuda:N'. */
   devices: string[];
+  /**
+   * The CPU's features, read with cpuid at run time. `bfloat16`: dtype 'bfloat16' runs on the CPU
+   * (AVX512-BF16 or AMX-BF16); otherwise `bfloat16Missing` says what is missing.
+   */
+  cpu: { vendor: string; avx512: boolean; avx512Bf16: boolean; amxBf16: boolean; bfloat16: boolean; bfloat16Missing: string };
   numThreads: number;
 }
 
@@ -40,6 +45,7 @@ export function runtime(): RuntimeInfo {
     binary: file,
     binaryReason: choice.reason,
     devices: ['cpu', ...cudaDevices],
+    cpu: { ...info.cpu, bfloat16: info.cpu.bfloat16Missing === '' },
     numThreads: info.numThreads,
   };
 }

@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "compat.h"
+#include "cpu_features.h"
 #include "cuda.h"
 #include "perceptual.h"
 
@@ -429,18 +430,22 @@ bool standardStrides(const at::Tensor& t) {
   return true;
 }
 
-at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
+at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config, at::ScalarType dtype) {
   TORCH_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
   const at::Tensor nchw = nhwc ? x.permute({0, 3, 1, 2}) : x;
   // Non-blocking: from pinned host memory the upload is queued on the loss's stream.
   if (config.device.is_cuda() && config.channelsLast) {
-    return nchw.to(config.device, config.dtype, true).contiguous(at::MemoryFormat::ChannelsLast);
+    return nchw.to(config.device, dtype, true).contiguous(at::MemoryFormat::ChannelsLast);
   }
-  at::Tensor out = nchw.to(config.device, config.dtype, true).contiguous();
+  at::Tensor out = nchw.to(config.device, dtype, true).contiguous();
   // A permuted tensor with size-1 dims counts as contiguous with channels-last strides, which
   // sends conv2d to another kernel: give it the strides of a plain NCHW tensor.
   if (!standardStrides(out)) out = out.clone(at::MemoryFormat::Contiguous);
   return out;
+}
+
+at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config) {
+  return toCompute(x, nhwc, config, config.dtype);
 }
 
 // Results go back like the input they derive from: its layout, device and dtype.
@@ -708,7 +713,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
       auto compute = [](const Call& call, int64_t ignoreIndex) {
         const Config& config = *call.config;
         auto scope = call.cuda->enter();
-        const at::Tensor logits = toCompute(call.pred.tensor, call.nhwc, config);
+        const at::Tensor logits = toCompute(call.pred.tensor, call.nhwc, config, gpl::segmentationLogitsType(config));
         if (config.checkFinite) gpl::checkFinite(logits, "logits");
         const at::Tensor labels = call.target.tensor.to(config.device, at::kLong);
         TORCH_CHECK(labels.dim() == 3, "labels must be [N, H, W]");
@@ -884,6 +889,15 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
     result.Set("cudaDevices", cudaDevices);
     result.Set("cxx11Abi", static_cast<bool>(_GLIBCXX_USE_CXX11_ABI));
     result.Set("mkldnn", at::hasMKLDNN());
+    const CpuFeatures& cpu = cpuFeatures();
+    auto cpuInfo = Napi::Object::New(env);
+    cpuInfo.Set("vendor", cpu.vendor);
+    cpuInfo.Set("avx512", cpu.avx512);
+    cpuInfo.Set("avx512Bf16", cpu.avx512Bf16);
+    cpuInfo.Set("amxBf16", cpu.amxBf16);
+    // What bfloat16 on the CPU lacks here, or "" where it can run.
+    cpuInfo.Set("bfloat16Missing", at::hasMKLDNN() ? cpuBfloat16Missing() : "a libtorch built with oneDNN (MKLDNN)");
+    result.Set("cpu", cpuInfo);
     result.Set("numThreads", at::get_num_threads());
     result.Set("parallelInfo", at::get_parallel_info());
     return result;

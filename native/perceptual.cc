@@ -84,7 +84,7 @@ void placeOnDevice(const Config& config, Network& net) {
   net.weights.clear();
   net.biases.clear();
   net.backwardWeights.clear();
-  net.oneDnn = config.device.is_cpu() && config.dtype == at::kFloat && at::hasMKLDNN();
+  net.oneDnn = config.device.is_cpu() && (config.dtype == at::kFloat || config.dtype == at::kBFloat16) && at::hasMKLDNN();
   // Channels-last weights with channels-last inputs select cuDNN's NHWC kernels.
   const auto format = config.device.is_cuda() && config.channelsLast ? at::MemoryFormat::ChannelsLast
                                                                       : at::MemoryFormat::Contiguous;
@@ -97,14 +97,15 @@ void placeOnDevice(const Config& config, Network& net) {
 }
 
 // ATen routes small CPU batches to its im2col + BLAS convolution (with the reference BLAS on
-// Debian, many times slower than oneDNN); call oneDNN directly for every float32 CPU conv.
+// Debian, many times slower than oneDNN); call oneDNN directly for every float32 and bfloat16 CPU
+// conv.
 at::Tensor convForward(const Network& net, size_t c, const at::Tensor& x) {
   if (net.oneDnn) return at::mkldnn_convolution(x, net.weights[c], net.biases[c], {1, 1}, {1, 1}, {1, 1}, 1);
   return at::conv2d(x, net.weights[c], net.biases[c], {1, 1}, {1, 1});
 }
 
 at::Tensor convBackwardInput(const Network& net, size_t c, const at::Tensor& gradOutput, const at::Tensor& input) {
-  if (net.oneDnn) return at::mkldnn_convolution(gradOutput, net.backwardWeights[c], c10::nullopt, {1, 1}, {1, 1}, {1, 1}, 1);
+  if (net.oneDnn) return at::mkldnn_convolution(gradOutput, net.backwardWeights[c], compat::kNone, {1, 1}, {1, 1}, {1, 1}, 1);
   return compat::conv3x3BackwardInput(gradOutput, input, net.weights[c]);
 }
 
@@ -279,6 +280,10 @@ LossResult reduceTaps(const Config& config, const std::vector<at::Tensor>& predT
 
 }  // namespace
 
+at::ScalarType segmentationLogitsType(const Config& config) {
+  return isReducedFloat(config.dtype) ? at::kFloat : config.dtype;
+}
+
 std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed, uint64_t generation) {
   auto net = std::make_shared<Network>();
   layOutModules(config, *net);
@@ -385,16 +390,18 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
                                       ") or ignoreIndex (" + std::to_string(ignoreIndex) + "); found " +
                                       std::to_string(bad));
   }
+  // The softmax and its backward run in the logits' dtype (float32 under a reduced compute dtype);
+  // only the network sees the compute dtype.
   const at::Tensor mask = valid.unsqueeze(1).to(logits.scalar_type());
   const at::Tensor probs = at::softmax(logits, 1);
-  const at::Tensor pred = probs * mask;
+  const at::Tensor pred = (probs * mask).to(config.dtype);
   const at::Tensor target =
-      at::one_hot(labels.masked_fill(valid.logical_not(), 0), classes).permute({0, 3, 1, 2}).to(logits.scalar_type()) *
-      mask;
-  LossResult result = lossAndGrad(net, config, pred, prepareTarget(net, config, target.contiguous()), wantGrad);
+      at::one_hot(labels.masked_fill(valid.logical_not(), 0), classes).permute({0, 3, 1, 2}).to(config.dtype) *
+      mask.to(config.dtype);
+  LossResult result = lossAndGrad(net, config, pred.contiguous(), prepareTarget(net, config, target.contiguous()), wantGrad);
   if (wantGrad) {
     // Through the mask, then the softmax: dL/dz = p * (g - sum_c g p).
-    const at::Tensor g = result.grad.mul_(mask);
+    const at::Tensor g = result.grad.to(logits.scalar_type()).mul_(mask);
     result.grad = probs * (g - (g * probs).sum(1, true));
   }
   return result;

@@ -114,8 +114,11 @@ TargetFeatures prepareTarget(const Network& net, const Config& config, const at:
 LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred,
                        const TargetFeatures& target, bool wantGrad);
 
+// The dtype the logits come in: the compute dtype, or float32 under a reduced one.
+at::ScalarType segmentationLogitsType(const Config& config);
+
 // pred = softmax(logits) and target = one_hot(labels), both masked where labels == ignoreIndex;
-// the gradient is with respect to the logits.
+// the gradient is with respect to the logits (in the logits' dtype).
 LossResult lossAndGradSegmentation(const Network& net, const Config& config, const at::Tensor& logits,
                                    const at::Tensor& labels, int64_t ignoreIndex, bool wantGrad);
 

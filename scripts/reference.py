@@ -284,7 +284,22 @@ def run_case(case, base, outdir):
         if layout == "nhwc":
             target_in = target_in.permute(0, 3, 1, 2)
 
-    pred_feats = run_features(net, pred_in, tap_k)
+    # "autocast": "bfloat16" runs the network as a PyTorch user would under
+    # torch.autocast("cpu", torch.bfloat16): float32 weights and inputs, bf16 convs; the loss in
+    # float32 from the features cast back.
+    autocast = case.get("autocast")
+    if autocast not in (None, "bfloat16"):
+        raise CaseError(f"unknown autocast {autocast!r}; allowed: 'bfloat16'")
+    if autocast and dtype != torch.float32:
+        raise CaseError("autocast needs dtype float32")
+
+    def features_of(x):
+        if not autocast:
+            return run_features(net, x, tap_k)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return {k: f.float() for k, f in run_features(net, x, tap_k).items()}
+
+    pred_feats = features_of(pred_in)
     if "features" in outputs:
         result["features"] = []
         for name, k in zip(opts["layers"], tap_k):
@@ -296,7 +311,7 @@ def run_case(case, base, outdir):
         return result
 
     with torch.no_grad():
-        target_feats = run_features(net, target_in, tap_k)
+        target_feats = features_of(target_in)
     crit, red = criterion_fn(opts["criterion"]), opts["reduction"]
     perceptual = sum(
         wl * distance(crit, pred_feats[k], target_feats[k], red)

@@ -67,6 +67,8 @@ export interface RefCase {
   labels?: Int32Array;
   /** Defaults to 255. */
   ignoreIndex?: number;
+  /** Run the float32 network under torch.autocast('cpu', torch.bfloat16), as a PyTorch user would. */
+  autocast?: 'bfloat16';
   outputs: readonly RefOutput[];
 }
 
@@ -124,6 +126,7 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
         pred: writeRaw(dir, `${c.id}.pred.f32`, c.pred),
         outputs: c.outputs,
       };
+      if (c.autocast) entry.autocast = c.autocast;
       if (c.labels) {
         entry.labels = writeRaw(dir, `${c.id}.labels.i32`, c.labels);
         if (c.ignoreIndex !== undefined) entry.ignoreIndex = c.ignoreIndex;

@@ -34,6 +34,7 @@ export const FUZZ_RUNS = {
   tensor: 600,
   methods: 400,
   memory: 200,
+  bfloat16: 150,
 } as const;
 export type FuzzProperty = keyof typeof FUZZ_RUNS;
 

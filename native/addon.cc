@@ -433,6 +433,10 @@ bool standardStrides(const at::Tensor& t) {
 at::Tensor toCompute(const at::Tensor& x, bool nhwc, const Config& config, at::ScalarType dtype) {
   TORCH_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
   const at::Tensor nchw = nhwc ? x.permute({0, 3, 1, 2}) : x;
+  // The CPU's oneDNN path runs channels-last: an NHWC input goes in as it is, with no permute.
+  if (nhwc && config.device.is_cpu() && (dtype == at::kFloat || dtype == at::kBFloat16) && at::hasMKLDNN()) {
+    return nchw.to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
+  }
   // Non-blocking: from pinned host memory the upload is queued on the loss's stream.
   if (config.device.is_cuda() && config.channelsLast) {
     return nchw.to(config.device, dtype, true).contiguous(at::MemoryFormat::ChannelsLast);

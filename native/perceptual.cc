@@ -85,14 +85,16 @@ void placeOnDevice(const Config& config, Network& net) {
   net.biases.clear();
   net.backwardWeights.clear();
   net.oneDnn = config.device.is_cpu() && (config.dtype == at::kFloat || config.dtype == at::kBFloat16) && at::hasMKLDNN();
-  // Channels-last weights with channels-last inputs select cuDNN's NHWC kernels.
-  const auto format = config.device.is_cuda() && config.channelsLast ? at::MemoryFormat::ChannelsLast
-                                                                      : at::MemoryFormat::Contiguous;
+  // Channels-last weights with channels-last inputs select cuDNN's NHWC kernels. On oneDNN,
+  // channels-last activations are read and written in place, where NCHW ones are reordered to a
+  // blocked layout and back around every conv; channels-last weights spare a copy per call.
+  const auto format = (config.device.is_cuda() && config.channelsLast) || net.oneDnn ? at::MemoryFormat::ChannelsLast
+                                                                                     : at::MemoryFormat::Contiguous;
   for (const at::Tensor& master : net.masterWeights) {
     net.weights.push_back(master.to(config.device, config.dtype).contiguous(format));
     net.biases.push_back(at::zeros({master.size(0)}, master.options().device(config.device).dtype(config.dtype)));
     // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
-    if (net.oneDnn) net.backwardWeights.push_back(net.weights.back().flip({2, 3}).transpose(0, 1).contiguous());
+    if (net.oneDnn) net.backwardWeights.push_back(net.weights.back().flip({2, 3}).transpose(0, 1).contiguous(format));
   }
 }
 
@@ -168,7 +170,9 @@ Forward runForward(const Network& net, const Config& config, const at::Tensor& x
   std::vector<at::Tensor> outputs(count);
   Forward fwd;
   if (forBackward) fwd.saved.resize(count);
-  at::Tensor h = x;
+  // oneDNN runs channels-last end to end (pools and their backward included); an NHWC input is
+  // already laid out so.
+  at::Tensor h = net.oneDnn ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
   for (size_t i = 0; i < count; ++i) {
     const Module& m = net.modules[i];
     at::Tensor out;

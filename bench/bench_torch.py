@@ -1,22 +1,26 @@
 #!/usr/bin/python3
 """PyTorch side of the CPU benchmark (bench/bench.js).
 
-Usage:
-  /usr/bin/python3 bench/bench_torch.py serve
+Usage (any python with torch: Debian's /usr/bin/python3, or a venv's pip torch):
+  PYTHON bench/bench_torch.py serve
       One persistent process (torch is imported once) that reads one JSON command per line on
       stdin and answers one JSON line on stdout: {"ok": true, ...} or {"ok": false, "error": ...}.
       Commands:
         {"cmd": "hello"}                         versions and the out-of-the-box thread count
         {"cmd": "threads", "n": N}               torch.set_num_threads(N)
-        {"cmd": "setup", "shape": [N,C,H,W]}     build the loss for inChannels = C (not timed)
-        {"cmd": "prepare", "shape": [...]}       target features of one fixed random target, once
-        {"cmd": "step", "path": P, "shape": [...]}
+        {"cmd": "setup", "shape": [N,C,H,W], "variant": V}   build the loss (not timed); replies
+                                                 {"error": ...} where V cannot run here
+        {"cmd": "prepare", "shape": [...], "variant": V}  target features of one random target, once
+        {"cmd": "step", "path": P, "shape": [...], "variant": V}
             one step on fresh random inputs made outside the timed region; replies {"ms": ...}.
             P: lossAndGrad | prepared | loss | features
+            V: float32 | channels_last | bf16 (torch.autocast("cpu", torch.bfloat16)) |
+               bf16_channels_last | compile (torch.compile of the float32 network) |
+               compile_bf16_channels_last
         {"cmd": "check", "shape": [...], "pred": B64, "target": B64}
             loss and gradient of given float32 inputs (base64), to check both sides agree
         {"cmd": "quit"}
-  /usr/bin/python3 bench/bench_torch.py memory --shape NxCxHxW --threads N
+  PYTHON bench/bench_torch.py memory --shape NxCxHxW --threads N [--variant V]
       In a fresh process: build, one warm-up step, then the peak resident memory of one
       lossAndGrad step (see measure_memory). Prints one JSON line.
 
@@ -28,6 +32,7 @@ torch.no_grad(), and torch.autograd.grad(loss, pred) so that no weight gradient 
 import base64
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -36,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 sys.dont_write_bytecode = True  # no bench/__pycache__ left in the working tree
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 # Same architecture, cut and seeded weights as docs/api.md says (and as the parity tests use).
 from reference import build_network, resolve_options  # noqa: E402
 
@@ -44,10 +49,29 @@ from reference import build_network, resolve_options  # noqa: E402
 DEFAULT_THREADS = torch.get_num_threads()
 
 
-class Loss:
-    """The default perceptual loss (vgg19, taps relu1_2 .. relu5_4, l2, mean) for inChannels."""
+VARIANTS = {
+    # name: (channels_last, autocast bf16, torch.compile)
+    "float32": (False, False, False),
+    "channels_last": (True, False, False),
+    "bf16": (False, True, False),
+    "bf16_channels_last": (True, True, False),
+    "compile": (False, False, True),
+    "compile_bf16_channels_last": (True, True, True),
+}
 
-    def __init__(self, in_channels):
+
+class Loss:
+    """The default perceptual loss (vgg19, taps relu1_2 .. relu5_4, l2, mean) for inChannels, as
+    `variant` runs it: channels-last memory, bf16 autocast, torch.compile, or plain float32."""
+
+    def __init__(self, in_channels, variant="float32"):
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+        self.channels_last, self.bf16, compiled = VARIANTS[variant]
+        if self.bf16 and not torch.backends.mkldnn.is_available():
+            raise RuntimeError("bf16 autocast needs torch built with oneDNN")
+        if compiled and not hasattr(torch, "compile"):
+            raise RuntimeError(f"torch {torch.__version__} has no torch.compile")
         opts = resolve_options({"inChannels": in_channels})
         tap_k = [opts["taps"][name] for name in opts["layers"]]
         # build_network cuts after the deepest tap, freezes the weights and sets eval mode.
@@ -58,17 +82,29 @@ class Loss:
             if isinstance(m, torch.nn.ReLU):
                 m.inplace = True
         assert all(not p.requires_grad for p in net.parameters())
+        if self.channels_last:
+            net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.taps = set(tap_k)
         self.prepared = {}  # shape -> target features, computed once
+        self._features = torch.compile(self._run) if compiled else self._run
 
-    def features(self, x):
+    def _run(self, x):
         out = []
         for k, m in enumerate(self.net):
             x = m(x)
             if k in self.taps:
                 out.append(x)
         return out
+
+    def features(self, x):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if not self.bf16:
+            return self._features(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            # The loss in float32, as autocast itself computes mse_loss.
+            return [f.float() for f in self._features(x)]
 
     @staticmethod
     def distance(pred_feats, target_feats):
@@ -130,11 +166,11 @@ def serve():
     sys.stdout = sys.stderr
     losses = {}  # inChannels -> Loss
 
-    def loss_for(shape):
-        c = shape[1]
-        if c not in losses:
-            losses[c] = Loss(c)
-        return losses[c]
+    def loss_for(shape, variant="float32"):
+        key = (shape[1], variant)
+        if key not in losses:
+            losses[key] = Loss(shape[1], variant)
+        return losses[key]
 
     for line in sys.stdin:
         line = line.strip()
@@ -144,11 +180,17 @@ def serve():
             req = json.loads(line)
             cmd = req.get("cmd")
             if cmd == "hello":
-                import torchvision
+                try:
+                    import torchvision
 
+                    torchvision_version = torchvision.__version__
+                except ImportError:
+                    torchvision_version = None
                 reply = {
                     "torch": torch.__version__,
-                    "torchvision": torchvision.__version__,
+                    "torchvision": torchvision_version,
+                    "onednn": (re.search(r"oneDNN v([\d.]+)", torch.__config__.show()) or [None, None])[1],
+                    "executable": sys.executable,
                     "python": sys.version.split()[0],
                     "defaultThreads": DEFAULT_THREADS,
                     "mkldnn": torch.backends.mkldnn.is_available(),
@@ -158,24 +200,32 @@ def serve():
                 torch.set_num_threads(int(req["n"]))
                 reply = {"threads": torch.get_num_threads()}
             elif cmd == "setup":
-                loss_for(req["shape"])
-                reply = {}
+                # A variant that cannot run here (no torch.compile, a compiler error) is reported,
+                # not fatal: one warm step shows it.
+                shape, variant = req["shape"], req.get("variant", "float32")
+                try:
+                    one_step(loss_for(shape, variant), "lossAndGrad", shape)
+                    reply = {}
+                except Exception as e:  # noqa: BLE001 - reported to the parent
+                    losses.pop((shape[1], variant), None)
+                    reply = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             elif cmd == "prepare":
                 shape = req["shape"]
-                loss = loss_for(shape)
+                loss = loss_for(shape, req.get("variant", "float32"))
                 with torch.no_grad():
                     loss.prepared[tuple(shape)] = loss.features(torch.rand(shape))
                 reply = {}
             elif cmd == "step":
                 shape = req["shape"]
-                reply = {"ms": one_step(loss_for(shape), req["path"], shape), "threads": torch.get_num_threads()}
+                loss = loss_for(shape, req.get("variant", "float32"))
+                reply = {"ms": one_step(loss, req["path"], shape), "threads": torch.get_num_threads()}
             elif cmd == "check":
                 # Same inputs as the package: the loss and the gradient's sum of squares, so the
                 # parent can confirm that both sides compute the same thing.
                 shape = req["shape"]
                 data = lambda key: torch.frombuffer(bytearray(base64.b64decode(req[key])), dtype=torch.float32).reshape(shape)
                 pred = data("pred").requires_grad_(True)
-                value, grad = loss_for(shape).loss_and_grad(pred, data("target"))
+                value, grad = loss_for(shape, req.get("variant", "float32")).loss_and_grad(pred, data("target"))
                 reply = {"loss": value, "gradSumSq": float(grad.double().pow(2).sum())}
             elif cmd == "quit":
                 out.write(json.dumps({"ok": True}) + "\n")
@@ -208,14 +258,14 @@ def reset_hwm():
         return False
 
 
-def measure_memory(shape, threads):
+def measure_memory(shape, threads, variant="float32"):
     """Peak extra resident memory of one lossAndGrad step, in a fresh process.
 
     Load, build, one warm-up step (one-time costs: thread pool, oneDNN primitives, lazy init),
     fresh inputs, then VmRSS; VmHWM is reset to it, one step runs, and VmHWM is read again.
     """
     torch.set_num_threads(threads)
-    loss = Loss(shape[1])
+    loss = Loss(shape[1], variant)
     pred = torch.rand(shape).requires_grad_(True)
     loss.loss_and_grad(pred, torch.rand(shape))
     del pred
@@ -229,6 +279,8 @@ def measure_memory(shape, threads):
     rss_after = read_status_kib("VmRSS")
     return {
         "side": "torch",
+        "variant": variant,
+        "torch": torch.__version__,
         "shape": shape,
         "threads": torch.get_num_threads(),
         "rssBeforeKiB": rss_before,
@@ -245,9 +297,16 @@ def main(argv):
     if len(argv) >= 2 and argv[1] == "serve":
         serve()
         return
-    if len(argv) == 6 and argv[1] == "memory" and argv[2] == "--shape" and argv[4] == "--threads":
-        shape = [int(d) for d in argv[3].split("x")]
-        print(json.dumps(measure_memory(shape, int(argv[5]))))
+    if len(argv) >= 2 and argv[1] == "memory":
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="bench_torch.py memory")
+        parser.add_argument("--shape", required=True)
+        parser.add_argument("--threads", type=int, required=True)
+        parser.add_argument("--variant", default="float32", choices=sorted(VARIANTS))
+        args = parser.parse_args(argv[2:])
+        shape = [int(d) for d in args.shape.split("x")]
+        print(json.dumps(measure_memory(shape, args.threads, args.variant)))
         return
     sys.exit(__doc__)
 

@@ -18,7 +18,15 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.models.vgg import cfgs
+try:
+    from torchvision.models.vgg import cfgs
+except ImportError:  # a torch without torchvision (the benchmark's pip torch): torchvision's configs
+    cfgs = {
+        "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+        "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+        "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+        "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+    }
 
 ARCHS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

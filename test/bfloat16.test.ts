@@ -109,7 +109,7 @@ describe.skipIf(!cpu.bfloat16)('bfloat16 on a CPU with AVX512-BF16 or AMX-BF16',
       expect(oursLoss).toBeLessThanOrEqual(GRAD_MARGIN * torchLoss + 1e-3);
       const oursGrad = relError(ours.grad, ref.grad!);
       const torchGrad = relError(torch.grad!, ref.grad!);
-      if (process.env.GPL_BF16_REPORT) console.log(`${c.id}: loss error ours ${oursLoss.toExponential(2)} torch ${torchLoss.toExponential(2)}; grad error ours ${oursGrad.toExponential(2)} torch ${torchGrad.toExponential(2)}`);
+      if (process.env.PL_BF16_REPORT) console.log(`${c.id}: loss error ours ${oursLoss.toExponential(2)} torch ${torchLoss.toExponential(2)}; grad error ours ${oursGrad.toExponential(2)} torch ${torchGrad.toExponential(2)}`);
       // Both are far from zero: bf16 keeps 8 bits through every layer.
       expect(torchGrad).toBeGreaterThan(1e-4);
       expect(oursGrad).toBeLessThanOrEqual(GRAD_MARGIN * torchGrad + GRAD_ATOL);

@@ -4,7 +4,9 @@
   "targets": [
     {
       "target_name": "generic_perceptual_loss",
-      "sources": ["native/addon.cc", "native/perceptual.cc", "<!@(node install/find-libtorch.js --gyp sources)"],
+      "sources": [
+        "native/addon.cc", "native/errors.cc", "native/job.cc", "native/bridge.cc", "native/tensor.cc",
+        "native/loss.cc", "native/perceptual.cc", "<!@(node install/find-libtorch.js --gyp sources)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node install/find-libtorch.js --gyp include_dirs)"

@@ -3,7 +3,7 @@
 import * as os from 'node:os';
 import { PerceptualLossError } from './errors';
 import { loadNative, type Loaded } from './loader';
-import type { Device, NativeConfig } from './options';
+import type { Device, Layout, NativeConfig } from './options';
 
 export interface NativeTensorHandle {
   readonly shape: number[];
@@ -33,16 +33,19 @@ export interface NativeLossResult<G> {
 
 export type NativeFeature = { shape: number[]; data: HostArray | NativeTensorHandle };
 
+/** A mask with the shape it takes in the call's layout; undefined without one. */
+type Mask = Float32Array | Float64Array | Uint8Array | NativeTensorHandle | undefined;
+
 export interface NativeLossHandle {
-  loss(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): number | HostArray;
-  lossAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): Promise<number | HostArray>;
-  lossAndGrad(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): NativeLossResult<HostArray | NativeTensorHandle>;
-  lossAndGradAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], nhwc: boolean): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
-  lossAndGradSegmentation(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, nhwc: boolean): NativeLossResult<HostArray | NativeTensorHandle>;
-  lossAndGradSegmentationAsync(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, nhwc: boolean): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
-  features(x: Operand, shape: number[], nhwc: boolean): NativeFeature[];
-  featuresAsync(x: Operand, shape: number[], nhwc: boolean): Promise<NativeFeature[]>;
-  prepareTarget(target: Operand, shape: number[], nhwc: boolean): NativeTargetHandle;
+  loss(pred: Operand, predShape: number[], target: Operand, targetShape: number[], layout: Layout, mask?: Mask, maskShape?: number[]): number | HostArray;
+  lossAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], layout: Layout, mask?: Mask, maskShape?: number[]): Promise<number | HostArray>;
+  lossAndGrad(pred: Operand, predShape: number[], target: Operand, targetShape: number[], layout: Layout, mask?: Mask, maskShape?: number[]): NativeLossResult<HostArray | NativeTensorHandle>;
+  lossAndGradAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], layout: Layout, mask?: Mask, maskShape?: number[]): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
+  lossAndGradSegmentation(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, layout: Layout): NativeLossResult<HostArray | NativeTensorHandle>;
+  lossAndGradSegmentationAsync(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, layout: Layout): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
+  features(x: Operand, shape: number[], layout: Layout): NativeFeature[];
+  featuresAsync(x: Operand, shape: number[], layout: Layout): Promise<NativeFeature[]>;
+  prepareTarget(target: Operand, shape: number[], layout: Layout): NativeTargetHandle;
   stateDict(): Float32Array[];
   loadStateDict(arrays: Float32Array[]): void;
   reseed(seed: number): void;
@@ -57,6 +60,17 @@ export interface CudaMemory {
   reserved: number;
   peakAllocated: number;
   peakReserved: number;
+}
+
+/** The names each enum crosses the boundary by, from native's own tables. */
+export interface NativeEnumTables {
+  criterion: string[];
+  reduction: string[];
+  pool: string[];
+  init: string[];
+  layout: string[];
+  dtype: string[];
+  errorCode: string[];
 }
 
 export interface NativeRuntime {
@@ -86,6 +100,7 @@ export interface NativeBinding {
   cudaResetPeakMemory(index: number): void;
   cudaSetMemoryFraction(fraction: number, index: number): void;
   cudaEmptyCache(): void;
+  enumTables(): NativeEnumTables;
 }
 
 let loaded: (Loaded<NativeBinding> & { file: string }) | undefined;

@@ -1,13 +1,16 @@
-export type ErrorCode =
-  | 'ERR_OPTIONS'
-  | 'ERR_SHAPE'
-  | 'ERR_DTYPE'
-  | 'ERR_DEVICE'
-  | 'ERR_DISPOSED'
-  | 'ERR_NONFINITE'
-  | 'ERR_OUT_OF_MEMORY'
-  | 'ERR_FILE'
-  | 'ERR_LIBTORCH';
+export const ERROR_CODES = [
+  'ERR_OPTIONS',
+  'ERR_SHAPE',
+  'ERR_DTYPE',
+  'ERR_DEVICE',
+  'ERR_DISPOSED',
+  'ERR_NONFINITE',
+  'ERR_OUT_OF_MEMORY',
+  'ERR_FILE',
+  'ERR_LIBTORCH',
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
 
 /** Every failure of this package, from TS validation or from native code, is one of these. */
 export class PerceptualLossError extends Error {

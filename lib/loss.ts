@@ -16,11 +16,33 @@ import {
 import { checkFits, hostMemoryBytes } from './memory';
 import { readSafetensors, writeSafetensors, type NamedArray } from './safetensors';
 import { Tensor } from './tensor';
-import { checkIgnoreIndex, checkObject, checkOptionalObject, nchwDims, optionOf } from './validate';
+import { checkIgnoreIndex, checkObject, checkOptionalObject, elementCount, nchwDims, optionOf } from './validate';
 
 export interface CallOptions {
   /** Overrides the loss's `layout` for this call. */
   layout?: Layout;
+}
+
+/**
+ * Where the loss looks: 0 = left out, 1 = in (other values weight the element). One value per
+ * pixel, [N, H, W] or [N, 1, H, W] ([N, H, W, 1] in 'nhwc'), shared by the channels, or one per
+ * element in pred's shape and layout. A typed array alone is read by its length. A Tensor mask
+ * is uint8, float32 or float64, on the loss's device.
+ */
+export type MaskLike =
+  | Uint8Array
+  | Float32Array
+  | Float64Array
+  | { data: Uint8Array | Float32Array | Float64Array; shape: readonly number[] }
+  | Tensor;
+
+export interface LossCallOptions extends CallOptions {
+  /**
+   * pred and target are multiplied by the mask before the network (elements under a 0 are set to
+   * 0, so NaN or Inf there do no harm), and the gradient by the mask: the exact loss and gradient
+   * of loss(mask * pred, mask * target). Not with a prepared target.
+   */
+  mask?: MaskLike;
 }
 
 export interface SegmentationOptions extends CallOptions {
@@ -116,28 +138,28 @@ export class PerceptualLoss implements Disposable {
     return structuredClone(this.#resolved.options);
   }
 
-  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): number | Float32Array | Float64Array {
-    const [p, t, nhwc] = this.#pair(pred, target, call);
-    return this.#handle().loss(p.value, p.shape, t.value, t.shape, nhwc);
+  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: LossCallOptions): number | Float32Array | Float64Array {
+    const [p, t, layout, m] = this.#pair(pred, target, call);
+    return this.#handle().loss(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape);
   }
 
-  async lossAsync(pred: TensorLike, target: TensorLike | PreparedTarget, call?: CallOptions): Promise<number | Float32Array | Float64Array> {
-    const [p, t, nhwc] = this.#pair(pred, target, call);
-    return this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, nhwc);
+  async lossAsync(pred: TensorLike, target: TensorLike | PreparedTarget, call?: LossCallOptions): Promise<number | Float32Array | Float64Array> {
+    const [p, t, layout, m] = this.#pair(pred, target, call);
+    return this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape);
   }
 
-  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: CallOptions): LossAndGrad<ResultFor<P>> {
-    const [p, t, nhwc] = this.#pair(pred, target, call);
-    return this.#result(this.#handle().lossAndGrad(p.value, p.shape, t.value, t.shape, nhwc));
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: LossCallOptions): LossAndGrad<ResultFor<P>> {
+    const [p, t, layout, m] = this.#pair(pred, target, call);
+    return this.#result(this.#handle().lossAndGrad(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape));
   }
 
   async lossAndGradAsync<P extends TensorLike>(
     pred: P,
     target: TensorLike | PreparedTarget,
-    call?: CallOptions,
+    call?: LossCallOptions,
   ): Promise<LossAndGrad<ResultFor<P>>> {
-    const [p, t, nhwc] = this.#pair(pred, target, call);
-    return this.#result(await this.#handle().lossAndGradAsync(p.value, p.shape, t.value, t.shape, nhwc));
+    const [p, t, layout, m] = this.#pair(pred, target, call);
+    return this.#result(await this.#handle().lossAndGradAsync(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape));
   }
 
   /**
@@ -149,8 +171,8 @@ export class PerceptualLoss implements Disposable {
     labels: LabelsLike,
     options?: SegmentationOptions,
   ): LossAndGrad<ResultFor<P>> {
-    const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
-    return this.#result(this.#handle().lossAndGradSegmentation(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
+    const [l, y, ignoreIndex, layout] = this.#segmentationArgs(logits, labels, options);
+    return this.#result(this.#handle().lossAndGradSegmentation(l.value, l.shape, y.value, y.shape, ignoreIndex, layout));
   }
 
   async lossAndGradSegmentationAsync<P extends TensorLike>(
@@ -158,27 +180,27 @@ export class PerceptualLoss implements Disposable {
     labels: LabelsLike,
     options?: SegmentationOptions,
   ): Promise<LossAndGrad<ResultFor<P>>> {
-    const [l, y, ignoreIndex, nhwc] = this.#segmentationArgs(logits, labels, options);
+    const [l, y, ignoreIndex, layout] = this.#segmentationArgs(logits, labels, options);
     const handle = this.#handle();
-    return this.#result(await handle.lossAndGradSegmentationAsync(l.value, l.shape, y.value, y.shape, ignoreIndex, nhwc));
+    return this.#result(await handle.lossAndGradSegmentationAsync(l.value, l.shape, y.value, y.shape, ignoreIndex, layout));
   }
 
   /** The features of x at each tap, in `layers` order and in x's layout. */
   features<X extends TensorLike>(x: X, call?: CallOptions): Feature<ResultFor<X>>[] {
-    const [operand, nhwc] = this.#single(x, 'x', call);
-    return this.#features(this.#handle().features(operand.value, operand.shape, nhwc));
+    const [operand, layout] = this.#single(x, 'x', call);
+    return this.#features(this.#handle().features(operand.value, operand.shape, layout));
   }
 
   async featuresAsync<X extends TensorLike>(x: X, call?: CallOptions): Promise<Feature<ResultFor<X>>[]> {
-    const [operand, nhwc] = this.#single(x, 'x', call);
-    return this.#features(await this.#handle().featuresAsync(operand.value, operand.shape, nhwc));
+    const [operand, layout] = this.#single(x, 'x', call);
+    return this.#features(await this.#handle().featuresAsync(operand.value, operand.shape, layout));
   }
 
   /** Computes the target's features once (a fixed style image, many predictions against one target). */
   prepareTarget(target: TensorLike, call?: CallOptions): PreparedTarget {
-    const [operand, nhwc] = this.#single(target, 'target', call);
-    const handle = this.#handle().prepareTarget(operand.value, operand.shape, nhwc);
-    return new PreparedTarget(handle, this, nhwc ? 'nhwc' : 'nchw');
+    const [operand, layout] = this.#single(target, 'target', call);
+    const handle = this.#handle().prepareTarget(operand.value, operand.shape, layout);
+    return new PreparedTarget(handle, this, layout);
   }
 
   /** The conv weights and biases, named as in torchvision's `vgg*().features`. */
@@ -279,12 +301,12 @@ export class PerceptualLoss implements Disposable {
     return resolveLayout(call?.layout, this.#resolved.options.layout);
   }
 
-  #single(x: unknown, role: string, call: CallOptions | undefined): [Operand, boolean] {
+  #single(x: unknown, role: string, call: CallOptions | undefined): [Operand, Layout] {
     this.#handle();
     const layout = this.#layout(call);
     const operand = readImage(x, role, this.#check(layout));
     checkFits(this.#resolved.kept, nchwDims(operand.shape, layout), this.#resolved.options.dtype, this.#deviceBytes(), role);
-    return [operand, layout === 'nhwc'];
+    return [operand, layout];
   }
 
   /** Memory of the loss's device: the host's RAM, or the CUDA device's. */
@@ -295,8 +317,8 @@ export class PerceptualLoss implements Disposable {
     return deviceInfo().cudaDevices[index]?.memoryBytes ?? Number.POSITIVE_INFINITY;
   }
 
-  #pair(pred: unknown, target: unknown, call: CallOptions | undefined): [Operand, Operand, boolean] {
-    const [p, nhwc] = this.#single(pred, 'pred', call);
+  #pair(pred: unknown, target: unknown, call: LossCallOptions | undefined): [Operand, Operand, Layout, MaskOperand | undefined] {
+    const [p, layout] = this.#single(pred, 'pred', call);
     let t: Operand;
     if (target instanceof PreparedTarget) {
       const { handle, owner } = targetOf(target);
@@ -304,22 +326,30 @@ export class PerceptualLoss implements Disposable {
       if (owner !== this) {
         throw new PerceptualLossError('ERR_OPTIONS', 'This prepared target was made by another PerceptualLoss.');
       }
-      if ((target.layout === 'nhwc') !== nhwc) {
-        throw new PerceptualLossError('ERR_SHAPE', `The target was prepared with layout '${target.layout}' but this call uses '${nhwc ? 'nhwc' : 'nchw'}'.`);
+      if (target.layout !== layout) {
+        throw new PerceptualLossError('ERR_SHAPE', `The target was prepared with layout '${target.layout}' but this call uses '${layout}'.`);
       }
       t = { value: handle, shape: handle.shape, tensor: false };
     } else {
-      t = readImage(target, 'target', this.#check(nhwc ? 'nhwc' : 'nchw'));
+      t = readImage(target, 'target', this.#check(layout));
     }
     sameShape(p.shape, t.shape, 'pred and target must have the same shape');
-    return [p, t, nhwc];
+    const mask = call?.mask;
+    if (mask === undefined) return [p, t, layout, undefined];
+    if (target instanceof PreparedTarget) {
+      throw new PerceptualLossError(
+        'ERR_OPTIONS',
+        'A mask cannot be applied to a prepared target: its features were computed without the mask. Pass the target itself with the mask.',
+      );
+    }
+    return [p, t, layout, readMask(mask, p.shape, layout, this.#resolved.options.device)];
   }
 
-  #segmentationArgs(logits: unknown, labels: unknown, options: SegmentationOptions | undefined): [Operand, Operand, number, boolean] {
-    const [l, nhwc] = this.#single(logits, 'logits', options);
+  #segmentationArgs(logits: unknown, labels: unknown, options: SegmentationOptions | undefined): [Operand, Operand, number, Layout] {
+    const [l, layout] = this.#single(logits, 'logits', options);
     const ignored = checkIgnoreIndex(options?.ignoreIndex);
-    const y = readLabels(labels, l, this.#check(nhwc ? 'nhwc' : 'nchw'));
-    return [l, y, ignored, nhwc];
+    const y = readLabels(labels, l, this.#check(layout));
+    return [l, y, ignored, layout];
   }
 
   #result<G>(raw: NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>): LossAndGrad<G> {
@@ -374,4 +404,65 @@ function weightsFor(file: string, resolved: Resolved, tensors: Map<string, Named
     sameShapeOrFileError(file, name, got.shape, shape);
     return got.data;
   });
+}
+
+/** A mask as native code takes it: its data, shaped to broadcast over pred in the call's layout. */
+interface MaskOperand {
+  value: Uint8Array | Float32Array | Float64Array | NativeTensorHandle;
+  shape: number[];
+}
+
+const MASK_ARRAYS = [Uint8Array, Float32Array, Float64Array];
+
+function readMask(mask: MaskLike, shape: readonly number[], layout: Layout, device: string): MaskOperand {
+  let value: MaskOperand['value'];
+  let given: number[] | undefined;
+  let length: number;
+  if (mask instanceof Tensor) {
+    const handle = Tensor.handle(mask);
+    if (handle.device !== device) {
+      throw new PerceptualLossError('ERR_DEVICE', `mask is on ${handle.device} but the loss runs on ${device}.`);
+    }
+    if (!['uint8', 'float32', 'float64'].includes(handle.dtype)) {
+      throw new PerceptualLossError('ERR_DTYPE', `mask is a ${handle.dtype} Tensor; expected uint8, float32 or float64.`);
+    }
+    value = handle;
+    given = handle.shape;
+    length = elementCount(given);
+  } else {
+    const isArray = MASK_ARRAYS.some((type) => mask instanceof type);
+    const data = isArray ? mask : (mask as { data?: unknown } | null)?.data;
+    if (!MASK_ARRAYS.some((type) => data instanceof type)) {
+      throw new PerceptualLossError(
+        'ERR_DTYPE',
+        `mask must be a Uint8Array, Float32Array or Float64Array, { data, shape } of one, or a Tensor; got ${show(mask)}.`,
+      );
+    }
+    value = data as Uint8Array | Float32Array | Float64Array;
+    length = value.length;
+    if (!isArray) {
+      const raw = (mask as { shape?: unknown }).shape;
+      if (!Array.isArray(raw)) throw new PerceptualLossError('ERR_SHAPE', `mask.shape must be an array; got ${show(raw)}.`);
+      given = [...raw];
+    }
+  }
+  const [n, c, h, w] = nchwDims(shape, layout);
+  const pixels = n * h * w;
+  const elements = pixels * c;
+  const full = [...shape];
+  const broadcast = layout === 'nhwc' ? [n, h, w, 1] : [n, 1, h, w];
+  const perPixel = [[n, h, w], broadcast];
+  const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+  if (given !== undefined && !perPixel.some((s) => same(given, s)) && !same(given, full)) {
+    throw new PerceptualLossError(
+      'ERR_SHAPE',
+      `mask shape ${show(given)} must be [N, H, W] = ${show(perPixel[0])}, ${layout === 'nhwc' ? '[N, H, W, 1]' : '[N, 1, H, W]'} = ${show(broadcast)} or pred's shape ${show(full)}.`,
+    );
+  }
+  if (length === elements && (given === undefined || same(given, full))) return { value, shape: full };
+  if (length === pixels) return { value, shape: broadcast };
+  throw new PerceptualLossError(
+    'ERR_SHAPE',
+    `mask holds ${length} values; expected ${pixels} (one per pixel, [N, H, W]) or ${elements} (one per element of pred ${show(full)}).`,
+  );
 }

@@ -125,12 +125,13 @@ export const VGG_CONFIGS: Record<ArchName, ReadonlyArray<number | 'M'>> = {
   vgg19: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M'],
 };
 
-const CRITERIA: readonly Criterion[] = ['l1', 'l2', 'smooth_l1'];
-const REDUCTIONS: readonly Reduction[] = ['mean', 'sum', 'none'];
-const INIT_NAMES = ['kaiming_normal', 'kaiming_uniform', 'xavier_normal', 'xavier_uniform'] as const;
-const POOLS: readonly PoolKind[] = ['max', 'avg'];
-const DTYPES: readonly Dtype[] = ['float32', 'float64', 'float16', 'bfloat16'];
-const LAYOUTS: readonly Layout[] = ['nchw', 'nhwc'];
+// The allowed values; they cross to native code by name (a test holds native's tables equal to these).
+export const CRITERIA: readonly Criterion[] = ['l1', 'l2', 'smooth_l1'];
+export const REDUCTIONS: readonly Reduction[] = ['mean', 'sum', 'none'];
+export const INIT_NAMES = ['kaiming_normal', 'kaiming_uniform', 'xavier_normal', 'xavier_uniform'] as const;
+export const POOLS: readonly PoolKind[] = ['max', 'avg'];
+export const DTYPES: readonly Dtype[] = ['float32', 'float64', 'float16', 'bfloat16'];
+export const LAYOUTS: readonly Layout[] = ['nchw', 'nhwc'];
 
 /** One named module of the torchvision-style Sequential. */
 export interface ModuleInfo {
@@ -291,13 +292,14 @@ export interface NativeConfig {
   arch: number[];
   tapModules: number[];
   tapWeights: number[];
-  criterion: number;
+  criterion: Criterion;
   featureWeight: number;
   styleWeight: number;
-  reduction: number;
-  init: number;
+  reduction: Reduction;
+  /** A scheme's name; 'normal' for { normal: std }, with initStd. */
+  init: (typeof INIT_NAMES)[number] | 'normal';
   initStd: number;
-  pool: number;
+  pool: PoolKind;
   device: string;
   dtype: Dtype;
   checkFinite: boolean;
@@ -376,13 +378,13 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
     arch: config.map((v) => (v === 'M' ? 0 : v)),
     tapModules,
     tapWeights: layerWeights,
-    criterion: CRITERIA.indexOf(criterion),
+    criterion,
     featureWeight,
     styleWeight,
-    reduction: REDUCTIONS.indexOf(reduction),
-    init: typeof init === 'string' ? INIT_NAMES.indexOf(init) : INIT_NAMES.length,
+    reduction,
+    init: typeof init === 'string' ? init : 'normal',
     initStd: typeof init === 'string' ? 0 : init.normal,
-    pool: POOLS.indexOf(pool),
+    pool,
     device,
     dtype,
     checkFinite,

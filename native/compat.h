@@ -1,21 +1,14 @@
-// The one place where libtorch versions differ (Debian's 1.13 and the 2.x wheels).
+// The one place where libtorch versions differ (Debian's 1.13 and the 2.x
+// wheels).
 #pragma once
 
 #include <ATen/ATen.h>
 #include <torch/csrc/api/include/torch/version.h>
 
-#if defined(PL_WITH_CUDA)
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAGuard.h>
-#endif
-
 namespace gpl::compat {
 
-constexpr int kTorchMajor = TORCH_VERSION_MAJOR;
-constexpr int kTorchMinor = TORCH_VERSION_MINOR;
-constexpr int kTorchPatch = TORCH_VERSION_PATCH;
-
-// 2.x made c10::optional an alias of std::optional and later dropped c10::nullopt.
+// 2.x made c10::optional an alias of std::optional and later dropped
+// c10::nullopt.
 #if TORCH_VERSION_MAJOR >= 2
 inline constexpr auto kNone = std::nullopt;
 #else
@@ -26,21 +19,27 @@ inline constexpr auto kNone = c10::nullopt;
 // autograd itself would run, with the weight and bias gradients switched off.
 inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::Tensor& input,
                                        const at::Tensor& weight) {
-  return std::get<0>(at::convolution_backward(gradOutput, input, weight, at::OptionalIntArrayRef(),
-                                              {1, 1}, {1, 1}, {1, 1}, false, {0, 0}, 1,
-                                              {true, false, false}));
+  return std::get<0>(at::convolution_backward(gradOutput, input, weight, at::OptionalIntArrayRef(), {1, 1}, {1, 1},
+                                              {1, 1}, false, {0, 0}, 1, {true, false, false}));
 }
 
 inline at::Tensor avgPool2x2Backward(const at::Tensor& gradOutput, const at::Tensor& input) {
   return at::avg_pool2d_backward(gradOutput, input, {2, 2}, {2, 2}, {0, 0}, false, true, kNone);
 }
 
-inline bool isOutOfMemory(const c10::Error& e) {
-  if (dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr) return true;
-  // The CPU allocator reports exhaustion as a plain c10::Error.
-  const std::string msg = e.what_without_backtrace();
-  return msg.find("can't allocate memory") != std::string::npos ||
-         msg.find("out of memory") != std::string::npos;
+// Starts a CUDA graph capture (Graph: at::cuda::CUDAGraph; `threadLocal`: the
+// CUDA runtime's cudaStreamCaptureModeThreadLocal). 2.x captures
+// thread-locally, so other threads (other losses, the user's own work) may go
+// on launching meanwhile; 1.13 has only the global mode. A template, so that
+// this header needs no CUDA headers.
+template <typename Graph, typename Mode>
+void captureBegin(Graph& graph, Mode threadLocal) {
+#if TORCH_VERSION_MAJOR >= 2
+  graph.capture_begin({0, 0}, threadLocal);
+#else
+  (void)threadLocal;
+  graph.capture_begin();
+#endif
 }
 
 }  // namespace gpl::compat

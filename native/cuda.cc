@@ -1,6 +1,6 @@
-// Compiled only when PL_WITH_CUDA is defined (a CUDA libtorch). Uses c10's CUDA layer, ATen's
-// CUDAGraph and the CUDA runtime API alone: ATen/cuda/CUDAContext.h would pull in the cuBLAS and
-// cuSPARSE headers.
+// Compiled only when PL_WITH_CUDA is defined (a CUDA libtorch). Uses c10's CUDA
+// layer, ATen's CUDAGraph and the CUDA runtime API alone:
+// ATen/cuda/CUDAContext.h would pull in the cuBLAS and cuSPARSE headers.
 #include "cuda.h"
 
 #include <ATen/cuda/CUDAGraph.h>
@@ -41,7 +41,8 @@ c10::DeviceIndex deviceIndex(int index) {
   return static_cast<c10::DeviceIndex>(index);
 }
 
-// `waiter` waits for the work queued on `signaller` so far; nothing blocks the host.
+// `waiter` waits for the work queued on `signaller` so far; nothing blocks the
+// host.
 void streamWaits(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStream& signaller) {
   if (waiter == signaller) return;
   cudaEvent_t event = nullptr;
@@ -51,8 +52,8 @@ void streamWaits(const c10::cuda::CUDAStream& waiter, const c10::cuda::CUDAStrea
   C10_CUDA_CHECK(cudaEventDestroy(event));  // released once the wait is satisfied
 }
 
-// A tensor made on one stream and used on another: the caching allocator must not hand its memory
-// out again until `stream`'s work on it is done.
+// A tensor made on one stream and used on another: the caching allocator must
+// not hand its memory out again until `stream`'s work on it is done.
 void usedOn(const at::Tensor& t, const c10::cuda::CUDAStream& stream) {
   if (t.defined() && t.is_cuda()) alloc::recordStream(t.storage().data_ptr(), stream);
 }
@@ -66,7 +67,8 @@ Step cloneStep(const Step& s) {
   return out;
 }
 
-// A captured step: its static input and output buffers, replayed under one lock.
+// A captured step: its static input and output buffers, replayed under one
+// lock.
 struct GraphEntry {
   std::mutex mutex;
   at::cuda::CUDAGraph graph;
@@ -75,15 +77,6 @@ struct GraphEntry {
   Step out;
   KeepAlive keep;
 };
-
-void captureBegin(at::cuda::CUDAGraph& graph) {
-#if TORCH_VERSION_MAJOR >= 2
-  // Thread-local: other threads (other losses, the user's own work) may go on launching meanwhile.
-  graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
-#else
-  graph.capture_begin();
-#endif
-}
 
 }  // namespace
 
@@ -148,7 +141,10 @@ std::shared_ptr<void> Context::enter() const {
       try {
         streamWaits(c10::cuda::getDefaultCUDAStream(current.current_stream().device_index()), current.current_stream());
       } catch (const std::exception& e) {
-        TORCH_WARN("generic-perceptual-loss: could not order the default stream after the loss's: ", e.what());
+        TORCH_WARN(
+            "generic-perceptual-loss: could not order the default "
+            "stream after the loss's: ",
+            e.what());
       }
     }
     c10::cuda::CUDAGuard device;
@@ -171,7 +167,8 @@ TargetFeatures Context::onTargetStream(const std::function<TargetFeatures()>& fn
   C10_CUDA_CHECK(cudaStreamIsCapturing(main.stream(), &capturing));
   if (capturing != cudaStreamCaptureStatusNone) return fn();
   const c10::cuda::CUDAStream side = *impl_->targetStream;
-  streamWaits(side, main);  // the target's upload and the user's tensors are ready
+  streamWaits(side,
+              main);  // the target's upload and the user's tensors are ready
   TargetFeatures features;
   {
     c10::cuda::CUDAStreamGuard guard(side);
@@ -199,14 +196,15 @@ Step Context::step(const GraphKey& key, uint64_t generation, const at::Tensor& p
     return cloneStep(entry.out);
   }
 
-  // Capture: the static inputs start as copies of this call's, so the replay below computes it.
+  // Capture: the static inputs start as copies of this call's, so the replay
+  // below computes it.
   auto entry = std::make_shared<GraphEntry>();
   std::lock_guard<std::mutex> lock(entry->mutex);
   entry->pred = pred.clone();
   if (target.defined()) entry->target = target.clone();
   entry->keep = std::move(keep);
   try {
-    captureBegin(entry->graph);
+    compat::captureBegin(entry->graph, cudaStreamCaptureModeThreadLocal);
     try {
       entry->out = fn(entry->pred, entry->target);
     } catch (...) {
@@ -219,10 +217,14 @@ Step Context::step(const GraphKey& key, uint64_t generation, const at::Tensor& p
     }
     entry->graph.capture_end();
   } catch (const std::exception& e) {
-    // Something in the step cannot be captured, or the capture ran out of memory: this key runs
-    // eagerly from now on, and this call too (which reports a real out-of-memory error itself).
+    // Something in the step cannot be captured, or the capture ran out of
+    // memory: this key runs eagerly from now on, and this call too (which
+    // reports a real out-of-memory error itself).
     impl_->cache.markFailed(key, generation);
-    TORCH_WARN("generic-perceptual-loss: a CUDA graph capture failed, running this shape without graphs: ", e.what());
+    TORCH_WARN(
+        "generic-perceptual-loss: a CUDA graph capture failed, running "
+        "this shape without graphs: ",
+        e.what());
     emptyCache();
     return fn(pred, target);
   }

@@ -1,6 +1,8 @@
-// The CUDA-only parts, behind one compile-time switch: PL_WITH_CUDA, which the build defines
-// when the libtorch it finds has CUDA. Without it everything here is an inline no-op (or, for
-// requireDevice, the CPU-only answer), so the rest of the addon is written once.
+// The CUDA-only parts of a loss (its streams and graphs), behind one
+// compile-time switch: PL_WITH_CUDA, which the build defines when the libtorch
+// it finds has CUDA. Without it everything here is an inline no-op (or, for
+// requireDevice, the CPU-only answer), so the rest of the addon is written
+// once.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -11,26 +13,20 @@
 #include <string>
 #include <vector>
 
+#include "cuda_device.h"
 #include "graph_cache.h"
 #include "perceptual.h"
 
 namespace gpl::cuda {
 
-struct DeviceInfo {
-  int index;
-  std::string name;
-  int major;
-  int minor;
-  uint64_t totalMemory;
-};
-
-// Throws ERR_DEVICE unless `device` can be used here: a CUDA device needs a libtorch with CUDA,
-// a usable GPU, and an index below the device count.
+// Throws ERR_DEVICE unless `device` can be used here: a CUDA device needs a
+// libtorch with CUDA, a usable GPU, and an index below the device count.
 inline void requireDevice(const at::Device& device) {
   if (!device.is_cuda()) return;
   if (!at::hasCUDA()) {
     throw Error(ErrorCode::Device, "device '" + device.str() +
-                                       "' needs CUDA, but the loaded libtorch has no CUDA support or sees no usable GPU; "
+                                       "' needs CUDA, but the loaded libtorch has no CUDA support "
+                                       "or sees no usable GPU; "
                                        "use device: 'cpu' or 'auto'");
   }
   const int count = static_cast<int>(at::getNumGPUs());
@@ -41,38 +37,24 @@ inline void requireDevice(const at::Device& device) {
   }
 }
 
-// The device's caching-allocator figures, in bytes.
-struct MemoryStats {
-  int64_t allocated = 0;
-  int64_t reserved = 0;
-  int64_t peakAllocated = 0;
-  int64_t peakReserved = 0;
-};
-
-// One loss step: the result and, when the inputs are checked on the device, a 0-d bool tensor that
-// is true when every input was finite. It is read once the step is over, with the loss value, so
-// the check costs no extra synchronization.
+// One loss step: the result and, when the inputs are checked on the device, a
+// 0-d bool tensor that is true when every input was finite. It is read once the
+// step is over, with the loss value, so the check costs no extra
+// synchronization.
 struct Step {
   LossResult result;
   at::Tensor finite;
 };
 
-// Computes a step from the pred and target tensors as the user gave them (already on the device).
+// Computes a step from the pred and target tensors as the user gave them
+// (already on the device).
 using StepFn = std::function<Step(const at::Tensor& pred, const at::Tensor& target)>;
 
-// What a captured graph must keep alive: the network's weights, a prepared target's features.
+// What a captured graph must keep alive: the network's weights, a prepared
+// target's features.
 using KeepAlive = std::vector<std::shared_ptr<const void>>;
 
 #if defined(PL_WITH_CUDA)
-
-std::vector<DeviceInfo> devices();
-MemoryStats memoryStats(int index);
-void resetPeakMemory(int index);
-void setMemoryFraction(double fraction, int index);
-// Returns the cached blocks to the driver: after an out-of-memory error, so the next step can fit.
-void emptyCache();
-// Waits for the current CUDA stream: where a result is handed to JavaScript.
-void synchronize();
 
 // A loss's CUDA state: its streams and its graph cache. Inert for a CPU loss.
 class Context {
@@ -82,19 +64,23 @@ class Context {
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
 
-  // While the returned handle lives: the loss's device and stream are current, its cuDNN switches
-  // are applied, and its stream has waited for the work already queued on the device's default
-  // stream (uploads by Tensor.from, the user's own tensors). When it goes, the default stream
-  // waits for the loss's, so Tensors handed back are safe to use anywhere.
+  // While the returned handle lives: the loss's device and stream are current,
+  // its cuDNN switches are applied, and its stream has waited for the work
+  // already queued on the device's default stream (uploads by Tensor.from, the
+  // user's own tensors). When it goes, the default stream waits for the loss's,
+  // so Tensors handed back are safe to use anywhere.
   std::shared_ptr<void> enter() const;
 
-  // Computes a target's features on the target stream when `targetStream` is on (the current
-  // stream then waits for them), else on the current stream. `alsoUsed` are further tensors fn
-  // made there that the current stream goes on to use.
-  TargetFeatures onTargetStream(const std::function<TargetFeatures()>& fn, const std::vector<at::Tensor>& alsoUsed) const;
+  // Computes a target's features on the target stream when `targetStream` is on
+  // (the current stream then waits for them), else on the current stream.
+  // `alsoUsed` are further tensors fn made there that the current stream goes
+  // on to use.
+  TargetFeatures onTargetStream(const std::function<TargetFeatures()>& fn,
+                                const std::vector<at::Tensor>& alsoUsed) const;
 
-  // A step through a CUDA graph when `cudaGraphs` is on and the key repeats; else fn(pred, target).
-  // A graph's results are copied out of its static buffers before they are handed back.
+  // A step through a CUDA graph when `cudaGraphs` is on and the key repeats;
+  // else fn(pred, target). A graph's results are copied out of its static
+  // buffers before they are handed back.
   Step step(const GraphKey& key, uint64_t generation, const at::Tensor& pred, const at::Tensor& target,
             const StepFn& fn, KeepAlive keep);
 
@@ -108,13 +94,6 @@ class Context {
 };
 
 #else
-
-inline std::vector<DeviceInfo> devices() { return {}; }
-inline MemoryStats memoryStats(int) { throw Error(ErrorCode::Device, "this build has no CUDA support"); }
-inline void resetPeakMemory(int) { throw Error(ErrorCode::Device, "this build has no CUDA support"); }
-inline void setMemoryFraction(double, int) { throw Error(ErrorCode::Device, "this build has no CUDA support"); }
-inline void emptyCache() {}
-inline void synchronize() {}
 
 class Context {
  public:

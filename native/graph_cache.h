@@ -1,6 +1,7 @@
-// Which CUDA graph a loss step uses: the keying, capture and invalidation rules, kept apart from
-// the CUDA calls (native/cuda.cc) so that they are tested on machines without a GPU
-// (test/native/graph_cache_test.cc). Plain C++17, no libtorch.
+// Which CUDA graph a loss step uses: the keying, capture and invalidation
+// rules, kept apart from the CUDA calls (native/cuda.cc) so that they are
+// tested on machines without a GPU (test/native/graph_cache_test.cc). Plain
+// C++17, no libtorch.
 #pragma once
 
 #include <algorithm>
@@ -12,8 +13,9 @@
 
 namespace gpl::cuda {
 
-// Everything a captured graph bakes in besides the weights: the input's shape, dtypes and layout,
-// which outputs it computes, and which prepared target (0: the target is an input).
+// Everything a captured graph bakes in besides the weights: the input's shape,
+// dtypes and layout, which outputs it computes, and which prepared target (0:
+// the target is an input).
 struct GraphKey {
   std::vector<int64_t> shape;  // pred as given (user layout)
   int predType = 0;
@@ -30,15 +32,17 @@ struct GraphKey {
 };
 
 enum class GraphAction {
-  Eager,    // run without a graph: a first sighting (which also warms up cuDNN), or a key that failed
+  Eager,    // run without a graph: a first sighting (which also warms up cuDNN),
+            // or a key that failed
   Capture,  // the key repeats: capture it now, then store() the entry
   Replay,   // replay the stored entry
 };
 
-// A small LRU of captured graphs, one entry per key. Each graph holds its own memory pool, so only
-// `capacity` are kept. A key is captured on its second sighting ("a repeated shape"); a new shape
-// evicts the least recently used graph when the cache is full. A new network generation (reseed,
-// load) drops everything, since the graphs read the old weights' memory.
+// A small LRU of captured graphs, one entry per key. Each graph holds its own
+// memory pool, so only `capacity` are kept. A key is captured on its second
+// sighting ("a repeated shape"); a new shape evicts the least recently used
+// graph when the cache is full. A new network generation (reseed, load) drops
+// everything, since the graphs read the old weights' memory.
 template <typename Entry>
 class GraphCache {
  public:
@@ -52,11 +56,13 @@ class GraphCache {
   Plan plan(const GraphKey& key, uint64_t generation) {
     std::lock_guard<std::mutex> lock(mutex_);
     syncGeneration(generation);
-    // A call still running on an older network (reseed() raced it) never sees the new graphs.
+    // A call still running on an older network (reseed() raced it) never sees
+    // the new graphs.
     if (generation != generation_) return {GraphAction::Eager, nullptr};
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->key == key) {
-        entries_.splice(entries_.begin(), entries_, it);  // most recently used first
+        entries_.splice(entries_.begin(), entries_,
+                        it);  // most recently used first
         return {GraphAction::Replay, entries_.front().entry};
       }
     }
@@ -71,7 +77,8 @@ class GraphCache {
     return {GraphAction::Capture, nullptr};
   }
 
-  // Keeps a captured entry, unless the network changed while it was being captured.
+  // Keeps a captured entry, unless the network changed while it was being
+  // captured.
   void store(const GraphKey& key, uint64_t generation, std::shared_ptr<Entry> entry) {
     std::lock_guard<std::mutex> lock(mutex_);
     syncGeneration(generation);
@@ -86,8 +93,8 @@ class GraphCache {
     while (entries_.size() > capacity_) entries_.pop_back();
   }
 
-  // A capture that failed (an operation that cannot be captured, out of memory): run it eagerly
-  // from now on, until the network changes.
+  // A capture that failed (an operation that cannot be captured, out of
+  // memory): run it eagerly from now on, until the network changes.
   void markFailed(const GraphKey& key, uint64_t generation) {
     std::lock_guard<std::mutex> lock(mutex_);
     syncGeneration(generation);
@@ -126,7 +133,8 @@ class GraphCache {
 
   void syncGeneration(uint64_t generation) {
     if (generation == generation_) return;
-    // Only a newer network replaces the cache; a late call on an older one changes nothing.
+    // Only a newer network replaces the cache; a late call on an older one
+    // changes nothing.
     if (generation < generation_) return;
     generation_ = generation;
     entries_.clear();

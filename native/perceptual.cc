@@ -7,22 +7,6 @@
 #include "compat.h"
 
 namespace gpl {
-
-const char* errorCodeName(ErrorCode code) {
-  switch (code) {
-    case ErrorCode::Options: return "ERR_OPTIONS";
-    case ErrorCode::Shape: return "ERR_SHAPE";
-    case ErrorCode::Dtype: return "ERR_DTYPE";
-    case ErrorCode::Device: return "ERR_DEVICE";
-    case ErrorCode::Disposed: return "ERR_DISPOSED";
-    case ErrorCode::NonFinite: return "ERR_NONFINITE";
-    case ErrorCode::OutOfMemory: return "ERR_OUT_OF_MEMORY";
-    case ErrorCode::File: return "ERR_FILE";
-    case ErrorCode::Libtorch: return "ERR_LIBTORCH";
-  }
-  return "ERR_LIBTORCH";
-}
-
 namespace {
 
 int64_t deepestTap(const Config& config) {
@@ -31,7 +15,8 @@ int64_t deepestTap(const Config& config) {
   return deepest;
 }
 
-// The torchvision-style Sequential (conv, relu, ..., pool), cut after the deepest tap.
+// The torchvision-style Sequential (conv, relu, ..., pool), cut after the
+// deepest tap.
 void layOutModules(const Config& config, Network& net) {
   const int64_t last = deepestTap(config);
   TORCH_CHECK(last >= 0, "a perceptual loss needs at least one tap");
@@ -46,8 +31,7 @@ void layOutModules(const Config& config, Network& net) {
     net.modules.push_back({ModuleKind::Conv, conv});
     net.modules.push_back({ModuleKind::ReLU, -1});
   }
-  TORCH_CHECK(static_cast<int64_t>(net.modules.size()) > last, "tap module ", last,
-              " lies beyond the architecture");
+  TORCH_CHECK(static_cast<int64_t>(net.modules.size()) > last, "tap module ", last, " lies beyond the architecture");
   net.modules.resize(static_cast<size_t>(last + 1));
 }
 
@@ -84,7 +68,8 @@ void placeOnDevice(const Config& config, Network& net) {
   net.weights.clear();
   net.biases.clear();
   net.backwardWeights.clear();
-  net.oneDnn = config.device.is_cpu() && (config.dtype == at::kFloat || config.dtype == at::kBFloat16) && at::hasMKLDNN();
+  net.oneDnn =
+      config.device.is_cpu() && (config.dtype == at::kFloat || config.dtype == at::kBFloat16) && at::hasMKLDNN();
   // Channels-last weights with channels-last inputs select cuDNN's NHWC kernels. On oneDNN,
   // channels-last activations are read and written in place, where NCHW ones are reordered to a
   // blocked layout and back around every conv; channels-last weights spare a copy per call.
@@ -107,7 +92,8 @@ at::Tensor convForward(const Network& net, size_t c, const at::Tensor& x) {
 }
 
 at::Tensor convBackwardInput(const Network& net, size_t c, const at::Tensor& gradOutput, const at::Tensor& input) {
-  if (net.oneDnn) return at::mkldnn_convolution(gradOutput, net.backwardWeights[c], compat::kNone, {1, 1}, {1, 1}, {1, 1}, 1);
+  if (net.oneDnn)
+    return at::mkldnn_convolution(gradOutput, net.backwardWeights[c], compat::kNone, {1, 1}, {1, 1}, {1, 1}, 1);
   return compat::conv3x3BackwardInput(gradOutput, input, net.weights[c]);
 }
 
@@ -120,11 +106,12 @@ at::Tensor gram(const at::Tensor& f) {
   return at::bmm(flat, flat.transpose(1, 2)).div_(static_cast<double>(c * hw));
 }
 
-// The criterion's value under the configured reduction: a 0-d tensor, or [N] for 'none'.
+// The criterion's value under the configured reduction: a 0-d tensor, or [N]
+// for 'none'.
 at::Tensor distance(const Config& config, const at::Tensor& a, const at::Tensor& b) {
   const bool none = config.reduction == Reduction::None;
-  const int64_t reduction = none ? at::Reduction::None
-                                 : (config.reduction == Reduction::Sum ? at::Reduction::Sum : at::Reduction::Mean);
+  const int64_t reduction =
+      none ? at::Reduction::None : (config.reduction == Reduction::Sum ? at::Reduction::Sum : at::Reduction::Mean);
   at::Tensor d;
   switch (config.criterion) {
     case Criterion::L2: d = at::mse_loss(a, b, reduction); break;
@@ -134,7 +121,8 @@ at::Tensor distance(const Config& config, const at::Tensor& a, const at::Tensor&
   return none ? d.reshape({d.size(0), -1}).mean(1) : d;
 }
 
-// d distance / d a, scaled by `scale` (the tap's weight times the term's weight).
+// d distance / d a, scaled by `scale` (the tap's weight times the term's
+// weight).
 at::Tensor distanceGrad(const Config& config, const at::Tensor& a, const at::Tensor& b, double scale) {
   const int64_t numel = a.numel();
   double perElement = scale;
@@ -184,7 +172,8 @@ Forward runForward(const Network& net, const Config& config, const at::Tensor& x
         break;
       }
       case ModuleKind::ReLU:
-        // In place unless the conv before it is a tap and must keep its pre-activation values.
+        // In place unless the conv before it is a tap and must keep its
+        // pre-activation values.
         out = tapped[i - 1] ? at::relu(h) : at::relu_(h);
         if (forBackward) fwd.saved[i].output = out;
         break;
@@ -206,8 +195,7 @@ Forward runForward(const Network& net, const Config& config, const at::Tensor& x
   return fwd;
 }
 
-at::Tensor runBackward(const Network& net, const Config& config, Forward& fwd,
-                       std::vector<at::Tensor>& tapGrads) {
+at::Tensor runBackward(const Network& net, const Config& config, Forward& fwd, std::vector<at::Tensor>& tapGrads) {
   const size_t count = net.modules.size();
   // Gradients arriving at each module's output from the taps.
   std::vector<at::Tensor> incoming(count);
@@ -224,12 +212,8 @@ at::Tensor runBackward(const Network& net, const Config& config, Forward& fwd,
     const Module& m = net.modules[k];
     Saved& s = fwd.saved[k];
     switch (m.kind) {
-      case ModuleKind::Conv:
-        g = convBackwardInput(net, static_cast<size_t>(m.conv), g, s.input);
-        break;
-      case ModuleKind::ReLU:
-        g = at::threshold_backward(g, s.output, 0);
-        break;
+      case ModuleKind::Conv: g = convBackwardInput(net, static_cast<size_t>(m.conv), g, s.input); break;
+      case ModuleKind::ReLU: g = at::threshold_backward(g, s.output, 0); break;
       case ModuleKind::Pool:
         g = config.pool == PoolKind::Max
                 ? at::max_pool2d_with_indices_backward(g, s.input, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false, s.indices)
@@ -242,8 +226,8 @@ at::Tensor runBackward(const Network& net, const Config& config, Forward& fwd,
 }
 
 // Accumulates the loss, the per-tap terms and (optionally) d loss / d features.
-LossResult reduceTaps(const Config& config, const std::vector<at::Tensor>& predTaps,
-                      const TargetFeatures& target, bool wantGrad, std::vector<at::Tensor>& tapGrads) {
+LossResult reduceTaps(const Config& config, const std::vector<at::Tensor>& predTaps, const TargetFeatures& target,
+                      bool wantGrad, std::vector<at::Tensor>& tapGrads) {
   const at::ScalarType accType = isReducedFloat(config.dtype) ? at::kFloat : config.dtype;
   const size_t taps = config.taps.size();
   std::vector<at::Tensor> termValues;
@@ -292,7 +276,8 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed,
   auto net = std::make_shared<Network>();
   layOutModules(config, *net);
   const std::vector<int64_t> widths = convWidths(config, net->moduleIndexOfConv.size());
-  // A dedicated generator, so the weights never depend on (or disturb) libtorch's global RNG.
+  // A dedicated generator, so the weights never depend on (or disturb)
+  // libtorch's global RNG.
   at::Generator gen = at::detail::createCPUGenerator(seed);
   int64_t in = config.inChannels;
   for (int64_t out : widths) {
@@ -334,13 +319,13 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vec
 std::shared_ptr<const Network> withWeights(const Config& config, const Network& base,
                                            const std::vector<at::Tensor>& weights,
                                            const std::vector<at::Tensor>& biases, uint64_t generation) {
-  TORCH_CHECK(weights.size() == base.masterWeights.size() && biases.size() == weights.size(),
-              "expected ", base.masterWeights.size(), " conv weights and biases, got ", weights.size());
+  TORCH_CHECK(weights.size() == base.masterWeights.size() && biases.size() == weights.size(), "expected ",
+              base.masterWeights.size(), " conv weights and biases, got ", weights.size());
   auto net = std::make_shared<Network>(base);
   for (size_t i = 0; i < weights.size(); ++i) {
     TORCH_CHECK(weights[i].sizes() == base.masterWeights[i].sizes(), "conv ", i, " weight shape mismatch");
-    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == base.masterWeights[i].size(0),
-                "conv ", i, " bias shape mismatch");
+    TORCH_CHECK(biases[i].dim() == 1 && biases[i].size(0) == base.masterWeights[i].size(0), "conv ", i,
+                " bias shape mismatch");
     net->masterWeights[i] = weights[i].to(at::kFloat).contiguous();
   }
   placeOnDevice(config, *net);
@@ -350,8 +335,9 @@ std::shared_ptr<const Network> withWeights(const Config& config, const Network& 
 }
 
 Error nonFiniteError(const char* what) {
-  return Error(ErrorCode::NonFinite,
-               std::string(what) + " contains NaN or Inf values (set checkFinite: false to let them propagate)");
+  return Error(ErrorCode::NonFinite, std::string(what) +
+                                         " contains NaN or Inf values (set "
+                                         "checkFinite: false to let them propagate)");
 }
 
 void checkFinite(const at::Tensor& x, const char* what) {
@@ -373,8 +359,8 @@ TargetFeatures prepareTarget(const Network& net, const Config& config, const at:
   return prepared;
 }
 
-LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred,
-                       const TargetFeatures& target, bool wantGrad) {
+LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred, const TargetFeatures& target,
+                       bool wantGrad) {
   Forward fwd = runForward(net, config, pred, wantGrad);
   std::vector<at::Tensor> tapGrads;
   LossResult result = reduceTaps(config, fwd.taps, target, wantGrad, tapGrads);
@@ -390,9 +376,8 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
   const at::Tensor outOfRange = at::logical_and(at::logical_or(labels.lt(0), labels.ge(classes)), valid);
   if (outOfRange.any().item<bool>()) {
     const int64_t bad = labels.masked_select(outOfRange).flatten()[0].item<int64_t>();
-    throw Error(ErrorCode::Shape, "labels must be class ids in [0, " + std::to_string(classes) +
-                                      ") or ignoreIndex (" + std::to_string(ignoreIndex) + "); found " +
-                                      std::to_string(bad));
+    throw Error(ErrorCode::Shape, "labels must be class ids in [0, " + std::to_string(classes) + ") or ignoreIndex (" +
+                                      std::to_string(ignoreIndex) + "); found " + std::to_string(bad));
   }
   // The softmax and its backward run in the logits' dtype (float32 under a reduced compute dtype);
   // only the network sees the compute dtype.
@@ -402,7 +387,8 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
   const at::Tensor target =
       at::one_hot(labels.masked_fill(valid.logical_not(), 0), classes).permute({0, 3, 1, 2}).to(config.dtype) *
       mask.to(config.dtype);
-  LossResult result = lossAndGrad(net, config, pred.contiguous(), prepareTarget(net, config, target.contiguous()), wantGrad);
+  LossResult result =
+      lossAndGrad(net, config, pred.contiguous(), prepareTarget(net, config, target.contiguous()), wantGrad);
   if (wantGrad) {
     // Through the mask, then the softmax: dL/dz = p * (g - sum_c g p).
     const at::Tensor g = result.grad.to(logits.scalar_type()).mul_(mask);

@@ -10,29 +10,16 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "enums.h"
+
 namespace gpl {
 
-// Mirrors the `code` of the JS PerceptualLossError.
-enum class ErrorCode { Options, Shape, Dtype, Device, Disposed, NonFinite, OutOfMemory, File, Libtorch };
-
-const char* errorCodeName(ErrorCode code);
-
-struct Error : std::runtime_error {
-  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code(code) {}
-  ErrorCode code;
-};
-
-enum class Criterion { L1, L2, SmoothL1 };
-enum class Reduction { Mean, Sum, None };
-enum class PoolKind { Max, Avg };
-enum class InitKind { KaimingNormal, KaimingUniform, XavierNormal, XavierUniform, Normal };
-
 struct Tap {
-  int64_t module;  // index in the torchvision-style Sequential; features are its output
+  int64_t module;  // index in the torchvision-style Sequential; features are its
+                   // output
   double weight;
 };
 
@@ -68,13 +55,13 @@ struct Module {
 
 // Immutable once built: concurrent calls share it, reseed() swaps in a new one.
 struct Network {
-  std::vector<Module> modules;           // truncated after the deepest tap
+  std::vector<Module> modules;  // truncated after the deepest tap
   std::vector<int64_t> moduleIndexOfConv;
   std::vector<at::Tensor> masterWeights;  // float32 CPU, as drawn
   std::vector<at::Tensor> weights;        // compute dtype, on the device
   std::vector<at::Tensor> biases;
-  // CPU float32: every conv runs on oneDNN, the input gradient as a forward conv with these
-  // flipped, transposed weights (see perceptual.cc).
+  // CPU float32: every conv runs on oneDNN, the input gradient as a forward
+  // conv with these flipped, transposed weights (see perceptual.cc).
   bool oneDnn = false;
   std::vector<at::Tensor> backwardWeights;
   uint64_t seed = 0;
@@ -106,13 +93,14 @@ struct LossResult {
   at::Tensor grad;   // NCHW, compute dtype; undefined when not asked for
 };
 
-// Every entry point takes NCHW tensors already in the compute dtype and on the device.
+// Every entry point takes NCHW tensors already in the compute dtype and on the
+// device.
 std::vector<at::Tensor> features(const Network& net, const Config& config, const at::Tensor& x);
 
 TargetFeatures prepareTarget(const Network& net, const Config& config, const at::Tensor& target);
 
-LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred,
-                       const TargetFeatures& target, bool wantGrad);
+LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred, const TargetFeatures& target,
+                       bool wantGrad);
 
 // The dtype the logits come in: the compute dtype, or float32 under a reduced one.
 at::ScalarType segmentationLogitsType(const Config& config);

@@ -107,7 +107,7 @@ describe('performance switches', () => {
   it('hold no CUDA graphs on the CPU', () => {
     // PerceptualLoss keeps its native handle private; one made through the binding shows the count.
     const raw = new (native().NativeLoss)(resolveOptions({ ...SMALL, cudaGraphs: true }, 0).native);
-    for (let i = 0; i < 3; i++) raw.lossAndGrad(pred.data, shape, target.data, shape, false);
+    for (let i = 0; i < 3; i++) raw.lossAndGrad(pred.data, shape, target.data, shape, 'nchw');
     expect(raw.cachedGraphs()).toBe(0);
     raw.dispose();
   });

@@ -1,6 +1,6 @@
 // The task helpers (lib/tasks.ts): segmentation, depth with a valid mask, dense C-channel maps.
 import { afterAll, describe, expect, it } from 'vitest';
-import { PerceptualLoss, PerceptualLossError, Tensor } from '../lib/index';
+import { PerceptualLoss, PerceptualLossError } from '../lib/index';
 import { denseLoss, depthLoss, depthValidMask, segmentationLoss, type DenseLoss } from '../lib/tasks';
 import { expectCode } from './helpers/expect-code';
 import { randint, randn } from './helpers/random';
@@ -120,15 +120,15 @@ describe('depthLoss', () => {
     expectCode(() => depth.lossAndGrad(pred, target), 'ERR_NONFINITE', /^target contains NaN or Inf values \(set checkFinite: false/);
   });
 
-  it('accepts depthValidMask ranges, masks as { data, shape }, and rejects a Tensor with a mask', () => {
+  it('accepts depthValidMask ranges, masks as { data, shape }, and rejects a mask with a prepared target', () => {
     const depth = keep(depthLoss(SMALL));
     const mask = depthValidMask(target, { min: 0.6, max: 2 });
     for (let i = 0; i < 128; i++) expect(mask[i]).toBe(targetData[i] > 0.6 && targetData[i] <= 2 ? 1 : 0);
     const a = depth.lossAndGrad(pred, target, { mask });
     const b = depth.lossAndGrad(pred, target, { mask: { data: mask, shape: [2, 8, 8] } });
     expect(a.loss).toBe(b.loss);
-    using t = Tensor.from(pred.data, shape, { device: 'cpu' });
-    expectCode(() => depth.lossAndGrad(t, target, { mask }), 'ERR_OPTIONS', /host arrays/);
+    using prepared = depth.perceptual.prepareTarget({ data: targetData.map((v) => (Number.isNaN(v) ? 1 : v)), shape });
+    expectCode(() => depth.lossAndGrad(pred, prepared, { mask }), 'ERR_OPTIONS', /mask cannot be applied to a prepared target/);
     expectCode(() => depth.lossAndGrad(pred, target, { mask: new Uint8Array(5) }), 'ERR_SHAPE', /mask holds 5 values; expected 128/);
     expectCode(() => depth.lossAndGrad(pred, target, { mask: { data: mask, shape: [2, 64] } }), 'ERR_SHAPE', /\[N, H, W\]/);
   });

@@ -83,6 +83,25 @@ const CONFIGS: GradConfig[] = [
     gradFunc: (dy, saved) => ({ x: () => tf.mul(dy as Tensor, tf.mul(float((saved as Saved)[0]), tf.scalar(2))) }),
   },
   {
+    kernelName: tf.Abs,
+    inputsToSave: ['x'],
+    // d|x|/dx = sign(x); tf.step(x, -1) is 1 above 0 and -1 elsewhere.
+    gradFunc: (dy, saved) => ({ x: () => tf.mul(dy as Tensor, tf.step(float((saved as Saved)[0]), -1)) }),
+  },
+  {
+    kernelName: tf.Maximum,
+    inputsToSave: ['a', 'b'],
+    gradFunc: (dy, saved) => {
+      const [a, b] = saved as Saved;
+      const out = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+      const g = dy as Tensor;
+      return {
+        a: () => unbroadcast(tf.mul(g, float(tf.greaterEqual(a, b))), a.shape, out),
+        b: () => unbroadcast(tf.mul(g, float(tf.less(a, b))), b.shape, out),
+      };
+    },
+  },
+  {
     kernelName: tf.Relu,
     inputsToSave: ['x'],
     gradFunc: (dy, saved) => ({ x: () => tf.mul(dy as Tensor, float(tf.step((saved as Saved)[0]))) }),

@@ -1,38 +1,28 @@
-// `npm run demo`: does the random-weight perceptual loss help a segmentation network learn
-// structure? Trains the same small TensorFlow.js network twice, with the same seed, data and
-// steps, with cross-entropy alone and with cross-entropy + lambda x perceptual loss (through the
-// tfjs adapter), then scores both on a held-out set. See `node dist-demo/main.js --help`.
+// `npm run demo`: does the random-weight perceptual loss help a network learn structure? For each
+// of two dense tasks (segmentation, depth), trains the same small TensorFlow.js network twice,
+// with the same seed, data and steps: the pixel loss alone, and the pixel loss + lambda x the
+// perceptual loss. The arms train side by side in worker threads; both are scored on a held-out
+// set. `--study` runs the protocol of study.ts instead. See `node dist-demo/main.js --help`.
 import * as path from 'node:path';
-import '@tensorflow/tfjs-backend-cpu';
-import * as tf from '@tensorflow/tfjs-core';
-import { PerceptualLoss, runtime, setNumThreads } from 'generic-perceptual-loss';
-import type { ArchSpec } from 'generic-perceptual-loss';
-import { DEFAULTS, parseArgs, SWEEP, USAGE, UsageError, type DemoArgs } from './args';
-import { CLASS_NAMES, CLASSES, testSet, type Batch } from './data';
-import { ensureGradients } from './gradients';
+import { parseArgs, USAGE, UsageError, type DemoArgs, type TaskName } from './args';
+import { curvesSpec, type CurvePoint } from './charts';
+import { BATCH, LEARNING_RATE, METRICS, PERCEPTUAL, PIXEL_LOSS, provenance, runSpec, TASK_TITLE } from './config';
+import { CLASS_NAMES, testSet } from './data';
+import { DEPTH_MAX, DEPTH_MIN, depthTestSet } from './depth-data';
+import { EDGE_JUMP } from './depth-metrics';
+import { colourDepth, colourError, colourLabels, imageBytes } from './images';
 import { BOUNDARY_TOLERANCE } from './metrics';
-import { colourLabels, imageBytes } from './images';
-import { render, writeJson, type CurvePoint } from './report';
-import { trainArm, type Arm, type ArmResult, type TrainConfig } from './train';
+import { setup, trainWithProgress } from './runs';
+import { render, writeJson, type RenderJob } from './report';
+import { runStudy } from './study';
+import type { RunResult } from './train';
 
-/**
- * The perceptual network: VGG-style, three blocks, random weights (kaiming normal, seeded), taps
- * at the last ReLU of each block. Narrower than vgg19 so a step costs ~10% of the network's own
- * step on two CPU cores; three blocks see ~40 px, the scale of the shapes.
- */
-const PERCEPTUAL_ARCH: ArchSpec = [32, 32, 'M', 64, 64, 'M', 128, 128, 'M'];
-const BATCH = 6;
-const LEARNING_RATE = 1e-2;
-/** Channels at full resolution of the segmentation network. */
-const WIDTH = 8;
-/** Test images shown in samples.png. */
+/** Test images shown in the sample grids. */
 const SHOWN = 4;
+/** Error maps saturate at this many metres. */
+const ERROR_TOP = 2;
 
 const fmt = (v: number, digits = 3) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
-
-function armName(lambda: number): string {
-  return lambda === 0 ? 'CE only' : `CE + ${lambda} x perceptual`;
-}
 
 /** Trailing mean over `window` steps: the per-step training loss is noisy. */
 function smooth(values: number[], window: number): number[] {
@@ -43,70 +33,120 @@ function smooth(values: number[], window: number): number[] {
   });
 }
 
-function printTable(results: ArmResult[], args: DemoArgs): void {
-  const width = Math.max(...results.map((r) => r.name.length), 3);
+function printTable(task: TaskName, results: RunResult[], args: DemoArgs): void {
+  const metrics = METRICS[task];
+  const width = Math.max(...results.map((r) => r.spec.name.length), 3);
   const row = (cells: string[]) => console.log(`  ${cells[0].padEnd(width)}  ${cells.slice(1).map((c) => c.padStart(11)).join('  ')}`);
-  console.log(`\nHeld-out set: ${args.testImages} images ${args.size}x${args.size}, after ${args.steps} steps (boundary F1 within ${BOUNDARY_TOLERANCE} px):\n`);
-  row(['arm', 'mIoU', 'pixel acc', 'boundary F1', 'steps/s']);
-  for (const r of results) {
-    row([r.name, fmt(r.final.miou), fmt(r.final.pixelAccuracy), fmt(r.final.boundaryF1), fmt(args.steps / r.seconds, 2)]);
+  const tolerance = task === 'seg' ? `boundary F1 within ${BOUNDARY_TOLERANCE} px` : `edges: depth jumps > ${EDGE_JUMP * 100}%, matched within ${BOUNDARY_TOLERANCE} px`;
+  console.log(`\n${task}: held-out set of ${args.testImages} images ${args.size}x${args.size}, after ${args.steps} steps (${tolerance}):\n`);
+  row(['arm', ...metrics.map((m) => m.label), 'steps/s']);
+  for (const r of results) row([r.spec.name, ...metrics.map((m) => fmt(r.final[m.key])), fmt(r.spec.steps / r.seconds, 2)]);
+  if (task === 'seg') {
+    console.log('\n  IoU per class:');
+    row(['arm', ...CLASS_NAMES]);
+    for (const r of results) row([r.spec.name, ...r.perClass!.iou.map((v) => fmt(v))]);
   }
-  console.log('\n  IoU per class:');
-  row(['arm', ...CLASS_NAMES]);
-  for (const r of results) row([r.name, ...r.final.perClass.iou.map((v) => fmt(v))]);
 }
 
-function writeOutputs(results: ArmResult[], args: DemoArgs, config: TrainConfig, test: Batch, perceptual: PerceptualLoss, seconds: number): void {
-  const out = path.resolve(args.out);
-  const info = runtime();
-  writeJson(path.join(out, 'report.json'), {
-    // Everything here but `timing` depends on the flags alone: two runs with one seed match.
-    demo: 'segmentation: cross-entropy vs cross-entropy + lambda x random-weight perceptual loss',
-    libtorch: info.libtorch.version,
-    config: {
-      ...config,
-      lambdas: results.filter((r) => r.lambda > 0).map((r) => r.lambda),
-      testImages: args.testImages,
-      classes: CLASS_NAMES,
-      boundaryTolerance: BOUNDARY_TOLERANCE,
-      network: { kind: 'two-level U-Net, tfjs-core CPU backend', width: WIDTH, parameters: results[0].parameterCount },
-      perceptual: perceptual.options,
-    },
-    arms: results.map((r) => ({ name: r.name, lambda: r.lambda, final: r.final, evals: r.evals, curve: r.curve })),
-    timing: {
-      totalSeconds: seconds,
-      arms: results.map((r) => ({ name: r.name, seconds: r.seconds, stepsPerSecond: args.steps / r.seconds })),
-    },
-    files: { curves: 'curves.png', samples: 'samples.png' },
-  });
-
-  const window = Math.max(1, Math.round(args.steps / 25));
+function curves(task: TaskName, results: RunResult[], steps: number, file: string): RenderJob['plots'][number] {
+  const window = Math.max(1, Math.round(steps / 25));
   const points: CurvePoint[] = [];
-  const series = [`training CE (mean of ${window} steps)`, 'held-out mIoU', 'held-out boundary F1', 'held-out pixel accuracy'];
+  const metrics = METRICS[task];
+  const series = [`training ${PIXEL_LOSS[task]} (mean of ${window} steps)`, ...metrics.map((m) => `held-out ${m.label}`)];
   for (const r of results) {
-    smooth(r.curve.ce, window).forEach((value, i) => points.push({ arm: r.name, step: i + 1, value, series: series[0] }));
-    for (const e of r.evals) {
-      points.push({ arm: r.name, step: e.step, value: e.miou, series: series[1] });
-      points.push({ arm: r.name, step: e.step, value: e.boundaryF1, series: series[2] });
-      points.push({ arm: r.name, step: e.step, value: e.pixelAccuracy, series: series[3] });
-    }
+    smooth(r.curve.pixel, window).forEach((value, i) => points.push({ arm: r.spec.name, step: i + 1, value, series: series[0] }));
+    for (const e of r.evals) metrics.forEach((m, k) => points.push({ arm: r.spec.name, step: e.step, value: e.metrics[m.key], series: series[k + 1] }));
   }
+  const title = `${task === 'seg' ? 'Segmentation' : 'Depth'}, seed ${results[0].spec.seed}`;
+  return { file, spec: curvesSpec(title, points, series, results.map((r) => r.spec.name)) };
+}
+
+/** The sample grids of one task's arms on the first held-out images. */
+export function samples(task: TaskName, results: RunResult[], seed: number, args: DemoArgs, file: string): RenderJob['grids'][number] {
   const plane = args.size * args.size;
-  const shown = Array.from({ length: Math.min(SHOWN, test.n) }, (_, i) => i);
+  const shown = Array.from({ length: Math.min(SHOWN, args.testImages) }, (_, i) => i);
   const tiles = (bytes: (i: number) => Buffer) => shown.map((i) => bytes(i).toString('base64'));
-  render({
-    plot: { file: path.join(out, 'curves.png'), points, series, arms: results.map((r) => r.name) },
-    samples: {
-      file: path.join(out, 'samples.png'),
+  if (task === 'seg') {
+    const test = testSet(seed, args.testImages, args.size);
+    return {
+      file,
       size: args.size,
+      legend: 'classes',
       panels: [
         { title: 'input', tiles: tiles((i) => imageBytes(test.images, i * plane, plane)) },
         { title: 'ground truth', tiles: tiles((i) => colourLabels(test.labels, i * plane, plane)) },
-        ...results.map((r) => ({ title: r.name, tiles: tiles((i) => colourLabels(r.predictions, i * plane, plane)) })),
+        ...results.map((r) => ({ title: r.spec.name, tiles: tiles((i) => colourLabels(r.predictions as Int32Array, i * plane, plane)) })),
       ],
+    };
+  }
+  const test = depthTestSet(seed, args.testImages, args.size);
+  const valid = Uint8Array.from(test.depth, (d) => (d > 0 ? 1 : 0));
+  const range: [number, number] = [DEPTH_MIN, DEPTH_MAX];
+  return {
+    file,
+    size: args.size,
+    legend: { depth: range, error: ERROR_TOP },
+    panels: [
+      { title: 'input', tiles: tiles((i) => imageBytes(test.images, i * plane, plane)) },
+      { title: 'ground truth', tiles: tiles((i) => colourDepth(test.depth, valid, i * plane, plane, ...range)) },
+      ...results.map((r) => ({ title: r.spec.name, tiles: tiles((i) => colourDepth(r.predictions!, null, i * plane, plane, ...range)) })),
+      ...results.map((r) => ({ title: `error, ${PIXEL_LOSS[task]}${r.spec.lambda > 0 ? ' + perc.' : ' only'}`, tiles: tiles((i) => colourError(r.predictions!, test.depth, valid, i * plane, plane, ERROR_TOP)) })),
+    ],
+  };
+}
+
+async function demo(args: DemoArgs, start: number): Promise<void> {
+  const seed = args.seed;
+  console.log(`Seed ${seed}, ${args.size}x${args.size} images, ${args.steps} steps of ${BATCH} images per arm, Adam ${LEARNING_RATE}; ${args.workers} worker threads.`);
+  for (const task of args.tasks) console.log(`  ${task}: ${TASK_TITLE[task]}; lambda ${args.lambda[task]}.`);
+  console.log(`Perceptual loss: random-weight ${JSON.stringify(PERCEPTUAL.arch)}, taps ${PERCEPTUAL.layers.join(', ')}, l2, seeded by --seed.\n`);
+
+  const specs = args.tasks.flatMap((task) => [runSpec(args, task, seed, 0, null, true), runSpec(args, task, seed, args.lambda[task], PERCEPTUAL, true)]);
+  const results = await trainWithProgress(specs, args);
+  const byTask = (task: TaskName) => results.filter((r) => r.spec.task === task);
+  for (const task of args.tasks) printTable(task, byTask(task), args);
+
+  const out = path.resolve(args.out);
+  const files: Record<string, string> = {};
+  const job: RenderJob = { plots: [], grids: [] };
+  for (const task of args.tasks) {
+    files[`curves-${task}`] = `curves-${task}.png`;
+    files[`samples-${task}`] = `samples-${task}.png`;
+    job.plots.push(curves(task, byTask(task), args.steps, path.join(out, `curves-${task}.png`)));
+    job.grids.push(samples(task, byTask(task), seed, args, path.join(out, `samples-${task}.png`)));
+  }
+  const seconds = (performance.now() - start) / 1000;
+  writeJson(path.join(out, 'report.json'), {
+    // Everything but `timing` and `provenance` depends on the flags alone: two runs with one seed match.
+    demo: 'pixel loss vs pixel loss + lambda x random-weight perceptual loss, on segmentation and depth',
+    config: { seed, steps: args.steps, size: args.size, testImages: args.testImages, lambda: args.lambda, tasks: args.tasks, ...setup(args) },
+    tasks: Object.fromEntries(
+      args.tasks.map((task) => [
+        task,
+        {
+          arms: byTask(task).map((r) => ({
+            name: r.spec.name,
+            lambda: r.spec.lambda,
+            final: r.final,
+            perClass: r.perClass,
+            evals: r.evals,
+            curve: r.curve,
+            perceptual: r.perceptualOptions,
+            parameters: r.parameterCount,
+          })),
+        },
+      ]),
+    ),
+    files,
+    timing: {
+      totalSeconds: seconds,
+      arms: results.map((r) => ({ task: r.spec.task, name: r.spec.name, seconds: r.seconds, stepsPerSecond: r.spec.steps / r.seconds })),
     },
+    provenance: provenance(),
   });
-  console.log(`\nWrote ${path.join(args.out, 'report.json')}, curves.png and samples.png.`);
+  render(job);
+  console.log(`\nWrote ${path.join(args.out, 'report.json')} and ${Object.values(files).join(', ')}.`);
+  console.log(`Done in ${((performance.now() - start) / 1000).toFixed(1)} s.`);
 }
 
 async function main(): Promise<void> {
@@ -124,50 +164,14 @@ async function main(): Promise<void> {
     return;
   }
   const start = performance.now();
-  await tf.setBackend('cpu');
-  tf.enableProdMode(); // also quiets tfjs' "install tfjs-node" banner: this demo runs on tfjs-core alone
-  ensureGradients();
-  // tfjs' CPU backend is single-threaded and the two libraries take turns, so libtorch gains
-  // little from a second thread, and its OpenMP workers stall badly whenever the cores are shared.
-  setNumThreads(args.threads);
-
-  const perceptual = new PerceptualLoss({ inChannels: CLASSES, arch: PERCEPTUAL_ARCH, seed: args.seed, device: args.device });
-  const info = runtime();
-  const config: TrainConfig = {
-    seed: args.seed,
-    steps: args.steps,
-    size: args.size,
-    batch: BATCH,
-    learningRate: LEARNING_RATE,
-    width: WIDTH,
-    evalEvery: Math.max(1, Math.round(args.steps / 10)),
-  };
-  const lambdas = args.sweep ? SWEEP : [args.lambda];
-  if (args.sweep && args.lambda !== DEFAULTS.lambda) console.log(`--sweep: lambda = ${SWEEP.join(', ')}; --lambda ${args.lambda} is not used.`);
-  const arms: Arm[] = [0, ...lambdas].map((lambda) => ({ name: armName(lambda), lambda }));
-  const test = testSet(args.seed, args.testImages, args.size);
-  const opts = perceptual.options;
-
-  console.log(`Segmentation of synthetic shapes (${CLASS_NAMES.join(', ')}), ${args.size}x${args.size}, seed ${args.seed}.`);
-  console.log(`Network: tfjs-core ${tf.version_core}, CPU backend; ${args.steps} steps of ${BATCH} images per arm, Adam ${LEARNING_RATE}.`);
-  console.log(
-    `Perceptual loss: random-weight ${JSON.stringify(opts.arch)}, taps ${opts.layers.join(', ')}, ${opts.criterion}, ` +
-      `seed ${opts.seed}, on ${opts.device} (libtorch ${info.libtorch.version}, ${info.numThreads} threads).\n`,
-  );
-
-  const nameWidth = Math.max(...arms.map((a) => a.name.length));
-  const results = arms.map((arm) => trainArm(arm, config, test, perceptual, nameWidth));
-  if (!process.stderr.isTTY) {
-    // No progress bars without a terminal: say what each arm did instead.
-    for (const r of results) console.log(`${r.name}: ${args.steps} steps in ${r.seconds.toFixed(1)} s (${(args.steps / r.seconds).toFixed(2)} steps/s)`);
-  }
-  printTable(results, args);
-  writeOutputs(results, args, config, test, perceptual, (performance.now() - start) / 1000);
-  perceptual.dispose();
-  console.log(`Done in ${((performance.now() - start) / 1000).toFixed(1)} s.`);
+  if (args.study) await runStudy(args, start);
+  else await demo(args, start);
 }
 
-main().catch((error: unknown) => {
-  console.error(error);
-  process.exitCode = 1;
-});
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}
+

@@ -33,7 +33,7 @@ function boundary(labels: Int32Array, offset: number, size: number, c: number, o
 }
 
 /** How many pixels of `a` lie within the tolerance of a pixel of `b`. */
-function matched(a: Uint8Array, b: Uint8Array, size: number, tolerance: number): number {
+export function matched(a: Uint8Array, b: Uint8Array, size: number, tolerance: number): number {
   let count = 0;
   for (let y = 0; y < size; y++) {
     for (let x = 0; x < size; x++) {

@@ -6,8 +6,8 @@ import * as vega from 'vega';
 import * as vegaLite from 'vega-lite';
 import type { TopLevelSpec } from 'vega-lite';
 import { CLASS_NAMES } from './data';
-import { PALETTE } from './images';
-import type { CurvePoint, RenderJob, SamplePanel } from './report';
+import { colourDepth, colourError, PALETTE } from './images';
+import type { RenderJob, SamplePanel } from './report';
 
 function escapeXml(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -17,7 +17,7 @@ function escapeXml(text: string): string {
  * A grid: one row per test image, one column per panel (input, ground truth, each arm), scaled up
  * without smoothing so single pixels stay visible; column titles and a class legend as SVG text.
  */
-export async function writeSamples(file: string, panels: SamplePanel[], size: number): Promise<void> {
+export async function writeSamples(file: string, panels: SamplePanel[], size: number, legendKind: RenderJob['grids'][number]['legend']): Promise<void> {
   const scale = Math.max(1, Math.round(192 / size));
   const tile = size * scale;
   const gap = 8;
@@ -39,11 +39,19 @@ export async function writeSamples(file: string, panels: SamplePanel[], size: nu
   const titles = panels
     .map((p, col) => `<text x="${gap + col * (tile + gap) + tile / 2}" y="26" text-anchor="middle">${escapeXml(p.title)}</text>`)
     .join('');
-  const swatches = CLASS_NAMES.map((name, c) => {
-    const x = gap + c * 120;
-    const y = height - legend + 8;
-    return `<rect x="${x}" y="${y}" width="18" height="18" fill="rgb(${PALETTE[c].join(',')})"/><text x="${x + 24}" y="${y + 14}">${name}</text>`;
-  }).join('');
+  const y = height - legend + 8;
+  const swatch = (x: number, rgb: ArrayLike<number>, label: string) =>
+    `<rect x="${x}" y="${y}" width="18" height="18" fill="rgb(${Array.from(rgb).join(',')})"/><text x="${x + 24}" y="${y + 14}">${escapeXml(label)}</text>`;
+  const swatches =
+    legendKind === 'classes'
+      ? CLASS_NAMES.map((name, c) => swatch(gap + c * 120, PALETTE[c], name)).join('')
+      : [
+          swatch(gap, colourDepth([legendKind.depth[0]], null, 0, 1, ...legendKind.depth), `near ${legendKind.depth[0]} m`),
+          swatch(gap + 130, colourDepth([legendKind.depth[1]], null, 0, 1, ...legendKind.depth), `far ${legendKind.depth[1]} m`),
+          swatch(gap + 260, colourError([0], [0], Uint8Array.of(1), 0, 1, legendKind.error), 'error 0'),
+          swatch(gap + 390, colourError([legendKind.error], [0], Uint8Array.of(1), 0, 1, legendKind.error), `error >= ${legendKind.error} m`),
+          swatch(gap + 550, colourError([0], [0], Uint8Array.of(0), 0, 1, 1), 'no depth'),
+        ].join('');
   const svg = `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="DejaVu Sans, sans-serif" font-size="14" fill="#222">${titles}${swatches}</svg>`;
   layers.push({ input: Buffer.from(svg), left: 0, top: 0 });
   await sharp({ create: { width, height, channels: 3, background: { r: 255, g: 255, b: 255 } } })
@@ -52,27 +60,8 @@ export async function writeSamples(file: string, panels: SamplePanel[], size: nu
     .toFile(file);
 }
 
-/** Line charts side by side, one per series (training CE, then the held-out scores), coloured by arm. */
-export async function writePlot(file: string, points: CurvePoint[], series: string[], arms: string[]): Promise<void> {
-  const spec: TopLevelSpec = {
-    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    data: { values: points },
-    config: { background: 'white', font: 'DejaVu Sans', view: { stroke: '#ddd' } },
-    hconcat: series.map((name) => ({
-      title: name,
-      width: 260,
-      height: 200,
-      transform: [{ filter: { field: 'series', equal: name } }],
-      mark: { type: 'line', point: name.startsWith('held-out'), strokeWidth: 2 },
-      encoding: {
-        x: { field: 'step', type: 'quantitative', title: 'training step' },
-        // The training loss falls by an order of magnitude: a log scale keeps its tail readable.
-        y: { field: 'value', type: 'quantitative', title: null, scale: name.startsWith('training') ? { type: 'log', nice: false } : { zero: false } },
-        color: { field: 'arm', type: 'nominal', title: null, sort: arms, legend: { orient: 'bottom', columns: 3, labelLimit: 300 } },
-      },
-    })),
-    resolve: { scale: { y: 'independent' } },
-  };
+/** A vega-lite spec -> SVG -> PNG. */
+export async function writePlot(file: string, spec: TopLevelSpec): Promise<void> {
   const compiled = vegaLite.compile(spec).spec;
   const view = new vega.View(vega.parse(compiled), { renderer: 'none' });
   const svg = await view.toSVG();
@@ -83,8 +72,8 @@ export async function writePlot(file: string, points: CurvePoint[], series: stri
 /** `node render.js job.json`: renders what the job describes. */
 async function main(jobFile: string): Promise<void> {
   const job = JSON.parse(fs.readFileSync(jobFile, 'utf8')) as RenderJob;
-  await writePlot(job.plot.file, job.plot.points, job.plot.series, job.plot.arms);
-  await writeSamples(job.samples.file, job.samples.panels, job.samples.size);
+  for (const plot of job.plots) await writePlot(plot.file, plot.spec as TopLevelSpec);
+  for (const grid of job.grids) await writeSamples(grid.file, grid.panels, grid.size, grid.legend);
 }
 
 if (require.main === module) {

@@ -23,8 +23,10 @@ export interface SamplePanel {
 }
 
 export interface RenderJob {
-  plot: { file: string; points: CurvePoint[]; series: string[]; arms: string[] };
-  samples: { file: string; size: number; panels: SamplePanel[] };
+  /** vega-lite specs (see charts.ts), each to a PNG. */
+  plots: Array<{ file: string; spec: unknown }>;
+  /** Grids of tiles; `legend` adds the class colours (seg) or the depth and error scales (depth). */
+  grids: Array<{ file: string; size: number; panels: SamplePanel[]; legend: 'classes' | { depth: [number, number]; error: number } }>;
 }
 
 /** Renders the job's PNGs in a fresh Node process; throws if it fails. */

@@ -1,46 +1,66 @@
-// One arm of the comparison: train the network from the seeded initial weights on the seeded
-// batches, with cross-entropy alone (lambda 0) or cross-entropy + lambda * perceptual loss.
+// One arm of a comparison: train a network from the seeded initial weights on the seeded batches
+// of one task, with the pixel loss alone (lambda 0) or the pixel loss + lambda * perceptual loss,
+// and score it on the held-out set. A run is a function of its spec alone, wherever it runs.
 import * as tf from '@tensorflow/tfjs-core';
-import cliProgress from 'cli-progress';
-import { tfjsSegmentationLoss, type TfjsSegmentationLossFn } from 'generic-perceptual-loss/tfjs';
-import type { PerceptualLoss } from 'generic-perceptual-loss';
-import { CHANNELS, CLASSES, STREAM, trainingBatch, type Batch } from './data';
-import { score, type Scores } from './metrics';
-import { createSegNet, type SegNet } from './model';
+import { depthLoss, depthValidMask, PerceptualLoss, type DenseLoss, type DeviceSpec } from 'generic-perceptual-loss';
+import { tfjsSegmentationLoss } from 'generic-perceptual-loss/tfjs';
 import { substream } from '../scripts/random';
+import type { TaskName } from './args';
+import { CHANNELS, CLASSES, STREAM, testSet, trainingBatch, type Batch } from './data';
+import { DEPTH_SCALE, DEPTH_STREAM, depthTestSet, depthTrainingBatch, type DepthBatch } from './depth-data';
+import { scoreDepth } from './depth-metrics';
+import { score } from './metrics';
+import { createSegNet, type SegNet } from './model';
 
-export interface TrainConfig {
+/** The perceptual network's layout and taps; random weights seeded by the run's seed. */
+export interface PerceptualSpec {
+  arch: Array<number | 'M'>;
+  layers: string[];
+}
+
+export interface RunSpec {
+  task: TaskName;
+  /** The arm's name in tables and plots. */
+  name: string;
   seed: number;
   steps: number;
   size: number;
   batch: number;
   /** Adam's learning rate, after a short warm-up (see `learningRate`). */
   learningRate: number;
+  /** Channels at full resolution of the network. */
   width: number;
+  testImages: number;
   /** Held-out scores every this many steps (and at the end). */
   evalEvery: number;
+  /** Weight of the perceptual term; 0 = the pixel loss alone. */
+  lambda: number;
+  perceptual: PerceptualSpec | null;
+  device: DeviceSpec;
+  /** Keep the held-out predictions (for the sample pictures). */
+  keepPredictions: boolean;
 }
 
-export interface Arm {
-  name: string;
-  /** Weight of the perceptual term; 0 = cross-entropy alone. */
-  lambda: number;
-}
+/** Held-out scores by name: mIoU, pixelAccuracy, boundaryF1 (seg); absRel, rmse, delta1, edgeF1 (depth). */
+export type Metrics = Record<string, number>;
 
 export interface EvalPoint {
   step: number;
-  miou: number;
-  pixelAccuracy: number;
-  boundaryF1: number;
+  metrics: Metrics;
 }
 
-export interface ArmResult extends Arm {
-  /** Per training step: the objective, its cross-entropy part and its perceptual part (unweighted). */
-  curve: { loss: number[]; ce: number[]; perceptual: number[] | null };
+export interface RunResult {
+  spec: RunSpec;
+  /** Per training step: the objective, its pixel-loss part and its perceptual part (unweighted). */
+  curve: { loss: number[]; pixel: number[]; perceptual: number[] | null };
   evals: EvalPoint[];
-  final: Scores;
-  /** Predicted labels of the held-out set at the end. */
-  predictions: Int32Array;
+  final: Metrics;
+  /** Segmentation: IoU and boundary F1 per class. */
+  perClass?: { iou: number[]; boundaryF1: number[] };
+  /** Held-out predictions: class ids (seg) or depth in metres (depth). */
+  predictions?: Int32Array | Float32Array;
+  /** The perceptual loss's resolved options (null for the pixel loss alone). */
+  perceptualOptions: unknown;
   parameterCount: number;
   /** Training time, held-out evaluations excluded. */
   seconds: number;
@@ -66,81 +86,161 @@ function input(images: Float32Array, n: number, size: number): tf.Tensor4D {
   return tf.tidy(() => tf.sub(tf.tensor4d(images, [n, size, size, CHANNELS]), 0.5));
 }
 
-/** Label maps of the whole set, a batch at a time, without a gradient tape. */
-export function predict(net: SegNet, set: Batch, batch: number): Int32Array {
-  const plane = set.size * set.size;
-  const out = new Int32Array(set.n * plane);
-  for (let i = 0; i < set.n; i += batch) {
-    const m = Math.min(batch, set.n - i);
+/** The network's outputs on a whole set, a batch at a time, without a gradient tape. */
+function predictAll(forward: (x: tf.Tensor4D) => tf.Tensor, images: Float32Array, n: number, size: number, batch: number, out: Int32Array | Float32Array): void {
+  const plane = size * size;
+  for (let i = 0; i < n; i += batch) {
+    const m = Math.min(batch, n - i);
     tf.tidy(() => {
-      const x = input(set.images.subarray(i * plane * CHANNELS, (i + m) * plane * CHANNELS), m, set.size);
-      out.set(tf.argMax(net.forward(x), 3).dataSync() as Int32Array, i * plane);
+      const x = input(images.subarray(i * plane * CHANNELS, (i + m) * plane * CHANNELS), m, size);
+      out.set(forward(x).dataSync() as Int32Array | Float32Array, i * plane);
     });
   }
-  return out;
 }
 
-export function trainArm(
-  arm: Arm,
-  config: TrainConfig,
-  test: Batch,
-  perceptual: PerceptualLoss,
-  /** Arm names are padded to this width so the progress bars line up. */
-  nameWidth = arm.name.length,
-): ArmResult {
-  const { seed, steps, size, batch } = config;
-  // Same initial weights in every arm: drawn from the seed's own stream.
-  const net = createSegNet({ inChannels: CHANNELS, classes: CLASSES, width: config.width }, substream(seed, STREAM.init));
-  const optimizer = tf.train.adam(config.learningRate);
-  const segmentation: TfjsSegmentationLossFn | null = arm.lambda > 0 ? tfjsSegmentationLoss(perceptual) : null;
-  const curve = { loss: [] as number[], ce: [] as number[], perceptual: segmentation ? ([] as number[]) : null };
+/**
+ * The perceptual loss of a depth prediction [N, H, W, 1] against a target with holes, as a tfjs
+ * op: `DenseLoss.lossAndGrad` with the valid mask computes the loss and its gradient together in
+ * the forward pass; the backward pass scales that gradient.
+ */
+function depthPerceptual(loss: DenseLoss): (pred: tf.Tensor4D, target: Float32Array, mask: Uint8Array) => tf.Scalar {
+  return (pred, target, mask) => {
+    const op = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+      const shape = x.shape;
+      const result = loss.lossAndGrad({ data: x.dataSync() as Float32Array, shape }, { data: target, shape }, { mask, layout: 'nhwc' });
+      save([tf.tensor(result.grad as Float32Array, shape)]);
+      return { value: tf.scalar(result.loss as number), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
+    }) as unknown as Parameters<typeof tf.customGrad>[0]);
+    return op(pred) as tf.Scalar;
+  };
+}
+
+/** The depth net's output is depth / DEPTH_SCALE; starting from mid-range saves the first steps. */
+const DEPTH_OFFSET = 0.5;
+
+interface Task {
+  classes: number;
+  /** The objective's parts for one batch: the pixel loss and the unweighted perceptual loss. */
+  step(step: number, forward: (x: tf.Tensor4D) => tf.Tensor4D): { pixel: tf.Scalar; perceptual: tf.Scalar | null };
+  /** Held-out predictions of the current weights, and their scores. */
+  evaluate(forward: (x: tf.Tensor4D) => tf.Tensor4D): { predictions: Int32Array | Float32Array; metrics: Metrics; perClass?: RunResult['perClass'] };
+  perceptualOptions: unknown;
+  dispose(): void;
+}
+
+function segmentationTask(spec: RunSpec): Task {
+  const { seed, batch, size } = spec;
+  const test: Batch = testSet(seed, spec.testImages, size);
+  const loss = spec.perceptual ? new PerceptualLoss({ inChannels: CLASSES, ...spec.perceptual, seed, device: spec.device }) : null;
+  const perceptual = loss ? tfjsSegmentationLoss(loss) : null;
+  return {
+    classes: CLASSES,
+    step(step, forward) {
+      const data = trainingBatch(seed, step, batch, size);
+      const x = input(data.images, batch, size);
+      const labels = tf.tensor3d(data.labels, [batch, size, size], 'int32');
+      const logits = forward(x);
+      const pixel = tf.losses.softmaxCrossEntropy(tf.oneHot(labels, CLASSES), logits) as tf.Scalar;
+      return { pixel, perceptual: perceptual ? perceptual(logits, labels) : null };
+    },
+    evaluate(forward) {
+      const predictions = new Int32Array(test.n * size * size);
+      predictAll((x) => tf.argMax(forward(x), 3), test.images, test.n, size, batch, predictions);
+      const s = score(predictions, test.labels, test.n, size, CLASSES);
+      return { predictions, metrics: { miou: s.miou, pixelAccuracy: s.pixelAccuracy, boundaryF1: s.boundaryF1 }, perClass: s.perClass };
+    },
+    perceptualOptions: loss?.options ?? null,
+    dispose: () => loss?.dispose(),
+  };
+}
+
+function depthTask(spec: RunSpec): Task {
+  const { seed, batch, size } = spec;
+  const test: DepthBatch = depthTestSet(seed, spec.testImages, size);
+  const testValid = depthValidMask({ data: test.depth });
+  const loss = spec.perceptual ? depthLoss({ ...spec.perceptual, seed, device: spec.device }) : null;
+  const perceptual = loss ? depthPerceptual(loss) : null;
+  return {
+    classes: 1,
+    step(step, forward) {
+      const data = depthTrainingBatch(seed, step, batch, size);
+      const valid = depthValidMask({ data: data.depth });
+      const scaled = data.depth.map((d) => d / DEPTH_SCALE);
+      const shape: [number, number, number, number] = [batch, size, size, 1];
+      const x = input(data.images, batch, size);
+      const target = tf.tensor4d(scaled, shape);
+      const mask = tf.tensor4d(Float32Array.from(valid), shape);
+      const pred = forward(x);
+      // Masked L1: the mean absolute error over the pixels with a measurement.
+      const pixel = tf.div(tf.sum(tf.mul(tf.abs(tf.sub(pred, target)), mask)), tf.maximum(tf.sum(mask), 1)) as tf.Scalar;
+      return { pixel, perceptual: perceptual ? perceptual(pred, scaled, valid) : null };
+    },
+    evaluate(forward) {
+      const predictions = new Float32Array(test.n * size * size);
+      predictAll((x) => tf.mul(forward(x), DEPTH_SCALE), test.images, test.n, size, batch, predictions);
+      return { predictions, metrics: { ...scoreDepth(predictions, test.depth, testValid, test.n, size) } };
+    },
+    perceptualOptions: loss?.perceptual.options ?? null,
+    dispose: () => loss?.dispose(),
+  };
+}
+
+/** Trains one arm; `onStep` hears of each step's objective (for a progress bar). */
+export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => void = () => {}): RunResult {
+  const { seed, steps } = spec;
+  const task = spec.task === 'seg' ? segmentationTask(spec) : depthTask(spec);
+  const usesPerceptual = spec.lambda > 0 && spec.perceptual !== null;
+  // Same initial weights in every arm of a task: drawn from the seed's own stream.
+  const net: SegNet = createSegNet(
+    { inChannels: CHANNELS, classes: task.classes, width: spec.width },
+    substream(seed, spec.task === 'seg' ? STREAM.init : DEPTH_STREAM.init),
+  );
+  const forward = spec.task === 'seg' ? (x: tf.Tensor4D) => net.forward(x) : (x: tf.Tensor4D) => tf.add(net.forward(x), DEPTH_OFFSET) as tf.Tensor4D;
+  const optimizer = tf.train.adam(spec.learningRate);
+  const curve = { loss: [] as number[], pixel: [] as number[], perceptual: usesPerceptual ? ([] as number[]) : null };
   const evals: EvalPoint[] = [];
   let evalSeconds = 0;
+  let last: ReturnType<Task['evaluate']> | null = null;
   const evaluate = (step: number) => {
     const t = performance.now();
-    const s = score(predict(net, test, batch), test.labels, test.n, size, CLASSES);
-    evals.push({ step, miou: s.miou, pixelAccuracy: s.pixelAccuracy, boundaryF1: s.boundaryF1 });
+    last = task.evaluate(forward);
+    evals.push({ step, metrics: last.metrics });
     evalSeconds += (performance.now() - t) / 1000;
   };
 
-  // A SingleBar redraws from update() itself: the loop below never yields to the event loop,
-  // which a MultiBar's timer would need. Without a terminal it prints nothing.
-  const bar = new cliProgress.SingleBar(
-    { format: '{arm} |{bar}| {value}/{total} steps | loss {loss} | {speed} steps/s | {duration_formatted}', hideCursor: true },
-    cliProgress.Presets.shades_classic,
-  );
-  bar.start(steps, 0, { arm: arm.name.padEnd(nameWidth), loss: '-', speed: '-' });
   const start = performance.now();
   evaluate(0);
   for (let step = 1; step <= steps; step++) {
-    const data = trainingBatch(seed, step, batch, size);
-    setLearningRate(optimizer, learningRate(config.learningRate, step, steps));
+    setLearningRate(optimizer, learningRate(spec.learningRate, step, steps));
     tf.tidy(() => {
-      const x = input(data.images, batch, size);
-      const labels = tf.tensor3d(data.labels, [batch, size, size], 'int32');
-      const onehot = tf.oneHot(labels, CLASSES);
       const loss = optimizer.minimize((): tf.Scalar => {
-        const logits = net.forward(x);
-        const ce = tf.losses.softmaxCrossEntropy(onehot, logits) as tf.Scalar;
-        curve.ce.push(ce.dataSync()[0]);
-        if (!segmentation) return ce;
-        const p = segmentation(logits, labels);
-        curve.perceptual!.push(p.dataSync()[0]);
-        return tf.add(ce, tf.mul(arm.lambda, p)) as tf.Scalar;
+        const parts = task.step(step, forward);
+        curve.pixel.push(parts.pixel.dataSync()[0]);
+        if (!usesPerceptual || !parts.perceptual) return parts.pixel;
+        curve.perceptual!.push(parts.perceptual.dataSync()[0]);
+        return tf.add(parts.pixel, tf.mul(spec.lambda, parts.perceptual)) as tf.Scalar;
       }, true)!;
       curve.loss.push(loss.dataSync()[0]);
     });
-    if (step % config.evalEvery === 0 || step === steps) evaluate(step);
-    const training = (performance.now() - start) / 1000 - evalSeconds;
-    bar.update(step, { loss: curve.loss[step - 1].toFixed(4), speed: (step / training).toFixed(2) });
+    if (step % spec.evalEvery === 0 || step === steps) evaluate(step);
+    onStep(step, curve.loss[step - 1]);
   }
-  bar.stop();
   // Training time alone: the held-out evaluations are left out.
   const seconds = (performance.now() - start) / 1000 - evalSeconds;
-  const predictions = predict(net, test, batch);
-  const final = score(predictions, test.labels, test.n, size, CLASSES);
-  const parameterCount = net.parameterCount;
+  const final = last!;
+  const result: RunResult = {
+    spec,
+    curve,
+    evals,
+    final: final.metrics,
+    perClass: final.perClass,
+    predictions: spec.keepPredictions ? final.predictions : undefined,
+    perceptualOptions: task.perceptualOptions,
+    parameterCount: net.parameterCount,
+    seconds,
+  };
   optimizer.dispose();
   net.dispose();
-  return { ...arm, curve, evals, final, predictions, parameterCount, seconds };
+  task.dispose();
+  return result;
 }

@@ -10,36 +10,66 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS, parseArgs, QUICK, UsageError } from '../demo/args';
 import { CLASSES, testSet, trainingBatch } from '../demo/data';
+import { DEPTH_MAX, DEPTH_MIN, depthTestSet, depthTrainingBatch } from '../demo/depth-data';
+import { scoreDepth } from '../demo/depth-metrics';
+import { interval } from '../demo/stats';
 import { ensureGradients } from '../demo/gradients';
 import { score } from '../demo/metrics';
 import { convOp } from '../demo/model';
 import { repoRoot } from './helpers/package-copy';
 
 const run = promisify(execFile);
+/** Steps of the end-to-end runs: enough for both tasks' arms to leave the trivial answers behind. */
+const TEST_STEPS = 60;
 const folders: string[] = [];
 afterAll(() => folders.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
 
 describe('demo flags', () => {
-  it('has defaults, --quick presets and explicit flags that win', () => {
-    expect(parseArgs([])).toMatchObject({ ...DEFAULTS, quick: false, sweep: false });
-    expect(parseArgs(['--quick'])).toMatchObject({ ...QUICK, quick: true });
-    expect(parseArgs(['--quick', '--steps', '7', '--size=40', '--lambda', '0.3', '--seed', '2', '--out', 'x', '--sweep', '--device', 'cpu'])).toMatchObject({
-      steps: 7,
-      size: 40,
-      lambda: 0.3,
-      seed: 2,
-      out: 'x',
-      sweep: true,
-      device: 'cpu',
-      testImages: QUICK.testImages,
-    });
-    expect(parseArgs(['--help'])).toBeNull();
+  it('has defaults: both tasks, the default sizes and lambdas', () => {
+    expect(parseArgs([])).toEqual({ ...DEFAULTS, tasks: ['seg', 'depth'], quick: false, study: false });
   });
 
-  it('rejects bad values with a UsageError', () => {
-    for (const argv of [['--steps', '0'], ['--size', '30'], ['--size', '8'], ['--lambda', '-1'], ['--lambda'], ['--device', 'gpu'], ['--frobnicate']]) {
-      expect(() => parseArgs(argv)).toThrow(UsageError);
-    }
+  it('--quick presets the sizes, and explicit flags win', () => {
+    expect(parseArgs(['--quick'])).toMatchObject({ ...QUICK, quick: true });
+    expect(
+      parseArgs(['--quick', '--steps', '7', '--size=40', '--lambda', '0.3', '--seed', '2', '--out', 'x', '--device', 'cpu', '--task', 'depth', '--workers', '3', '--threads', '2']),
+    ).toEqual({
+      ...DEFAULTS,
+      steps: 7,
+      size: 40,
+      lambda: { seg: 0.3, depth: 0.3 },
+      seed: 2,
+      out: 'x',
+      device: 'cpu',
+      tasks: ['depth'],
+      workers: 3,
+      threads: 2,
+      testImages: QUICK.testImages,
+      quick: true,
+      study: false,
+    });
+    expect(parseArgs(['--task', 'all', '--study'])).toMatchObject({ tasks: ['seg', 'depth'], study: true });
+    expect(parseArgs(['--help'])).toBeNull();
+    expect(parseArgs(['-h'])).toBeNull();
+  });
+
+  it.each([
+    [['--steps', '0'], /--steps needs an integer >= 1; got 0/],
+    [['--steps', '1.5'], /--steps needs an integer >= 1; got 1.5/],
+    [['--size', '30'], /--size must be a multiple of 4.*got 30/],
+    [['--size', '8'], /--size needs an integer >= 16; got 8/],
+    [['--lambda=-1'], /--lambda needs a number > 0; got -1/],
+    [['--lambda', 'x'], /--lambda needs a number > 0; got x/],
+    [['--lambda'], /--lambda/],
+    [['--device', 'gpu'], /--device needs auto, cpu, cuda or cuda:N; got gpu/],
+    [['--task', 'flow'], /--task needs seg, depth or all; got flow/],
+    [['--workers', '0'], /--workers needs an integer >= 1; got 0/],
+    [['--out='], /--out needs a folder/],
+    [['--frobnicate'], /Unknown option '--frobnicate'/],
+    [['stray'], /stray/],
+  ])('rejects %j with a UsageError that names the flag', (argv, message) => {
+    expect(() => parseArgs(argv)).toThrow(UsageError);
+    expect(() => parseArgs(argv)).toThrow(message);
   });
 });
 
@@ -57,6 +87,71 @@ describe('demo data', () => {
     for (const l of set.labels) counts[l]++;
     expect(counts.every((c) => c > 0)).toBe(true);
     expect(counts[0] / set.labels.length).toBeGreaterThan(0.7); // mostly background
+  });
+});
+
+describe('demo depth data', () => {
+  it('is a function of (seed, index), on streams of its own', () => {
+    const a = depthTrainingBatch(1, 5, 2, 32);
+    expect(depthTrainingBatch(1, 5, 2, 32)).toEqual(a);
+    expect(depthTrainingBatch(2, 5, 2, 32).depth).not.toEqual(a.depth);
+    expect(depthTrainingBatch(1, 6, 2, 32).depth).not.toEqual(a.depth);
+    expect(depthTestSet(1, 2, 32).depth).not.toEqual(a.depth);
+  });
+
+  it('has depths in range, holes stored as 0, and sharp depth edges', () => {
+    const set = depthTestSet(1, 16, 32);
+    const valid = set.depth.filter((d) => d > 0);
+    const holes = set.depth.length - valid.length;
+    expect(holes / set.depth.length).toBeGreaterThan(0.005);
+    expect(holes / set.depth.length).toBeLessThan(0.15);
+    expect(Math.min(...valid)).toBeGreaterThanOrEqual(DEPTH_MIN);
+    expect(Math.max(...valid)).toBeLessThanOrEqual(DEPTH_MAX);
+    // The ground truth scored against itself finds its edges; flattened, it has none.
+    const mask = Uint8Array.from(set.depth, (d) => (d > 0 ? 1 : 0));
+    expect(scoreDepth(set.depth, set.depth, mask, set.n, set.size)).toEqual({ absRel: 0, rmse: 0, delta1: 1, edgeF1: 1 });
+    expect(scoreDepth(new Float32Array(set.depth.length).fill(5), set.depth, mask, set.n, set.size).edgeF1).toBe(0);
+  });
+});
+
+describe('demo depth metrics', () => {
+  const size = 8;
+  /** A plane at 4 m with a 1 px pole at 2 m in column `x`. */
+  const pole = (x: number) => Float32Array.from({ length: size * size }, (_, i) => (i % size === x ? 2 : 4));
+  const all = new Uint8Array(size * size).fill(1);
+
+  it('AbsRel, RMSE and delta < 1.25 of a prediction 10% too far', () => {
+    const gt = pole(3);
+    const s = scoreDepth(gt.map((d) => 1.1 * d), gt, all, 1, size);
+    expect(s.absRel).toBeCloseTo(0.1, 6);
+    expect(s.rmse).toBeCloseTo(Math.sqrt((8 * 0.2 ** 2 + 56 * 0.4 ** 2) / 64), 6);
+    expect(s.delta1).toBe(1);
+    expect(s.edgeF1).toBe(1); // scaled depth keeps its edges
+  });
+
+  it('edge F1 counts a missed thin pole, within 1 px only', () => {
+    const gt = pole(3);
+    expect(scoreDepth(new Float32Array(size * size).fill(4), gt, all, 1, size).edgeF1).toBe(0);
+    expect(scoreDepth(pole(4), gt, all, 1, size).edgeF1).toBe(1);
+    expect(scoreDepth(pole(6), gt, all, 1, size).edgeF1).toBeLessThan(0.5);
+  });
+
+  it('leaves out the pixels without a measurement', () => {
+    const gt = pole(3);
+    const valid = Uint8Array.from(gt, (d) => (d === 2 ? 0 : 1));
+    const pred = gt.map((d) => (d === 2 ? 100 : d));
+    expect(scoreDepth(pred, gt, valid, 1, size)).toMatchObject({ absRel: 0, rmse: 0, delta1: 1 });
+  });
+});
+
+describe('demo statistics', () => {
+  it('gives the mean and the 95% Student-t interval', () => {
+    const i = interval([1, 2, 3, 4, 5]);
+    expect(i.mean).toBe(3);
+    expect(i.sd).toBeCloseTo(Math.sqrt(2.5), 12);
+    expect(i.hi - i.mean).toBeCloseTo((2.776 * Math.sqrt(2.5)) / Math.sqrt(5), 12);
+    expect(i.lo).toBeCloseTo(2 * i.mean - i.hi, 12);
+    expect(() => interval([1])).toThrow(/at least 2/);
   });
 });
 
@@ -148,6 +243,9 @@ describe('demo network conv op', () => {
 describe('npm run demo -- --quick', () => {
   let dir: string;
   const outputs: string[] = [];
+  let logs: string[] = [];
+  const STEPS = TEST_STEPS;
+  const read = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
 
   beforeAll(async () => {
     // Compile the current sources into a scratch package (dist/ of the repo may be stale or in
@@ -163,47 +261,83 @@ describe('npm run demo -- --quick', () => {
     fs.cpSync(path.join(repoRoot, 'scripts'), path.join(dir, 'scripts'), { recursive: true });
     fs.copyFileSync(path.join(repoRoot, 'package.json'), path.join(dir, 'package.json'));
     for (const link of ['build', 'node_modules']) fs.symlinkSync(path.join(repoRoot, link), path.join(dir, link));
-    // Two runs at once: each uses one core (tfjs' CPU backend, one libtorch thread).
-    const runs = [1, 2].map(async (i) => {
+    // Two runs at once, one on two worker threads and one on one: the numbers must not depend on
+    // which worker trains which arm, nor when.
+    const runs = [2, 1].map(async (workers, i) => {
       const out = path.join(dir, `out${i}`);
       outputs.push(out);
-      const { stdout } = await run(process.execPath, [path.join(dir, 'dist-demo', 'main.js'), '--quick', '--steps', '12', '--out', out], { cwd: dir });
+      const { stdout } = await run(process.execPath, [path.join(dir, 'dist-demo', 'main.js'), '--quick', '--steps', String(STEPS), '--workers', String(workers), '--out', out], {
+        cwd: dir,
+      });
       return stdout;
     });
-    const logs = await Promise.all(runs);
-    fs.writeFileSync(path.join(dir, 'log.txt'), logs.join('\n'));
-  }, 300_000);
+    logs = await Promise.all(runs);
+  }, 600_000);
 
-  it('prints the held-out table', () => {
-    const log = fs.readFileSync(path.join(dir, 'log.txt'), 'utf8');
-    expect(log).toMatch(/mIoU\s+pixel acc\s+boundary F1/);
-    expect(log).toMatch(/CE only\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}/);
-    expect(log).toMatch(/CE \+ 1 x perceptual\s+\d\.\d{3}/);
+  it('prints the held-out tables of both tasks', () => {
+    expect(logs[0]).toMatch(/mIoU\s+pixel acc\s+boundary F1/);
+    expect(logs[0]).toMatch(/CE only\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}/);
+    expect(logs[0]).toMatch(/CE \+ 3 x perceptual\s+\d\.\d{3}/);
+    expect(logs[0]).toMatch(/AbsRel\s+RMSE \(m\)\s+δ<1\.25\s+edge F1/);
+    expect(logs[0]).toMatch(/L1 only\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}/);
+    expect(logs[0]).toMatch(/L1 \+ 1 x perceptual\s+\d\.\d{3}/);
   });
 
-  it('writes report.json and two PNGs', () => {
+  it('writes report.json and four PNGs', () => {
     for (const out of outputs) {
-      const report = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
-      expect(report.arms.map((a: { name: string }) => a.name)).toEqual(['CE only', 'CE + 1 x perceptual']);
-      expect(report.config).toMatchObject({ steps: 12, size: QUICK.size, testImages: QUICK.testImages });
-      for (const arm of report.arms) {
-        expect(arm.curve.loss).toHaveLength(12);
-        expect(arm.final.miou).toBeGreaterThan(0);
+      const report = read(out);
+      expect(report.config).toMatchObject({ steps: STEPS, size: QUICK.size, testImages: QUICK.testImages, tasks: ['seg', 'depth'] });
+      expect(report.tasks.seg.arms.map((a: { name: string }) => a.name)).toEqual(['CE only', 'CE + 3 x perceptual']);
+      expect(report.tasks.depth.arms.map((a: { name: string }) => a.name)).toEqual(['L1 only', 'L1 + 1 x perceptual']);
+      for (const task of ['seg', 'depth']) {
+        const [pixel, perceptual] = report.tasks[task].arms;
+        expect(pixel.curve.loss).toHaveLength(STEPS);
+        expect(pixel.curve.perceptual).toBeNull();
+        expect(perceptual.curve.perceptual).toHaveLength(STEPS);
+        expect(perceptual.curve.perceptual.every((v: number) => v > 0)).toBe(true);
       }
-      expect(report.arms[0].curve.perceptual).toBeNull();
-      expect(report.arms[1].curve.perceptual).toHaveLength(12);
-      for (const png of ['curves.png', 'samples.png']) {
+      for (const png of Object.values(report.files) as string[]) {
         const bytes = fs.readFileSync(path.join(out, png));
         expect(bytes.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
         expect(bytes.length).toBeGreaterThan(5000);
       }
+      expect(Object.keys(report.files)).toHaveLength(4);
     }
   });
 
-  it('gives identical numbers for one seed (all but the timings)', () => {
+  it('segmentation: both arms beat an all-background prediction, and the arms differ', () => {
+    const test = testSet(DEFAULTS.seed, QUICK.testImages, QUICK.size);
+    const background = score(new Int32Array(test.labels.length), test.labels, test.n, test.size, CLASSES);
+    const [pixel, perceptual] = read(outputs[0]).tasks.seg.arms;
+    for (const arm of [pixel, perceptual]) {
+      expect(arm.final.miou).toBeGreaterThan(background.miou + 0.02);
+      expect(arm.final.boundaryF1).toBeGreaterThan(0.05); // all background has no boundary: 0
+    }
+    expect(perceptual.final).not.toEqual(pixel.final);
+    expect(perceptual.curve.pixel).not.toEqual(pixel.curve.pixel);
+  });
+
+  it('depth: both arms beat the best constant prediction, and the arms differ', () => {
+    const test = depthTestSet(DEFAULTS.seed, QUICK.testImages, QUICK.size);
+    const valid = Uint8Array.from(test.depth, (d) => (d > 0 ? 1 : 0));
+    const depths = [...test.depth.filter((d) => d > 0)].sort((a, b) => a - b);
+    // The median minimises the mean absolute error of a constant; it has no edges at all.
+    const constant = scoreDepth(new Float32Array(test.depth.length).fill(depths[depths.length >> 1]), test.depth, valid, test.n, test.size);
+    const [pixel, perceptual] = read(outputs[0]).tasks.depth.arms;
+    for (const arm of [pixel, perceptual]) {
+      expect(arm.final.rmse).toBeLessThan(constant.rmse);
+      expect(arm.final.delta1).toBeGreaterThan(constant.delta1);
+      expect(arm.final.edgeF1).toBeGreaterThan(0.05);
+      for (const key of ['absRel', 'rmse', 'delta1', 'edgeF1']) expect(arm.final[key]).toBeGreaterThan(0);
+    }
+    expect(perceptual.final).not.toEqual(pixel.final);
+  });
+
+  it('gives identical numbers for one seed, on two workers or one (all but timings and provenance)', () => {
     const [a, b] = outputs.map((out) => {
-      const { timing: _timing, ...rest } = JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
-      return rest;
+      const { timing: _timing, provenance: _provenance, config, ...rest } = read(out);
+      const { workers: _workers, ...same } = config;
+      return { ...rest, config: same };
     });
     expect(a).toEqual(b);
   });

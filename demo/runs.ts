@@ -1,0 +1,56 @@
+// Running the demo's arms with progress, and what every report says about the set-up.
+import cliProgress from 'cli-progress';
+import { runtime } from 'generic-perceptual-loss';
+import type { DemoArgs } from './args';
+import { BATCH, LEARNING_RATE, ONE_BLOCK, PERCEPTUAL, WIDTH } from './config';
+import { EDGE_JUMP } from './depth-metrics';
+import { BOUNDARY_TOLERANCE } from './metrics';
+import { runAll } from './pool';
+import type { RunResult, RunSpec } from './train';
+
+/**
+ * Runs the specs on the worker pool, with one progress bar per run on a terminal, else a line per
+ * finished run.
+ */
+export async function trainWithProgress(specs: RunSpec[], args: DemoArgs, onResult: (result: RunResult) => void = () => {}): Promise<RunResult[]> {
+  const label = (s: RunSpec) => `${s.task} seed ${s.seed} ${s.name}`;
+  const width = Math.max(...specs.map((s) => label(s).length));
+  const tty = process.stderr.isTTY;
+  const multi = tty
+    ? new cliProgress.MultiBar(
+        { format: '{arm} |{bar}| {value}/{total} | loss {loss} | {duration_formatted}', hideCursor: true, clearOnComplete: false },
+        cliProgress.Presets.shades_classic,
+      )
+    : null;
+  const bars = new Map<number, cliProgress.SingleBar>();
+  const results = await runAll(specs, args.workers, args.threads, {
+    onStart: (i, s) => {
+      if (multi) bars.set(i, multi.create(s.steps, 0, { arm: label(s).padEnd(width), loss: '-' }));
+    },
+    onProgress: (i, step, loss) => bars.get(i)?.update(step, { loss: loss.toFixed(4) }),
+    onResult: (i, r) => {
+      onResult(r);
+      if (multi) bars.get(i)?.stop();
+      else console.log(`${label(specs[i]).padEnd(width)}  ${r.spec.steps} steps in ${r.seconds.toFixed(1)} s (${(r.spec.steps / r.seconds).toFixed(2)} steps/s)`);
+    },
+  });
+  multi?.stop();
+  return results;
+}
+
+/** What every report says about the set-up. */
+export function setup(args: DemoArgs): Record<string, unknown> {
+  const info = runtime();
+  return {
+    libtorch: info.libtorch.version,
+    perceptualDevice: args.device,
+    network: { kind: 'two-level U-Net, tfjs-core CPU backend', width: WIDTH, batch: BATCH, optimizer: `Adam ${LEARNING_RATE}, 5% linear warm-up` },
+    perceptual: PERCEPTUAL,
+    ablation: ONE_BLOCK,
+    boundaryTolerance: BOUNDARY_TOLERANCE,
+    depthEdgeJump: EDGE_JUMP,
+    workers: args.workers,
+    threadsPerWorker: args.threads,
+  };
+}
+

@@ -97,6 +97,8 @@ export function samples(task: TaskName, results: RunResult[], seed: number, args
 
 async function demo(args: DemoArgs, start: number): Promise<void> {
   const seed = args.seed;
+  // Read before training: a commit made while the demo runs must not be credited with its numbers.
+  const prov = provenance();
   console.log(`Seed ${seed}, ${args.size}x${args.size} images, ${args.steps} steps of ${BATCH} images per arm, Adam ${LEARNING_RATE}; ${args.workers} worker threads.`);
   for (const task of args.tasks) console.log(`  ${task}: ${TASK_TITLE[task]}; lambda ${args.lambda[task]}.`);
   console.log(`Perceptual loss: random-weight ${JSON.stringify(PERCEPTUAL.arch)}, taps ${PERCEPTUAL.layers.join(', ')}, l2, seeded by --seed.\n`);
@@ -142,7 +144,7 @@ async function demo(args: DemoArgs, start: number): Promise<void> {
       totalSeconds: seconds,
       arms: results.map((r) => ({ task: r.spec.task, name: r.spec.name, seconds: r.seconds, stepsPerSecond: r.spec.steps / r.seconds })),
     },
-    provenance: provenance(),
+    provenance: prov,
   });
   render(job);
   console.log(`\nWrote ${path.join(args.out, 'report.json')} and ${Object.values(files).join(', ')}.`);

@@ -75,6 +75,8 @@ async function trainCached(specs: RunSpec[], args: DemoArgs, dir: string): Promi
 export async function runStudy(args: DemoArgs, start: number): Promise<void> {
   const out = path.resolve(args.out);
   fs.mkdirSync(out, { recursive: true });
+  // Read before training: a commit made during a long study must not be credited with its numbers.
+  const prov = provenance();
   const validation: RunSpec[] = args.tasks.flatMap((task) =>
     VALIDATION_SEEDS.flatMap((seed) => LAMBDAS.flatMap((lambda) => TAPS.map((layers) => runSpec(args, task, seed, lambda, { ...PERCEPTUAL, layers }, false)))),
   );
@@ -105,7 +107,6 @@ export async function runStudy(args: DemoArgs, start: number): Promise<void> {
   const summary: Record<string, unknown> = {};
   const points: PairedPoint[] = [];
   const lines: string[] = [];
-  const prov = provenance();
   lines.push('# Study: does the random-weight perceptual loss help, and is depth what matters?', '');
   lines.push(
     `Made by \`npm run demo -- --study${args.steps !== DEFAULTS.steps || args.size !== DEFAULTS.size ? ` --steps ${args.steps} --size ${args.size}` : ''} --out ${args.out}\` ` +

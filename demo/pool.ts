@@ -15,9 +15,11 @@ export async function runAll(specs: RunSpec[], workers: number, threads: number,
   const results: RunResult[] = new Array(specs.length);
   let next = 0;
   const count = Math.max(1, Math.min(workers, specs.length));
+  const pool: Worker[] = [];
   const one = () =>
     new Promise<void>((resolve, reject) => {
       const worker = new Worker(path.join(__dirname, 'worker.js'), { workerData: { threads } });
+      pool.push(worker);
       let current = -1;
       const feed = () => {
         if (next >= specs.length) {
@@ -45,6 +47,12 @@ export async function runAll(specs: RunSpec[], workers: number, threads: number,
         if (code !== 0 && current !== -1 && results[current] === undefined) reject(new Error(`A demo worker exited with code ${code}.`));
       });
     });
-  await Promise.all(Array.from({ length: count }, one));
+  try {
+    await Promise.all(Array.from({ length: count }, one));
+  } catch (error) {
+    // One run failed: stop the others, or their threads would keep the process alive.
+    await Promise.all(pool.map((w) => w.terminate()));
+    throw error;
+  }
   return results;
 }

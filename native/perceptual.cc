@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <array>
 #include <cmath>
 
 #include "compat.h"
@@ -150,6 +151,16 @@ struct Forward {
   std::vector<Saved> saved;      // per module, when a backward follows
 };
 
+// Size-1 dims let NCHW and channels-last strides both count as channels-last contiguous, and
+// oneDNN and the reductions pick their kernels (and so their summation order) from the strides:
+// every input gets the strides at::empty would give, so one value never depends on its layout.
+at::Tensor canonicalChannelsLast(const at::Tensor& x) {
+  const auto s = x.sizes();
+  const std::array<int64_t, 4> canonical{s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]};
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.strides() == at::IntArrayRef(canonical)) return x;
+  return at::empty(s, x.options().memory_format(at::MemoryFormat::ChannelsLast)).copy_(x);
+}
+
 Forward runForward(const Network& net, const Config& config, const at::Tensor& x, bool forBackward) {
   const size_t count = net.modules.size();
   std::vector<bool> tapped(count, false);
@@ -160,7 +171,7 @@ Forward runForward(const Network& net, const Config& config, const at::Tensor& x
   if (forBackward) fwd.saved.resize(count);
   // oneDNN runs channels-last end to end (pools and their backward included); an NHWC input is
   // already laid out so.
-  at::Tensor h = net.oneDnn ? x.contiguous(at::MemoryFormat::ChannelsLast) : x;
+  at::Tensor h = net.oneDnn ? canonicalChannelsLast(x) : x;
   for (size_t i = 0; i < count; ++i) {
     const Module& m = net.modules[i];
     at::Tensor out;

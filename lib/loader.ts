@@ -50,7 +50,7 @@ function readLocalBuild(search: LibtorchSearch, notes: string[]): BinaryChoice |
   }
   let libtorch: LibtorchCandidate | undefined;
   try {
-    libtorch = JSON.parse(fs.readFileSync(LOCAL_BUILD_LIBTORCH, 'utf8'));
+    libtorch = JSON.parse(fs.readFileSync(LOCAL_BUILD_LIBTORCH, 'utf8')) as LibtorchCandidate;
   } catch {
     // node-gyp builds leave no record; they found libtorch the way this search does (the test load checks it).
     libtorch = search.chosen;
@@ -75,6 +75,7 @@ function prebuildFor(candidate: LibtorchCandidate, notes: string[]): BinaryChoic
   }
   try {
     // Only this flavour's folder: node-gyp-build matches platform, arch, libc and Node-API there.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when a prebuild is considered
     const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
     const file = nodeGypBuild.path(folder);
     return { file, libtorch: candidate, reason: `prebuild ${tag} for ${describeCandidate(candidate)}` };
@@ -150,7 +151,7 @@ export function testLoad(choice: BinaryChoice): { ok: true } | { ok: false; why:
   const key = fingerprint(choice);
   let cache: Record<string, true> = {};
   try {
-    cache = JSON.parse(fs.readFileSync(cacheFile(), 'utf8'));
+    cache = JSON.parse(fs.readFileSync(cacheFile(), 'utf8')) as Record<string, true>;
   } catch {
     // No cache yet.
   }
@@ -209,6 +210,7 @@ export function loadNative<B>(): Loaded<B> {
       continue;
     }
     preload(choice.libtorch);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the binary is chosen at run time
     return { binding: require(choice.file) as B, choice, plan };
   }
   throw libtorchError(plan, failures);

@@ -233,14 +233,17 @@ export class PerceptualLoss implements Disposable {
     let stored: Partial<PerceptualLossOptions> = {};
     const text = metadata['generic-perceptual-loss'];
     if (text !== undefined) {
+      let parsed: unknown;
       try {
-        stored = JSON.parse(text);
+        parsed = JSON.parse(text);
       } catch {
         throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not valid JSON.`);
       }
-      if (stored === null || typeof stored !== 'object' || Array.isArray(stored)) {
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
         throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not an object.`);
       }
+      // Checked by resolveOptions below, as the caller's options are.
+      stored = parsed;
     }
     // Other taps than the stored ones keep the stored weights of the taps they share.
     if (Array.isArray(options.layers) && options.layerWeights === undefined && Array.isArray(stored.layers) && Array.isArray(stored.layerWeights)) {

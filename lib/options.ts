@@ -201,9 +201,10 @@ function resolveArch(value: unknown): { arch: ResolvedOptions['arch']; config: R
   }
   const allowed = `${oneOf(Object.keys(VGG_CONFIGS))}, or an array of conv widths (integers >= 1) and 'M' with at least one conv`;
   if (!Array.isArray(value) || value.length === 0) invalidOption('arch', value, allowed);
-  const valid = value.every((v) => v === 'M' || (Number.isSafeInteger(v) && v >= 1 && v <= 65536));
-  if (!valid || !value.some((v) => v !== 'M')) invalidOption('arch', value, allowed);
-  const config = [...value] as Array<number | 'M'>;
+  const entries: unknown[] = value;
+  const isEntry = (v: unknown): v is number | 'M' => v === 'M' || (typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 && v <= 65536);
+  if (!entries.every(isEntry) || !entries.some((v) => v !== 'M')) invalidOption('arch', value, allowed);
+  const config = [...entries];
   return { arch: config, config };
 }
 
@@ -247,8 +248,9 @@ function resolveLayers(value: unknown, modules: readonly ModuleInfo[], archLabel
   const names = modules.map((m) => m.name);
   const allowedText = `tap names of ${archLabel}: conv{b}_{i}, relu{b}_{i} or pool{b}, from ${names[0]} to ${names[names.length - 1]}`;
   if (!Array.isArray(value) || value.length === 0) invalidOption('layers', value, `a non-empty array of ${allowedText}`);
+  const layers: unknown[] = value;
   const seen = new Set<string>();
-  for (const layer of value) {
+  for (const layer of layers) {
     if (typeof layer !== 'string') invalidOption('layers', value, `a non-empty array of ${allowedText}`);
     if (!/^(conv\d+_\d+|relu\d+_\d+|pool\d+)$/.test(layer)) {
       invalidOption('layers', layer, `a tap name (conv{b}_{i}, relu{b}_{i} or pool{b}) of ${archLabel}`);
@@ -257,7 +259,7 @@ function resolveLayers(value: unknown, modules: readonly ModuleInfo[], archLabel
     if (seen.has(layer)) invalidOption('layers', value, 'each tap at most once');
     seen.add(layer);
   }
-  return [...value];
+  return [...seen];
 }
 
 function resolveLayerWeights(value: unknown, layers: readonly string[]): number[] {
@@ -363,7 +365,7 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
   }
   const layout = pick('layout', raw.layout, LAYOUTS, 'nchw');
   if (raw.checkFinite !== undefined && typeof raw.checkFinite !== 'boolean') invalidOption('checkFinite', raw.checkFinite, 'true | false');
-  const checkFinite = (raw.checkFinite as boolean | undefined) ?? true;
+  const checkFinite = raw.checkFinite ?? true;
   const performance = resolvePerformance(raw);
 
   const tapModules = layers.map((name) => modules.find((m) => m.name === name)!.index);

@@ -35,7 +35,7 @@ const NHWC: CallOptions = { layout: 'nhwc' };
 
 function loadTf(): Tf {
   try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- an optional peer dependency, loaded on first use
     return require('@tensorflow/tfjs-core') as Tf;
   } catch (cause) {
     // No PerceptualLossError code fits a missing optional dependency; keep Node's own code.

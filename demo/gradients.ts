@@ -51,7 +51,7 @@ const float = (x: Tensor) => tf.cast(x, 'float32');
 
 /** Runs a backward kernel of the backend (MaxPoolGrad, ...), which has no public op. */
 function kernel(name: string, inputs: Record<string, Tensor>, attrs: NamedAttrMap): Tensor {
-  return tf.engine().runKernel(name, inputs, attrs) as Tensor;
+  return tf.engine().runKernel<Tensor>(name, inputs, attrs);
 }
 
 const CONFIGS: GradConfig[] = [

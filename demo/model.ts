@@ -71,7 +71,7 @@ export function convOp(count: number, stride: number, relu: boolean): ConvFn {
     let y = tensors[2 * count];
     for (let i = 0; i < count; i++) {
       const activation = relu && i === count - 1 ? 'relu' : 'linear';
-      y = tf.engine().runKernel(tf.FusedConv2D, { x: inputs[i], filter: filters[i], bias: y }, attrs(activation)) as Tensor;
+      y = tf.engine().runKernel<Tensor>(tf.FusedConv2D, { x: inputs[i], filter: filters[i], bias: y }, attrs(activation));
     }
     save([...inputs, ...filters, y]);
     return {
@@ -92,11 +92,11 @@ export function convOp(count: number, stride: number, relu: boolean): ConvFn {
         const gT = tf.tensor4d(g, out.shape as [number, number, number, number]);
         const dInputs = saved.slice(0, count).map(
           (x, i) =>
-            tf.engine().runKernel(
+            tf.engine().runKernel<Tensor>(
               tf.Conv2DBackpropInput,
               { dy: gT, filter: saved[count + i] },
               { ...attrs('linear'), inputShape: x.shape },
-            ) as Tensor,
+            ),
         );
         const dFilters = saved
           .slice(0, count)
@@ -105,7 +105,7 @@ export function convOp(count: number, stride: number, relu: boolean): ConvFn {
       },
     };
   });
-  return (inputs, filters, bias) => op(...inputs, ...filters, bias) as Tensor4D;
+  return (inputs, filters, bias) => op(...inputs, ...filters, bias);
 }
 
 interface Conv {

@@ -5,6 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { readEnv } from '../lib/env';
+import type { RuntimeInfo } from '../lib/index';
 import { copyPackage, repoRoot } from './helpers/package-copy';
 import { run } from './helpers/run';
 
@@ -22,7 +23,7 @@ function computeIn(dir: string): { loss: number; gradNorm: number; binary: strin
     const r = loss.lossAndGrad({ data: pred, shape: [2, 3, 16, 16] }, { data: target, shape: [2, 3, 16, 16] });
     const gradNorm = Math.sqrt(r.grad.reduce((s, g) => s + g * g, 0));
     console.log(JSON.stringify({ loss: r.loss, gradNorm, binary: runtime().binary }));`;
-  return JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' }));
+  return JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as { loss: number; gradNorm: number; binary: string };
 }
 
 const expected = computeIn(repoRoot);
@@ -86,7 +87,14 @@ describe('native builds', () => {
       let cudaError;
       try { new PerceptualLoss({ inChannels: 3, device: 'cuda' }); } catch (e) { cudaError = e.code; }
       setImmediate(() => console.log(JSON.stringify({ loss: r.loss, gradNorm, info, device: loss.options.device, warnings, cudaError })));`;
-    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env }));
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', env })) as {
+      loss: number;
+      gradNorm: number;
+      info: RuntimeInfo & { cudaBuild: boolean };
+      device: string;
+      warnings: string[];
+      cudaError?: string;
+    };
     expect(out.info.binary).toBe(addon);
     expect(out.info.libtorch).toMatchObject({ version: '2.14.1', cuda: false });
     expect(out.info.cudaBuild).toBe(true);

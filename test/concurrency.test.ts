@@ -64,8 +64,8 @@ describe('concurrent calls on one loss', () => {
     concurrent.forEach((r, i) => {
       expect(r.loss, `call ${i} loss`).toBe(sequential[i].loss);
       const grad = r.grad instanceof Tensor ? r.grad.toArray() : r.grad;
-      const want = sequential[i].grad instanceof Tensor ? (sequential[i].grad as Tensor).toArray() : sequential[i].grad;
-      expectSameBits(grad as Float32Array, want as Float32Array, `call ${i} grad`);
+      const want = sequential[i].grad instanceof Tensor ? sequential[i].grad.toArray() : sequential[i].grad;
+      expectSameBits(grad, want, `call ${i} grad`);
       expect(r.terms).toEqual(sequential[i].terms);
     });
     for (const r of [...sequential, ...concurrent]) if (r.grad instanceof Tensor) r.grad.dispose();
@@ -140,7 +140,7 @@ const WORKER = `
 function runWorker(calls: Call[]): Promise<{ out: Array<Record<string, unknown>>; binary: string; threads: number }> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(WORKER, { eval: true, workerData: { dist: DIST, options: OPTIONS, calls } });
-    worker.once('message', (m) => (m.error ? reject(new Error(m.error)) : resolve(m)));
+    worker.once('message', (m: { error?: string; out: Array<Record<string, unknown>>; binary: string; threads: number }) => (m.error ? reject(new Error(m.error)) : resolve(m)));
     worker.once('error', reject);
     worker.once('exit', (code) => (code !== 0 ? reject(new Error(`worker exited with ${code}`)) : undefined));
   });
@@ -162,9 +162,9 @@ describe('worker_threads', () => {
       result.out.forEach((r, i) => {
         expect(r.loss, `worker ${w} call ${i}`).toBe(expected[i].loss);
         expect(r.asyncLoss, `worker ${w} call ${i} async`).toBe(expected[i].loss);
-        expectSameBits(r.grad as Float32Array, expected[i].grad as Float32Array, `worker ${w} call ${i} grad`);
-        expectSameBits(r.asyncGrad as Float32Array, expected[i].grad as Float32Array, `worker ${w} call ${i} async grad`);
-        (r.features as Float32Array[]).forEach((f, k) => expectSameBits(f, expected[i].features[k] as Float32Array, `worker ${w} call ${i} feature ${k}`));
+        expectSameBits(r.grad as Float32Array, expected[i].grad, `worker ${w} call ${i} grad`);
+        expectSameBits(r.asyncGrad as Float32Array, expected[i].grad, `worker ${w} call ${i} async grad`);
+        (r.features as Float32Array[]).forEach((f, k) => expectSameBits(f, expected[i].features[k], `worker ${w} call ${i} feature ${k}`));
       });
     }
     loss.dispose();

@@ -115,7 +115,7 @@ describe('performance switches', () => {
   it('are not written to saved files: they belong to the machine', () => {
     const file = path.join(dir, 'switches.safetensors');
     new PerceptualLoss({ ...SMALL, cudaGraphs: true, channelsLast: true }).save(file);
-    const stored = JSON.parse(readSafetensors(file).metadata['generic-perceptual-loss']);
+    const stored = JSON.parse(readSafetensors(file).metadata['generic-perceptual-loss']) as Record<string, unknown>;
     for (const option of SWITCHES) expect(stored).not.toHaveProperty(option);
     expect(stored).not.toHaveProperty('device');
     expect(PerceptualLoss.load(file).options.cudaGraphs).toBe(false);

@@ -134,7 +134,7 @@ function matches(base: Base, parsed: Parsed): boolean {
 function split(bytes: Buffer): { header: Record<string, unknown>; data: Buffer; headerStart: number; headerEnd: number; entriesStart: number } {
   const n = Number(bytes.readBigUInt64LE(0));
   const text = bytes.subarray(8, 8 + n).toString('utf8');
-  const header = JSON.parse(text);
+  const header = JSON.parse(text) as Record<string, unknown>;
   // save() writes __metadata__ first: byte flips stay out of it (see 'flip' below).
   const meta = header.__metadata__ === undefined ? 0 : `"__metadata__":${JSON.stringify(header.__metadata__)},`.length;
   return { header, data: bytes.subarray(8 + n), headerStart: 8, headerEnd: 8 + n, entriesStart: 8 + 1 + meta };
@@ -311,8 +311,8 @@ function mutate(base: Base, m: Mutation): Buffer {
     case 'metadata': {
       // A file without stored options takes its options from load(); only the metadata's form is mutated.
       if (header.__metadata__ === undefined && m.how.startsWith('options')) return bytes;
-      const stored = (header.__metadata__ ?? {}) as Record<string, unknown>;
-      const options = stored['generic-perceptual-loss'] === undefined ? {} : JSON.parse(stored['generic-perceptual-loss'] as string);
+      const stored = header.__metadata__ ?? {};
+      const options = (stored['generic-perceptual-loss'] === undefined ? {} : JSON.parse(stored['generic-perceptual-loss'] as string)) as Partial<PerceptualLossOptions>;
       const edits: Record<string, () => unknown> = {
         array: () => ['pt'],
         string: () => 'pt',

@@ -120,7 +120,7 @@ function makePoolEntry({ options, js }: (typeof POOL_OPTIONS)[number]): PoolEntr
       const now = loss.lossAndGrad(probe, probeTarget);
       if (typeof first.loss === 'number') expect(now.loss).toBe(first.loss);
       else expectSameBits(now.loss as Float32Array, first.loss, 'probe loss');
-      expectSameBits(now.grad as Float32Array, first.grad as Float32Array, 'probe grad');
+      expectSameBits(now.grad, first.grad, 'probe grad');
     },
   };
 }
@@ -169,10 +169,10 @@ const CALL_DEFECTS = { callNotObject: 'ERR_OPTIONS', callLayoutBad: 'ERR_OPTIONS
 
 type Slot = 'pred' | 'target' | 'labels' | 'call';
 const DEFECTS: Array<{ kind: string; slot: Slot; code: ErrorCode }> = [
-  ...Object.entries(OPERAND_DEFECTS).map(([kind, code]) => ({ kind, slot: 'pred' as Slot, code })),
-  ...Object.entries({ ...OPERAND_DEFECTS, ...TARGET_ONLY_DEFECTS }).map(([kind, code]) => ({ kind, slot: 'target' as Slot, code })),
-  ...Object.entries(LABEL_DEFECTS).map(([kind, code]) => ({ kind, slot: 'labels' as Slot, code })),
-  ...Object.entries(CALL_DEFECTS).map(([kind, code]) => ({ kind, slot: 'call' as Slot, code })),
+  ...Object.entries(OPERAND_DEFECTS).map(([kind, code]) => ({ kind, slot: 'pred' as const, code })),
+  ...Object.entries({ ...OPERAND_DEFECTS, ...TARGET_ONLY_DEFECTS }).map(([kind, code]) => ({ kind, slot: 'target' as const, code })),
+  ...Object.entries(LABEL_DEFECTS).map(([kind, code]) => ({ kind, slot: 'labels' as const, code })),
+  ...Object.entries(CALL_DEFECTS).map(([kind, code]) => ({ kind, slot: 'call' as const, code })),
 ].filter((d) => d.kind !== 'wrongDevice' || CUDA.length > 0);
 
 function applies(slot: Slot, method: Method): boolean {

@@ -68,7 +68,7 @@ describe('resource exhaustion', () => {
               case 'lossAndGradSegmentationAsync':
                 return wide[c.method](x as HostTensor, labels, call);
               default:
-                return wide[c.method](x as HostTensor, x as HostTensor, call);
+                return wide[c.method](x as HostTensor, x, call);
             }
           };
           try {

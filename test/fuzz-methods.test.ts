@@ -4,7 +4,7 @@
 import * as os from 'node:os';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { PerceptualLoss, runtime, setNumThreads } from '../lib/index';
+import { PerceptualLoss, runtime, setNumThreads, type PerceptualLossOptions } from '../lib/index';
 import { counted, describeTotals, expectSameBits, expectThrowsCode, FUZZ_RUNS, fuzzParams, setupFuzzFile, tinyConfigArb } from './helpers/fuzz';
 
 setupFuzzFile();
@@ -57,7 +57,7 @@ describe('other methods', () => {
               }
               case 'load': {
                 // Invalid load options are refused before the file is read (it does not exist).
-                expectThrowsCode(() => PerceptualLoss.load('/nonexistent/never.safetensors', c.loadOptions as {}), c.loadOptions !== null && typeof c.loadOptions === 'object' ? ['ERR_FILE', 'ERR_OPTIONS'] : ['ERR_OPTIONS']);
+                expectThrowsCode(() => PerceptualLoss.load('/nonexistent/never.safetensors', c.loadOptions as Partial<PerceptualLossOptions>), c.loadOptions !== null && typeof c.loadOptions === 'object' ? ['ERR_FILE', 'ERR_OPTIONS'] : ['ERR_OPTIONS']);
                 return;
               }
               case 'disposed': {

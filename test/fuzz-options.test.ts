@@ -33,8 +33,8 @@ const optionsCaseArb = fc.record({
   form: fc.oneof({ arbitrary: fc.constant('object' as const), weight: 30 }, { arbitrary: fc.constantFrom(undefined, null, 3, 'vgg19', [], [{ inChannels: 3 }], () => 3), weight: 1 }),
   inChannels: fc.oneof(
     { arbitrary: fc.integer({ min: 1, max: 4 }).map((value) => ({ value })), weight: 12 },
-    { arbitrary: fc.constantFrom(0, -1, 2.5, NaN, Infinity, '3', null, true, 65537, 2 ** 53, [3], undefined).map((value) => ({ value, code: 'ERR_OPTIONS' as ErrorCode })), weight: 1 },
-    { arbitrary: fc.constant({ missing: true, code: 'ERR_OPTIONS' as ErrorCode }), weight: 1 },
+    { arbitrary: fc.constantFrom(0, -1, 2.5, NaN, Infinity, '3', null, true, 65537, 2 ** 53, [3], undefined).map((value) => ({ value, code: 'ERR_OPTIONS' as const })), weight: 1 },
+    { arbitrary: fc.constant({ missing: true, code: 'ERR_OPTIONS' as const }), weight: 1 },
   ),
   arch: fc.oneof(
     { arbitrary: fc.constant(undefined), weight: 1 },
@@ -43,7 +43,7 @@ const optionsCaseArb = fc.record({
     {
       arbitrary: fc
         .constantFrom('vgg20', 'VGG19', 19, [], ['M'], ['M', 'M'], [0], [1.5], [-1], ['m'], [65537], [2 ** 53], null, {}, [[8]], ['8'], [NaN], [Infinity], [4, 'M', true])
-        .map((value) => ({ value, code: 'ERR_OPTIONS' as ErrorCode })),
+        .map((value) => ({ value, code: 'ERR_OPTIONS' as const })),
       weight: 1,
     },
   ),
@@ -72,13 +72,13 @@ const optionsCaseArb = fc.record({
     { arbitrary: fc.constantFrom('cpu', 'auto').map((value) => ({ key: 'device', value })), weight: 3 },
     // Without a CUDA device these are refused with ERR_DEVICE; with one, cuda:7 is out of range.
     { arbitrary: fc.constantFrom('cuda', 'cuda:0', 'cuda:7').map((value) => ({ key: 'device', value, cuda: true })), weight: 1 },
-    { arbitrary: fc.constantFrom('gpu', 'cuda:', 'cuda:-1', 'CPU', 'cuda:0:0', 'cpu:0', 0, false, {}).map((value) => ({ key: 'device', value, code: 'ERR_OPTIONS' as ErrorCode })), weight: 1 },
+    { arbitrary: fc.constantFrom('gpu', 'cuda:', 'cuda:-1', 'CPU', 'cuda:0:0', 'cpu:0', 0, false, {}).map((value) => ({ key: 'device', value, code: 'ERR_OPTIONS' as const })), weight: 1 },
   ),
   dtype: fc.oneof(
     { arbitrary: fc.constant(null), weight: 6 },
     { arbitrary: fc.constantFrom('float32', 'float64').map((value) => ({ key: 'dtype', value })), weight: 3 },
     { arbitrary: fc.constantFrom('float16', 'bfloat16').map((value) => ({ key: 'dtype', value, half: true })), weight: 1 },
-    { arbitrary: fc.constantFrom('float', 'fp32', 32, null, 'Float32').map((value) => ({ key: 'dtype', value, code: 'ERR_OPTIONS' as ErrorCode })), weight: 1 },
+    { arbitrary: fc.constantFrom('float', 'fp32', 32, null, 'Float32').map((value) => ({ key: 'dtype', value, code: 'ERR_OPTIONS' as const })), weight: 1 },
   ),
   layout: optionDrawArb('layout', fc.constantFrom('nchw', 'nhwc'), ['NCHW', 'chw', 'nwhc', 1, null]),
   checkFinite: optionDrawArb('checkFinite', fc.boolean(), ['yes', 0, 1, null, 'true']),

@@ -58,10 +58,10 @@ describe('PyTorch (scripts/reference.py)', () => {
         const rand = mulberry(s.labelsSeed);
         labels = Int32Array.from({ length: s.n * H * W }, () => (rand() < 0.2 ? s.ignoreIndex : Math.floor(rand() * C)));
         const r = loss.lossAndGradSegmentation({ data: arr(pred), shape }, { data: labels, shape: [s.n, H, W] }, { ignoreIndex: s.ignoreIndex });
-        natives.set(id, { loss: r.loss as number | Float32Array, grad: r.grad, dtype: cfg.dtype });
+        natives.set(id, { loss: r.loss, grad: r.grad, dtype: cfg.dtype });
       } else {
         const r = loss.lossAndGrad({ data: arr(pred), shape }, { data: arr(target), shape });
-        natives.set(id, { loss: r.loss as number | Float32Array, grad: r.grad, dtype: cfg.dtype });
+        natives.set(id, { loss: r.loss, grad: r.grad, dtype: cfg.dtype });
       }
       loss.dispose();
       return {

@@ -97,7 +97,7 @@ async function runSegCase(c: typeof segCaseArb extends fc.Arbitrary<infer T> ? T
       expect(Array.from(grad).every((v) => v === 0)).toBe(true);
     }
     // The same call, sync and host, and in the other layout, is bit-identical.
-    const plain = loss.lossAndGradSegmentation({ data: z, shape }, { data: typed, shape: [c.n, H, W] } as never, options);
+    const plain = loss.lossAndGradSegmentation({ data: z, shape }, { data: typed, shape: [c.n, H, W] }, options);
     if (typeof plain.loss === 'number') expect(r.loss).toBe(plain.loss);
     else expectSameBits(r.loss as Float32Array, plain.loss, 'segmentation loss');
     expectSameBits(grad, plain.grad, 'segmentation grad');
@@ -105,7 +105,7 @@ async function runSegCase(c: typeof segCaseArb extends fc.Arbitrary<infer T> ? T
       const other: Layout = layout === 'nhwc' ? 'nchw' : 'nhwc';
       const otherShape = layout === 'nhwc' ? nchw : [nchw[0], nchw[2], nchw[3], nchw[1]];
       const moved = layout === 'nhwc' ? ref.transpose(z, shape, (k) => new Float32Array(k)) : ref.transpose(z, shape, (k) => new Float32Array(k), true);
-      const a = loss.lossAndGradSegmentation({ data: moved, shape: otherShape }, { data: typed, shape: [c.n, H, W] } as never, { ...options, layout: other });
+      const a = loss.lossAndGradSegmentation({ data: moved, shape: otherShape }, { data: typed, shape: [c.n, H, W] }, { ...options, layout: other });
       if (typeof plain.loss === 'number') expect(a.loss).toBe(plain.loss);
       else expectSameBits(a.loss as Float32Array, plain.loss, 'segmentation loss in the other layout');
     }

@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { native } from '../lib/binding';
-import { PerceptualLoss, PerceptualLossError, PreparedTarget, Tensor, type ErrorCode, type PerceptualLossOptions } from '../lib/index';
+import { PerceptualLoss, PerceptualLossError, PreparedTarget, Tensor, type ErrorCode, type PerceptualLossOptions, type TensorOptions } from '../lib/index';
 import {
   count,
   counted,
@@ -89,11 +89,11 @@ describe('Tensor', () => {
           else if (o?.device === 'cuda' && CUDA.length === 0) codes.add('ERR_DEVICE');
           else if (o?.device === 'cuda:3' && CUDA.length <= 3) codes.add('ERR_DEVICE');
           if (codes.size > 0) {
-            expectThrowsCode(() => Tensor.from(data as Float32Array, shape as number[], c.options as {}), [...codes]);
+            expectThrowsCode(() => Tensor.from(data as Float32Array, shape as number[], c.options as TensorOptions), [...codes]);
             return;
           }
           const live = native().liveTensors();
-          const t = Tensor.from(data as Float32Array, shape as number[], c.options as {});
+          const t = Tensor.from(data as Float32Array, shape as number[], c.options as TensorOptions);
           expect(native().liveTensors()).toBe(live + 1);
           const typeName = c.type === 'Buffer' ? 'Uint8Array' : c.type;
           expect(t.shape).toEqual(c.dims);

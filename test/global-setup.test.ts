@@ -49,7 +49,7 @@ describe('the global setup', () => {
 
     expect(ensureBuilt(dir)).toEqual([expect.stringMatching(/^dist\/ rebuilt: lib\/errors\.ts is newer than dist\//)]);
     const requireCopy = createRequire(path.join(dir, 'package.json'));
-    expect(requireCopy(path.join(dir, 'dist', 'errors.js')).EDIT_MARKER).toBe(marker);
+    expect((requireCopy(path.join(dir, 'dist', 'errors.js')) as { EDIT_MARKER?: string }).EDIT_MARKER).toBe(marker);
     expect(distStaleness(dir)).toBeUndefined();
     expect(ensureBuilt(dir)).toEqual([]); // nothing to do the second time
   }, 300_000);

@@ -98,7 +98,7 @@ beforeAll(() => setNumThreads(1));
 describe('gradient = central finite differences (float64, h = 1e-6)', () => {
   CASES.forEach((c, n) => {
     it(c.id, () => {
-      const loss = new PerceptualLoss({ ...BASE, ...c.options } as PerceptualLossOptions);
+      const loss = new PerceptualLoss({ ...BASE, ...c.options });
       const size = c.shape.reduce((a, b) => a * b, 1);
       const x = Float64Array.from(randn(size, 500 + n));
       const shape = c.shape;

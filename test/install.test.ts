@@ -9,7 +9,6 @@ import { PerceptualLoss } from '../lib/index';
 import { repoRoot } from './helpers/package-copy';
 import { run } from './helpers/run';
 
-const PREBUILD = path.join(repoRoot, 'prebuilds', 'torch1.13-cpu-cxx11');
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-install-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
 
@@ -69,7 +68,7 @@ function probe(app: string, mode: 'require' | 'import', env: NodeJS.ProcessEnv =
     mode === 'require'
       ? ['-e', `const { PerceptualLoss, runtime } = require('generic-perceptual-loss');${PROBE}`]
       : ['--input-type=module', '-e', `import { PerceptualLoss, runtime } from 'generic-perceptual-loss';${PROBE}`];
-  return JSON.parse(execFileSync(process.execPath, args, { cwd: app, env, encoding: 'utf8' }));
+  return JSON.parse(execFileSync(process.execPath, args, { cwd: app, env, encoding: 'utf8' })) as ProbeResult;
 }
 
 /** The same computation in the repository. */
@@ -135,7 +134,7 @@ describe('npm install of the packed tarball', () => {
       expect(text.stdout).toContain('* system: libtorch 1.13.0 at /usr/lib/x86_64-linux-gnu, CPU only, C++ ABI cxx11');
       expect(text.stdout).toContain('why          prebuild torch1.13-cpu-cxx11');
       expect(text.stdout).toMatch(/^verdict +OK: libtorch 1\.13\.0 via prebuild torch1\.13-cpu-cxx11, CPU only$/m);
-      const json = JSON.parse(spawnSync(bin, ['doctor', '--json'], { cwd: app, env, encoding: 'utf8' }).stdout);
+      const json = JSON.parse(spawnSync(bin, ['doctor', '--json'], { cwd: app, env, encoding: 'utf8' }).stdout) as { binary: { reason: string }; check: { loss: number } };
       expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: ['torch1.13-cpu-cxx11'], cuda: { devices: [] } });
       expect(json.binary.reason).toMatch(/^prebuild torch1\.13-cpu-cxx11/);
       expect(json.check.loss).toBeGreaterThan(0);

@@ -26,7 +26,7 @@ interface SoakResult {
 function soak(args: string[]): { status: number | null; stdout: string; stderr: string; result?: SoakResult } {
   const run = spawnSync(process.execPath, [SOAK, ...args], { cwd: ROOT, encoding: 'utf8', timeout: 300_000 });
   const line = run.stdout.split('\n').find((l) => l.startsWith('SOAK_RESULT '));
-  return { status: run.status, stdout: run.stdout, stderr: run.stderr, result: line ? JSON.parse(line.slice('SOAK_RESULT '.length)) : undefined };
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr, result: line ? (JSON.parse(line.slice('SOAK_RESULT '.length)) as SoakResult) : undefined };
 }
 
 describe('scripts/soak.js', () => {
@@ -90,7 +90,7 @@ describe('the finalizer', () => {
     const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '65536' };
     const run = spawnSync(process.execPath, ['--expose-gc', '-e', script], { encoding: 'utf8', timeout: 120_000, env });
     expect(run.status, run.stderr).toBe(0);
-    return JSON.parse(run.stdout.trim().split('\n').pop()!);
+    return JSON.parse(run.stdout.trim().split('\n').pop()!) as Record<string, number>;
   }
 
   it('frees Tensors that were never disposed once they are garbage-collected: liveTensors returns to its baseline', () => {

@@ -16,7 +16,7 @@ describe('without @tensorflow/tfjs-core', () => {
         throw Object.assign(new Error(`Cannot find module '${request}'`), { code: 'MODULE_NOT_FOUND' });
       }
       return original.call(this, request, ...rest);
-    } as Resolve;
+    };
   });
   afterAll(() => {
     internals._resolveFilename = original;

@@ -6,7 +6,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ensureGradients } from '../demo/gradients';
-import { PerceptualLoss, PerceptualLossError, setNumThreads, type PerceptualLossOptions } from '../lib/index';
+import { PerceptualLoss, setNumThreads, type PerceptualLossOptions } from '../lib/index';
 import { expectCode } from './helpers/expect-code';
 import { tfjsPerceptualLoss, tfjsSegmentationLoss } from '../lib/tfjs';
 import { randint, randn } from './helpers/random';
@@ -118,7 +118,7 @@ describe('tfjsPerceptualLoss', () => {
     const nchw = [SHAPE[0], SHAPE[3], SHAPE[1], SHAPE[2]];
     const own = loss.lossAndGrad({ data: toNchw(predData, SHAPE), shape: nchw }, { data: toNchw(targetData, SHAPE), shape: nchw });
     expect(value).toBeCloseTo(own.loss as number, 6);
-    expect(maxRelError(grad, toNhwc(own.grad as Float32Array, nchw))).toBeLessThan(1e-5);
+    expect(maxRelError(grad, toNhwc(own.grad, nchw))).toBeLessThan(1e-5);
     tf.dispose([pred, target]);
   });
 
@@ -140,14 +140,14 @@ describe('tfjsPerceptualLoss', () => {
     const fromGrad = tf.tidy(() => tf.grad((p: tf.Tensor) => f(p as tf.Tensor4D, target))(start).dataSync() as Float32Array);
 
     const pred = tf.variable(start, true, 'pred');
-    const { value, grads } = tf.variableGrads(() => f(pred as tf.Tensor4D, target));
+    const { value, grads } = tf.variableGrads(() => f(pred, target));
     expect(maxRelError(grads.pred.dataSync(), fromGrad)).toBe(0);
     tf.dispose([value, grads]);
 
     const optimizer = tf.train.sgd(50);
     const values: number[] = [];
     for (let step = 0; step < 5; step++) {
-      const l = optimizer.minimize(() => f(pred as tf.Tensor4D, target), true)!;
+      const l = optimizer.minimize(() => f(pred, target), true)!;
       values.push(l.dataSync()[0]);
       l.dispose();
     }
@@ -189,7 +189,7 @@ describe('tfjsPerceptualLoss', () => {
     tf.tidy(() => tf.grad((p: tf.Tensor) => f(p as tf.Tensor4D, target))(pred));
     expect([lossOnly.mock.calls.length, withGrad.mock.calls.length]).toEqual([1, 1]);
     // Both paths give the same value.
-    expect(value).toBe(Math.fround(withGrad.mock.results[0].value.loss as number));
+    expect(value).toBe(Math.fround((withGrad.mock.results[0].value as { loss: number }).loss));
     vi.restoreAllMocks();
     tf.dispose([pred, target]);
   });
@@ -248,13 +248,13 @@ describe('tfjsPerceptualLoss', () => {
     const target = tf.tensor4d(targetData, SHAPE);
     const pred = tf.variable(tf.tensor4d(predData, SHAPE));
     const optimizer = tf.train.sgd(1);
-    optimizer.minimize(() => f(pred as tf.Tensor4D, target)); // creates the optimizer's state once
+    optimizer.minimize(() => f(pred, target)); // creates the optimizer's state once
     noLeaks(() => {
-      f(pred as tf.Tensor4D, target).dispose();
+      f(pred, target).dispose();
       tf.grad((p: tf.Tensor) => f(p as tf.Tensor4D, target))(pred).dispose();
-      const { value, grads } = tf.variableGrads(() => f(pred as tf.Tensor4D, target));
+      const { value, grads } = tf.variableGrads(() => f(pred, target));
       tf.dispose([value, grads]);
-      optimizer.minimize(() => f(pred as tf.Tensor4D, target));
+      optimizer.minimize(() => f(pred, target));
     });
     optimizer.dispose();
     tf.dispose([pred, target]);
@@ -263,9 +263,9 @@ describe('tfjsPerceptualLoss', () => {
   it('rejects bad inputs and options with PerceptualLossError', () => {
     const loss = make();
     const f = tfjsPerceptualLoss(loss);
-    const good = tf.zeros(SHAPE) as tf.Tensor4D;
-    const ints = tf.zeros(SHAPE, 'int32') as tf.Tensor4D;
-    const threeChannels = tf.zeros([2, 8, 8, 3]) as tf.Tensor4D;
+    const good = tf.zeros<tf.Rank.R4>(SHAPE);
+    const ints = tf.zeros<tf.Rank.R4>(SHAPE, 'int32');
+    const threeChannels = tf.zeros<tf.Rank.R4>([2, 8, 8, 3]);
     noLeaks(() => {
       expectCode(() => f(ints, good), 'ERR_DTYPE', /pred must be a float32/);
       expectCode(() => f(good, {} as tf.Tensor4D), 'ERR_SHAPE', /target must be a tf.Tensor4D/);
@@ -299,7 +299,7 @@ describe('tfjsSegmentationLoss', () => {
       { layout: 'nhwc', ignoreIndex: 255 },
     );
     expect(value).toBeCloseTo(own.loss as number, 6);
-    expect(maxRelError(grad, own.grad as Float32Array)).toBe(0);
+    expect(maxRelError(grad, own.grad)).toBe(0);
     // Ignored pixels get no gradient.
     for (let p = 10; p < 20; p++) for (let c = 0; c < classes; c++) expect(Math.abs(grad[p * classes + c])).toBe(0);
     tf.dispose([logits, labels]);
@@ -321,7 +321,7 @@ describe('tfjsSegmentationLoss', () => {
     const labels = tf.tensor3d(clean, [2, 8, 8], 'int32');
     const onehot = tf.oneHot(labels, classes);
     const optimizer = tf.train.adam(0.1);
-    const objective = () => tf.add(tf.losses.softmaxCrossEntropy(onehot, logits), tf.mul(1, f(logits as tf.Tensor4D, labels))) as tf.Scalar;
+    const objective = () => tf.add<tf.Scalar>(tf.losses.softmaxCrossEntropy(onehot, logits), tf.mul(1, f(logits as tf.Tensor4D, labels)));
     const first = optimizer.minimize(objective, true)!;
     const values = [first.dataSync()[0]];
     first.dispose();
@@ -339,8 +339,8 @@ describe('tfjsSegmentationLoss', () => {
 
   it('rejects non-int32 labels', () => {
     const f = tfjsSegmentationLoss(make({ inChannels: classes }));
-    const logits = tf.zeros(shape) as tf.Tensor4D;
-    const labels = tf.zeros([2, 8, 8]) as tf.Tensor3D;
+    const logits = tf.zeros<tf.Rank.R4>(shape);
+    const labels = tf.zeros<tf.Rank.R3>([2, 8, 8]);
     expect(() => f(logits, labels)).toThrow(/int32 tf.Tensor of class ids; got a float32 tensor/);
     expect(() => tfjsSegmentationLoss(make({ inChannels: classes }), { ignoreIndex: 0.5 })).toThrow(/^Invalid option "ignoreIndex": got 0\.5; allowed: an integer\.$/);
     tf.dispose([logits, labels]);

@@ -3,6 +3,7 @@
 // property), each fuzz file's set-up and closing totals, seeded input data, small valid loss
 // configurations, the checks of one error, and the checks of results against the JavaScript
 // reference (test/helpers/js-reference.ts).
+import { inspect } from 'node:util';
 import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { native } from '../../lib/binding';
@@ -241,7 +242,7 @@ export function expectThrowsCode(fn: () => unknown, codes: readonly ErrorCode[])
     thrown = error;
   }
   if (!(thrown instanceof PerceptualLossError)) {
-    throw new Error(`expected a PerceptualLossError with code ${codes.join(' or ')}; got ${thrown === undefined ? 'no error' : String((thrown as Error)?.stack ?? thrown)}`);
+    throw new Error(`expected a PerceptualLossError with code ${codes.join(' or ')}; got ${thrown === undefined ? 'no error' : thrown instanceof Error ? (thrown.stack ?? thrown.message) : inspect(thrown)}`);
   }
   expect(codes, thrown.message).toContain(thrown.code);
   expect(thrown.message.length).toBeGreaterThan(10);
@@ -450,7 +451,7 @@ export function expectFeatures(actual: Array<{ name: string; shape: number[]; da
 export function release(value: unknown): void {
   if (value instanceof Tensor || value instanceof PreparedTarget) value.dispose();
   else if (Array.isArray(value)) value.forEach((f) => release((f as { data?: unknown }).data));
-  else if (value && typeof value === 'object' && 'grad' in value) release((value as { grad: unknown }).grad);
+  else if (value && typeof value === 'object' && 'grad' in value) release(value.grad);
 }
 
 /** The last ReLU of each block (the default taps of docs/api.md), as a test-side rule. */

@@ -117,7 +117,7 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
       seen.add(c.id);
       const count = c.shape.reduce((a, b) => a * b, 1);
       if (c.pred.length !== count || (!c.labels && c.target.length !== count)) {
-        throw new Error(`reference case ${c.id}: pred/target lengths do not match shape [${c.shape}]`);
+        throw new Error(`reference case ${c.id}: pred/target lengths do not match shape [${c.shape.join(',')}]`);
       }
       const entry: Record<string, unknown> = {
         id: c.id,
@@ -144,8 +144,8 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
         timeout: 10 * 60 * 1000,
       });
     } catch (err) {
-      const e = err as { code?: unknown; signal?: unknown; stderr?: string; message: string };
-      const how = e.signal ? `signal ${String(e.signal)}` : `exit ${String(e.code)}`;
+      const e = err as { code?: number | string | null; signal?: NodeJS.Signals | null; stderr?: string; message: string };
+      const how = e.signal ? `signal ${e.signal}` : `exit ${String(e.code)}`;
       throw new Error(`${PYTHON} ${SCRIPT} failed (${how}):\n${e.stderr?.trim() || e.message}`);
     }
 

@@ -5,7 +5,9 @@ import { execFile, type ExecFileOptions } from 'node:child_process';
 export function run(command: string, args: string[], options: ExecFileOptions = {}): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile(command, args, { encoding: 'utf8', maxBuffer: 64 << 20, ...options }, (error, stdout, stderr) => {
-      if (error) reject(Object.assign(error, { stdout: String(stdout), stderr: String(stderr) }));
+      // The failure keeps what the command printed.
+      const failure: (Error & { stdout: string; stderr: string }) | undefined = error ? Object.assign(error, { stdout: String(stdout), stderr: String(stderr) }) : undefined;
+      if (failure) reject(failure);
       else resolve(String(stdout));
     });
   });

@@ -25,7 +25,7 @@ export function writeRawSafetensors(
 export function readRawSafetensors(file: string): { header: Record<string, unknown>; data: Buffer } {
   const bytes = fs.readFileSync(file);
   const length = Number(bytes.readBigUInt64LE(0));
-  return { header: JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')), data: bytes.subarray(8 + length) };
+  return { header: JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as Record<string, unknown>, data: bytes.subarray(8 + length) };
 }
 
 /** The bytes of float32 arrays laid end to end, with their entries. */

@@ -10,7 +10,8 @@ import { availablePrebuilds } from './loader';
 // Loads no binary by itself: the first PerceptualLoss does, after loadBinding() has succeeded.
 import { PerceptualLoss } from './loss';
 
-interface DoctorReport {
+/** What `doctor --json` prints. */
+export interface DoctorReport {
   node: { version: string; napi: string | undefined };
   libtorch: LibtorchCandidate[];
   prebuilds: string[];

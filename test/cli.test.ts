@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { main } from '../lib/cli';
+import { main, type DoctorReport } from '../lib/cli';
 import { PerceptualLoss, runtime } from '../lib/index';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -75,16 +75,16 @@ describe('doctor, with a working binary', () => {
     const info = runtime();
     const { code, stdout } = run(['doctor', '--json']);
     expect(code).toBe(0);
-    const report = JSON.parse(stdout);
+    const report = JSON.parse(stdout) as DoctorReport;
     expect(report.ok).toBe(true);
     expect(report.error).toBeUndefined();
     expect(report.node).toEqual({ version: process.version, napi: process.versions.napi });
-    expect(report.binary.file).toBe(info.binary);
-    expect(report.binary.reason).toBe(info.binaryReason);
-    expect(report.binary.torchVersion).toBe(info.libtorch.version);
+    expect(report.binary?.file).toBe(info.binary);
+    expect(report.binary?.reason).toBe(info.binaryReason);
+    expect(report.binary?.torchVersion).toBe(info.libtorch.version);
     expect(report.cuda.available).toBe(info.devices.length > 1);
-    expect(report.libtorch.some((c: { usable: boolean }) => c.usable)).toBe(true);
-    expect(report.check.loss).toBe(tinyLoss());
+    expect(report.libtorch.some((c) => c.usable)).toBe(true);
+    expect(report.check?.loss).toBe(tinyLoss());
     expect(report.verdict).toMatch(/^OK: libtorch /);
   });
 });
@@ -123,7 +123,7 @@ describe('doctor, when no binary fits', () => {
     const cli = await cliFailingWith((E) => new E('ERR_LIBTORCH', 'no libtorch\nat all'));
     const { code, stdout } = run(['doctor', '--json'], cli);
     expect(code).toBe(1);
-    const report = JSON.parse(stdout);
+    const report = JSON.parse(stdout) as DoctorReport;
     expect(report.ok).toBe(false);
     expect(report.error).toEqual({ code: 'ERR_LIBTORCH', message: 'no libtorch\nat all' });
     expect(report.verdict).toBe('NOT WORKING (ERR_LIBTORCH): no libtorch');
@@ -133,7 +133,7 @@ describe('doctor, when no binary fits', () => {
 
   it('reports any other failure as ERR_LIBTORCH', async () => {
     const cli = await cliFailingWith(() => new Error('libc10.so: cannot open shared object file'));
-    const report = JSON.parse(run(['doctor', '--json'], cli).stdout);
+    const report = JSON.parse(run(['doctor', '--json'], cli).stdout) as DoctorReport;
     expect(report.error).toEqual({ code: 'ERR_LIBTORCH', message: 'libc10.so: cannot open shared object file' });
   });
 });
@@ -144,17 +144,17 @@ describe('the command itself (dist/cli.js, as npm links it)', () => {
   it('exits 0 with a JSON report of a working binary', () => {
     const result = spawnSync(process.execPath, [bin, 'doctor', '--json'], { encoding: 'utf8' });
     expect(result.status).toBe(0);
-    expect(JSON.parse(result.stdout).ok).toBe(true);
+    expect((JSON.parse(result.stdout) as DoctorReport).ok).toBe(true);
   });
 
   it('exits 1 with ok: false and the loader\'s explanation when LIBTORCH points at nothing', () => {
     const missing = path.join(ROOT, 'no-such-libtorch');
     const result = spawnSync(process.execPath, [bin, 'doctor', '--json'], { encoding: 'utf8', env: { ...process.env, LIBTORCH: missing } });
     expect(result.status).toBe(1);
-    const report = JSON.parse(result.stdout);
+    const report = JSON.parse(result.stdout) as DoctorReport;
     expect(report.ok).toBe(false);
-    expect(report.error.code).toBe('ERR_LIBTORCH');
-    expect(report.error.message).toContain(`  - LIBTORCH: ${missing}: ${missing} does not exist\n`);
+    expect(report.error?.code).toBe('ERR_LIBTORCH');
+    expect(report.error?.message).toContain(`  - LIBTORCH: ${missing}: ${missing} does not exist\n`);
     expect(report.verdict).toBe('NOT WORKING (ERR_LIBTORCH): generic-perceptual-loss could not load a native binary for the libtorch on this machine.');
   });
 

@@ -248,7 +248,9 @@ export class PerceptualLoss implements Disposable {
     // Other taps than the stored ones keep the stored weights of the taps they share.
     if (Array.isArray(options.layers) && options.layerWeights === undefined && Array.isArray(stored.layers) && Array.isArray(stored.layerWeights)) {
       const byName = new Map(stored.layers.map((name, i) => [name, (stored.layerWeights as number[])[i]]));
-      stored.layerWeights = Object.fromEntries(options.layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
+      // (The names themselves are checked by resolveOptions below.)
+      const layers = options.layers as readonly string[];
+      stored.layerWeights = Object.fromEntries(layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
     }
     const merged = { ...stored, ...options } as PerceptualLossOptions;
     let resolved: Resolved;

@@ -66,11 +66,14 @@ export function checkIgnoreIndex(value: unknown): number {
 
 /** A shape: an array of integers >= 0 (ERR_SHAPE otherwise). */
 export function checkShape(shape: unknown, what: string): number[] {
-  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+  const dims: unknown[] | undefined = Array.isArray(shape) ? shape : undefined;
+  if (!dims?.every(isDim)) {
     throw new PerceptualLossError('ERR_SHAPE', `${what} shape must be an array of integers >= 0; got ${show(shape)}.`);
   }
-  return [...shape];
+  return [...dims];
 }
+
+const isDim = (d: unknown): d is number => typeof d === 'number' && Number.isSafeInteger(d) && d >= 0;
 
 export function elementCount(shape: readonly number[]): number {
   return shape.reduce((n, d) => n * d, 1);
@@ -86,13 +89,13 @@ export function hostTensor<A extends ArrayBufferView>(x: unknown, role: string, 
   if (x === null || typeof x !== 'object' || !('data' in x) || !('shape' in x)) {
     throw new PerceptualLossError('ERR_SHAPE', `${role} must be a Tensor or { data, shape }; got ${show(x)}.`);
   }
-  const { data, shape } = x as { data: unknown; shape: unknown };
+  const { data, shape } = x;
   if (!types.some((t) => data instanceof t)) {
     const names = types.map((t) => t.name).join(' or ');
     throw new PerceptualLossError('ERR_DTYPE', `${role}.data must be a ${names}; got ${show(data)}.`);
   }
   const dims = checkShape(shape, role);
-  const length = (data as unknown as ArrayLike<number>).length;
+  const length = (data as ArrayLike<number>).length;
   if (elementCount(dims) !== length) {
     throw new PerceptualLossError('ERR_SHAPE', `${role}.data holds ${length} elements but shape ${show(dims)} needs ${elementCount(dims)}.`);
   }

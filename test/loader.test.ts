@@ -77,7 +77,7 @@ describe('the test load (a child process) and its cache', () => {
     fs.utimesSync(file, stamp, stamp);
     expect(fs.existsSync(cacheFile())).toBe(false);
     expect(testLoad(choice(file))).toEqual({ ok: true });
-    const keys = Object.keys(JSON.parse(fs.readFileSync(cacheFile(), 'utf8')));
+    const keys = Object.keys(JSON.parse(fs.readFileSync(cacheFile(), 'utf8')) as Record<string, unknown>);
     expect(keys).toHaveLength(1);
     expect(keys[0].startsWith(`${file}:${fs.statSync(file).size}:${fs.statSync(file).mtimeMs}|`)).toBe(true);
 
@@ -100,7 +100,7 @@ describe('the test load (a child process) and its cache', () => {
     for (let attempt = 0; attempt < 2; attempt++) {
       expect(testLoad(choice(file))).toEqual({ ok: false, why: `Error: ${file}: undefined symbol: gpl_missing_symbol` });
     }
-    const cached = fs.existsSync(cacheFile()) ? Object.keys(JSON.parse(fs.readFileSync(cacheFile(), 'utf8'))) : [];
+    const cached = fs.existsSync(cacheFile()) ? Object.keys(JSON.parse(fs.readFileSync(cacheFile(), 'utf8')) as Record<string, unknown>) : [];
     expect(cached.some((k) => k.startsWith(`${file}:`))).toBe(false);
   });
 

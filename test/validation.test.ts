@@ -76,7 +76,7 @@ describe('ignoreIndex', () => {
     expect(loss.lossAndGradSegmentation(logits, labels).loss).toBe(explicit.loss);
     expect(seg.ignoreIndex).toBe(255);
     expect(seg.lossAndGrad(logits, labels).loss).toBe(explicit.loss);
-    const nhwc = (x: Float32Array) => tf.transpose(tf.tensor4d(x, [2, classes, 8, 8]), [0, 2, 3, 1]) as tf.Tensor4D;
+    const nhwc = (x: Float32Array) => tf.transpose<tf.Tensor4D>(tf.tensor4d(x, [2, classes, 8, 8]), [0, 2, 3, 1]);
     const value = tfjsSegmentationLoss(loss)(nhwc(logits.data), tf.tensor3d(labels.data, [2, 8, 8], 'int32'));
     expect(Math.abs(value.dataSync()[0] - (explicit.loss as number)) / (explicit.loss as number)).toBeLessThan(1e-6);
   });
@@ -95,7 +95,7 @@ describe('PerceptualLoss.load, telling whose options are bad', () => {
   const withStored = (stored: object) => {
     const bytes = fs.readFileSync(file);
     const length = Number(bytes.readBigUInt64LE(0));
-    const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8'));
+    const header = JSON.parse(bytes.subarray(8, 8 + length).toString('utf8')) as { __metadata__: Record<string, string> };
     header.__metadata__['generic-perceptual-loss'] = JSON.stringify(stored);
     let text = JSON.stringify(header);
     text += ' '.repeat((8 - ((8 + text.length) % 8)) % 8); // the data stays 8-byte aligned

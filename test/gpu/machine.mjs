@@ -12,7 +12,7 @@ const pack = args[args.indexOf('--pack') + 1];
 function tryRun(cmd, argv) {
   try {
     return execFileSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 60_000 }).trim();
-  } catch (error) {
+  } catch {
     return null;
   }
 }

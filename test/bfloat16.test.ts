@@ -59,10 +59,10 @@ function runOurs(c: Case, dtype: 'float32' | 'bfloat16'): Ours {
   if (labels) {
     const [n, , h, w] = c.shape;
     const r = loss.lossAndGradSegmentation(p, { data: labels, shape: [n, h, w] }, { ignoreIndex: c.segmentation!.ignoreIndex });
-    return { loss: r.loss as number, grad: r.grad as Float32Array };
+    return { loss: r.loss as number, grad: r.grad };
   }
   const r = loss.lossAndGrad(p, { data: target, shape: c.shape });
-  return { loss: r.loss as number | Float32Array, grad: r.grad as Float32Array };
+  return { loss: r.loss as number | Float32Array, grad: r.grad };
 }
 
 function lossError(actual: number | ArrayLike<number>, expected: number | ArrayLike<number> | undefined): number {
@@ -124,7 +124,7 @@ describe.skipIf(!cpu.bfloat16)('bfloat16 on a CPU with AVX512-BF16 or AMX-BF16',
     const r = loss.lossAndGrad({ data: randn(n, 3), shape }, { data: randn(n, 4), shape });
     expect(typeof r.loss).toBe('number');
     expect(r.grad).toBeInstanceOf(Float32Array);
-    expect((r.grad as Float32Array).length).toBe(n);
+    expect(r.grad.length).toBe(n);
     const r64 = loss.lossAndGrad({ data: Float64Array.from(randn(n, 3)), shape }, { data: Float64Array.from(randn(n, 4)), shape });
     expect(r64.grad).toBeInstanceOf(Float64Array);
     expect(r64.loss).toBe(r.loss);
@@ -152,7 +152,7 @@ describe.skipIf(!cpu.bfloat16)('bfloat16 on a CPU with AVX512-BF16 or AMX-BF16',
     using t = Tensor.from(target.data, shape);
     const resident = loss.lossAndGrad(p, t);
     expect(resident.loss).toBe(sync.loss);
-    const g = resident.grad as Tensor;
+    const g = resident.grad;
     expect(g.dtype).toBe('float32');
     expect(g.toArray()).toEqual(sync.grad);
     g.dispose();
@@ -173,7 +173,7 @@ describe.skipIf(!cpu.bfloat16)('bfloat16 on a CPU with AVX512-BF16 or AMX-BF16',
     expect(async.loss).toBe(sync.loss);
     expect(async.grad).toEqual(sync.grad);
     // An ignored pixel gets no gradient in any channel.
-    const g = sync.grad as Float32Array;
+    const g = sync.grad;
     expect([0, 1, 2, 3].map((ch) => Math.abs(g[ch * 16 * 16]))).toEqual([0, 0, 0, 0]);
     expect(g.some((v) => v !== 0)).toBe(true);
   });

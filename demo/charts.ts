@@ -31,7 +31,7 @@ export function curvesSpec(title: string, points: CurvePoint[], series: string[]
       },
     })),
     resolve: { scale: { y: 'independent' } },
-  } as TopLevelSpec;
+  };
 }
 
 export interface PairedPoint {
@@ -88,5 +88,5 @@ export function pairedSpec(title: string, points: PairedPoint[], metrics: string
         },
       ],
     })),
-  } as TopLevelSpec;
+  };
 }

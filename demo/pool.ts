@@ -12,7 +12,7 @@ export interface PoolEvents {
 
 /** Trains every spec on `workers` threads; the results come back in the specs' order. */
 export async function runAll(specs: RunSpec[], workers: number, threads: number, events: PoolEvents = {}): Promise<RunResult[]> {
-  const results: RunResult[] = new Array(specs.length);
+  const results = new Array<RunResult>(specs.length);
   let next = 0;
   const count = Math.max(1, Math.min(workers, specs.length));
   const pool: Worker[] = [];

@@ -93,7 +93,7 @@ function predictAll(forward: (x: tf.Tensor4D) => tf.Tensor, images: Float32Array
     const m = Math.min(batch, n - i);
     tf.tidy(() => {
       const x = input(images.subarray(i * plane * CHANNELS, (i + m) * plane * CHANNELS), m, size);
-      out.set(forward(x).dataSync() as Int32Array | Float32Array, i * plane);
+      out.set(forward(x).dataSync(), i * plane);
     });
   }
 }
@@ -108,7 +108,7 @@ function depthPerceptual(loss: DenseLoss): (pred: tf.Tensor4D, target: Float32Ar
     const op = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
       const shape = x.shape;
       const result = loss.lossAndGrad({ data: x.dataSync() as Float32Array, shape }, { data: target, shape }, { mask, layout: 'nhwc' });
-      save([tf.tensor(result.grad as Float32Array, shape)]);
+      save([tf.tensor(result.grad, shape)]);
       return { value: tf.scalar(result.loss as number), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
     }) as unknown as Parameters<typeof tf.customGrad>[0]);
     return op(pred) as tf.Scalar;
@@ -140,7 +140,7 @@ function segmentationTask(spec: RunSpec): Task {
       const x = input(data.images, batch, size);
       const labels = tf.tensor3d(data.labels, [batch, size, size], 'int32');
       const logits = forward(x);
-      const pixel = tf.losses.softmaxCrossEntropy(tf.oneHot(labels, CLASSES), logits) as tf.Scalar;
+      const pixel = tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(tf.oneHot(labels, CLASSES), logits);
       return { pixel, perceptual: perceptual ? perceptual(logits, labels) : null };
     },
     evaluate(forward) {
@@ -172,7 +172,7 @@ function depthTask(spec: RunSpec): Task {
       const mask = tf.tensor4d(Float32Array.from(valid), shape);
       const pred = forward(x);
       // Masked L1: the mean absolute error over the pixels with a measurement.
-      const pixel = tf.div(tf.sum(tf.mul(tf.abs(tf.sub(pred, target)), mask)), tf.maximum(tf.sum(mask), 1)) as tf.Scalar;
+      const pixel = tf.div<tf.Scalar>(tf.sum(tf.mul(tf.abs(tf.sub(pred, target)), mask)), tf.maximum(tf.sum(mask), 1));
       return { pixel, perceptual: perceptual ? perceptual(pred, scaled, valid) : null };
     },
     evaluate(forward) {
@@ -195,7 +195,7 @@ export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => 
     { inChannels: CHANNELS, classes: task.classes, width: spec.width },
     substream(seed, spec.task === 'seg' ? STREAM.init : DEPTH_STREAM.init),
   );
-  const forward = spec.task === 'seg' ? (x: tf.Tensor4D) => net.forward(x) : (x: tf.Tensor4D) => tf.add(net.forward(x), DEPTH_OFFSET) as tf.Tensor4D;
+  const forward = spec.task === 'seg' ? (x: tf.Tensor4D) => net.forward(x) : (x: tf.Tensor4D) => tf.add<tf.Tensor4D>(net.forward(x), DEPTH_OFFSET);
   const optimizer = tf.train.adam(spec.learningRate);
   const curve = { loss: [] as number[], pixel: [] as number[], perceptual: usesPerceptual ? ([] as number[]) : null };
   const evals: EvalPoint[] = [];
@@ -218,7 +218,7 @@ export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => 
         curve.pixel.push(parts.pixel.dataSync()[0]);
         if (!usesPerceptual || !parts.perceptual) return parts.pixel;
         curve.perceptual!.push(parts.perceptual.dataSync()[0]);
-        return tf.add(parts.pixel, tf.mul(spec.lambda, parts.perceptual)) as tf.Scalar;
+        return tf.add<tf.Scalar>(parts.pixel, tf.mul(spec.lambda, parts.perceptual));
       }, true)!;
       curve.loss.push(loss.dataSync()[0]);
     });

@@ -448,7 +448,8 @@ function readMask(mask: MaskLike, shape: readonly number[], layout: Layout, devi
     if (!isArray) {
       const raw = (mask as { shape?: unknown }).shape;
       if (!Array.isArray(raw)) throw new PerceptualLossError('ERR_SHAPE', `mask.shape must be an array; got ${show(raw)}.`);
-      given = [...raw];
+      // Its entries are checked against the operand's shape below.
+      given = [...(raw as number[])];
     }
   }
   const [n, c, h, w] = nchwDims(shape, layout);

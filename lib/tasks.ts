@@ -1,7 +1,7 @@
 // Thin, typed helpers for the paper's tasks: segmentation (logits and labels), depth (1-channel
 // maps with a valid mask) and any dense C-channel output. Each builds a PerceptualLoss with the
 // right `inChannels` and computes { loss, grad } with respect to the prediction.
-import { PerceptualLossError, show } from './errors';
+import { PerceptualLossError } from './errors';
 import type { LabelsLike, ResultFor, TensorLike } from './input';
 import { PerceptualLoss, PreparedTarget, type CallOptions, type LossAndGrad, type LossCallOptions, type MaskLike, type SegmentationOptions } from './loss';
 import type { PerceptualLossOptions } from './options';
@@ -123,7 +123,7 @@ export class DenseLoss implements Disposable {
 
   /** The loss and d loss / d pred (zero where the mask is 0). */
   lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: DenseCallOptions): LossAndGrad<ResultFor<P>> {
-    return this.perceptual.lossAndGrad(pred, target, checkCall(call)) as LossAndGrad<ResultFor<P>>;
+    return this.perceptual.lossAndGrad(pred, target, checkCall(call));
   }
 
   /** The same, off the JavaScript thread. */
@@ -132,7 +132,7 @@ export class DenseLoss implements Disposable {
     target: TensorLike | PreparedTarget,
     call?: DenseCallOptions,
   ): Promise<LossAndGrad<ResultFor<P>>> {
-    return (await this.perceptual.lossAndGradAsync(pred, target, checkCall(call))) as LossAndGrad<ResultFor<P>>;
+    return (await this.perceptual.lossAndGradAsync(pred, target, checkCall(call)));
   }
 
   dispose(): void {

@@ -202,8 +202,8 @@ describe('demo network conv op', () => {
         const [x, filter] = saved;
         const g = dy as tf.Tensor;
         return {
-          x: () => tf.engine().runKernel(tf.Conv2DBackpropInput, { dy: g, filter }, { ...attrs, inputShape: x.shape }) as tf.Tensor,
-          filter: () => tf.engine().runKernel(tf.Conv2DBackpropFilter, { x, dy: g }, { ...attrs, filterShape: filter.shape }) as tf.Tensor,
+          x: () => tf.engine().runKernel<tf.Tensor>(tf.Conv2DBackpropInput, { dy: g, filter }, { ...attrs, inputShape: x.shape }),
+          filter: () => tf.engine().runKernel<tf.Tensor>(tf.Conv2DBackpropFilter, { x, dy: g }, { ...attrs, filterShape: filter.shape }),
         };
       },
     });
@@ -248,7 +248,19 @@ describe('npm run demo -- --quick', () => {
   const outputs: string[] = [];
   let logs: string[] = [];
   const STEPS = TEST_STEPS;
-  const read = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8'));
+  interface ArmReport {
+    name: string;
+    curve: { loss: number[]; pixel: number[]; perceptual: number[] | null };
+    final: Record<string, number>;
+  }
+  interface DemoReport {
+    config: Record<string, unknown>;
+    tasks: Record<string, { arms: ArmReport[] }>;
+    files: Record<string, string>;
+    timing?: unknown;
+    provenance?: unknown;
+  }
+  const read = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as DemoReport;
 
   beforeAll(async () => {
     // Compile the current sources into a scratch package (dist/ of the repo may be stale or in
@@ -297,9 +309,9 @@ describe('npm run demo -- --quick', () => {
         expect(pixel.curve.loss).toHaveLength(STEPS);
         expect(pixel.curve.perceptual).toBeNull();
         expect(perceptual.curve.perceptual).toHaveLength(STEPS);
-        expect(perceptual.curve.perceptual.every((v: number) => v > 0)).toBe(true);
+        expect(perceptual.curve.perceptual?.every((v) => v > 0)).toBe(true);
       }
-      for (const png of Object.values(report.files) as string[]) {
+      for (const png of Object.values(report.files)) {
         const bytes = fs.readFileSync(path.join(out, png));
         expect(bytes.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
         expect(bytes.length).toBeGreaterThan(5000);

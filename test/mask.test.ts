@@ -44,7 +44,7 @@ function applied<A extends Float>(data: A, mask: MaskValues, index: (i: number) 
 /** What a mask must give: the unmasked loss of the masked inputs, and mask * its gradient. */
 function reference(loss: PerceptualLoss, pred: Float, target: Float, shape: number[], mask: MaskValues, index: (i: number) => number, layout: 'nchw' | 'nhwc' = 'nchw') {
   const plain = loss.lossAndGrad({ data: applied(pred, mask, index), shape }, { data: applied(target, mask, index), shape }, { layout });
-  return { loss: plain.loss, grad: applied(plain.grad as Float, mask, index) };
+  return { loss: plain.loss, grad: applied(plain.grad, mask, index) };
 }
 
 function toNhwc(d: Float32Array): Float32Array {

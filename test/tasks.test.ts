@@ -1,6 +1,6 @@
 // The task helpers (lib/tasks.ts): segmentation, depth with a valid mask, dense C-channel maps.
 import { afterAll, describe, expect, it } from 'vitest';
-import { PerceptualLoss, PerceptualLossError } from '../lib/index';
+import { PerceptualLoss } from '../lib/index';
 import { denseLoss, depthLoss, depthValidMask, segmentationLoss, type DenseLoss } from '../lib/tasks';
 import { expectCode } from './helpers/expect-code';
 import { randint, randn } from './helpers/random';
@@ -97,7 +97,7 @@ describe('depthLoss', () => {
     const depth = keep(depthLoss(SMALL));
     expect(depth.channels).toBe(1);
     const mask = depthValidMask(target);
-    expect(Array.from(mask.subarray(18, 42))).toEqual([1, 1, ...Array(20).fill(0), 1, 1]);
+    expect(Array.from(mask.subarray(18, 42))).toEqual([1, 1, ...new Array<number>(20).fill(0), 1, 1]);
     expect(mask[90]).toBe(0);
     const masked = depth.lossAndGrad(pred, target, { mask });
 
@@ -154,7 +154,7 @@ describe('denseLoss', () => {
     const a = dense.lossAndGrad({ data: pred, shape: nchw }, { data: target, shape: nchw }, { mask: pixelMask });
     const b = dense.lossAndGrad({ data: toNhwc(pred), shape: nhwcShape }, { data: toNhwc(target), shape: nhwcShape }, { mask: pixelMask, layout: 'nhwc' });
     expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
-    const aNhwc = toNhwc(a.grad as Float32Array);
+    const aNhwc = toNhwc(a.grad);
     for (let i = 0; i < aNhwc.length; i++) expect(b.grad[i]).toBeCloseTo(aNhwc[i], 7);
     // Masked pixels: zero gradient in all three channels.
     for (let b0 = 0; b0 < n; b0++)
@@ -207,7 +207,7 @@ describe('denseLoss', () => {
       { mask: { data: nhwcMask, shape: nhwcShape }, layout: 'nhwc' },
     );
     expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
-    const expected = toNhwc(a.grad as Float32Array);
+    const expected = toNhwc(a.grad);
     const scale = Math.max(...Array.from(expected, Math.abs));
     for (let i = 0; i < expected.length; i++) {
       if (nhwcMask[i] === 0) expect(Math.abs(b.grad[i]), `grad[${i}] is masked out`).toBe(0);

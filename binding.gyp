@@ -18,8 +18,9 @@
       ],
       # libtorch's headers need RTTI and exceptions, which node-gyp turns off by default.
       "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O3", "-fvisibility=hidden"],
+      # The C++ standard follows the libtorch (find-libtorch.js): node-gyp's own -std goes.
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++20"],
+      "cflags_cc": ["<!@(node install/find-libtorch.js --gyp cflags_cc)", "-fexceptions", "-frtti", "-O3", "-fvisibility=hidden"],
       "libraries": ["<!@(node install/find-libtorch.js --gyp libraries)"],
       "ldflags": ["<!@(node install/find-libtorch.js --gyp ldflags)", "-Wl,--no-as-needed"]
     }

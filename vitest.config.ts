@@ -13,6 +13,8 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // dist/ (and a local addon build) rebuilt from the sources when older: no suite runs stale code.
     globalSetup: ['test/global-setup.ts'],
+    // GPL_TEST_FLAVOUR=<flavour>: the suites against that libtorch flavour's prebuild and PyTorch.
+    setupFiles: ['test/helpers/flavour-setup.ts'],
     // Each test file gets its own process: the addon and libtorch load once per file.
     pool: 'forks',
     testTimeout: 120_000,

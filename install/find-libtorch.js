@@ -3,17 +3,19 @@
 //   node install/find-libtorch.js            human-readable report
 //   node install/find-libtorch.js --json     the whole search as JSON
 //   node install/find-libtorch.js --cmake    set() lines for CMakeLists.txt
-//   node install/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags | sources
+//   node install/find-libtorch.js --gyp KEY  one binding.gyp list: include_dirs | libraries | defines | ldflags | sources | cflags_cc
+//   node install/find-libtorch.js --flavour  the prebuild flavour of the libtorch found (torch2.14-cu130-cxx11)
+// The C++ standard comes from discovery too (cxxStandardFor in lib/libtorch.ts), for both builds.
 'use strict';
 const util = require('node:util');
 const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
 
-/** @type {{ json?: boolean, cmake?: boolean, gyp?: string }} */
+/** @type {{ json?: boolean, cmake?: boolean, flavour?: boolean, gyp?: string }} */
 let mode;
 try {
-  mode = util.parseArgs({ options: { json: { type: 'boolean' }, cmake: { type: 'boolean' }, gyp: { type: 'string' } } }).values;
+  mode = util.parseArgs({ options: { json: { type: 'boolean' }, cmake: { type: 'boolean' }, flavour: { type: 'boolean' }, gyp: { type: 'string' } } }).values;
 } catch (error) {
-  console.error(`${/** @type {Error} */ (error).message}\nusage: node install/find-libtorch.js [--json | --cmake | --gyp KEY]`);
+  console.error(`${/** @type {Error} */ (error).message}\nusage: node install/find-libtorch.js [--json | --cmake | --flavour | --gyp KEY]`);
   process.exit(2);
 }
 
@@ -35,9 +37,17 @@ if (!chosen) {
 const abi = chosen.cxx11Abi === false ? 0 : 1;
 const defines = [`_GLIBCXX_USE_CXX11_ABI=${abi}`, ...(chosen.cuda ? ['PL_WITH_CUDA'] : [])];
 
-if (mode.cmake) {
+if (mode.flavour) {
+  if (!chosen.flavour) {
+    console.error(`generic-perceptual-loss: the flavour of ${describeCandidate(chosen)} is unknown`);
+    process.exit(1);
+  }
+  console.log(chosen.flavour);
+} else if (mode.cmake) {
   const list = (/** @type {string[]} */ xs) => `"${xs.join(';')}"`;
   console.log(`set(PL_TORCH_VERSION "${chosen.version ?? ''}")`);
+  console.log(`set(PL_TORCH_FLAVOUR "${chosen.flavour ?? ''}")`);
+  console.log(`set(PL_CXX_STANDARD ${chosen.cxxStandard})`);
   console.log(`set(PL_TORCH_INCLUDE_DIRS ${list(chosen.includeDirs)})`);
   console.log(`set(PL_TORCH_LIBRARY_DIR "${chosen.libraryDir}")`);
   console.log(`set(PL_TORCH_LIBRARIES ${list(chosen.libraries)})`);
@@ -52,6 +62,7 @@ if (mode.cmake) {
     ldflags: [`-Wl,-rpath,${chosen.libraryDir}`],
     // The CUDA-only translation unit (see native/cuda.h).
     sources: chosen.cuda ? ['native/cuda.cc'] : [],
+    cflags_cc: [`-std=c++${chosen.cxxStandard}`],
   };
   if (!(key in lists)) {
     console.error(`unknown --gyp key ${key}; one of ${Object.keys(lists).join(', ')}`);
@@ -60,4 +71,5 @@ if (mode.cmake) {
   console.log(lists[key].join(' '));
 } else {
   for (const c of search.candidates) console.log(`${c === chosen ? '*' : ' '} ${describeCandidate(c)}`);
+  console.log(`  flavour: ${chosen.flavour ?? 'unknown (no prebuild can match; build from source)'}`);
 }

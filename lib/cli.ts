@@ -15,9 +15,10 @@ export interface DoctorReport {
   node: { version: string; napi: string | undefined };
   libtorch: LibtorchCandidate[];
   prebuilds: string[];
-  binary?: { file: string; reason: string; libtorch: string; torchVersion: string; cxx11Abi: boolean };
+  binary?: { file: string; reason: string; libtorch: string; flavour?: string; torchVersion: string; cxx11Abi: boolean };
   cpu: { threads: number; availableParallelism: number; parallelInfo?: string };
-  cuda: { available: boolean; devices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number }> };
+  /** build: a CUDA libtorch and binary; available: a GPU is usable. */
+  cuda: { build: boolean; available: boolean; devices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number }> };
   check?: { loss: number; ms: number };
   error?: { code: string; message: string };
   ok: boolean;
@@ -30,7 +31,7 @@ function doctor(): DoctorReport {
     libtorch: findLibtorch().candidates,
     prebuilds: availablePrebuilds(),
     cpu: { threads: 0, availableParallelism: os.availableParallelism() },
-    cuda: { available: false, devices: [] },
+    cuda: { build: false, available: false, devices: [] },
     ok: false,
     verdict: '',
   };
@@ -41,12 +42,13 @@ function doctor(): DoctorReport {
       file: choice.file,
       reason: choice.reason,
       libtorch: choice.libtorch.libraryDir ?? '',
+      flavour: choice.libtorch.flavour,
       torchVersion: info.torchVersion,
       cxx11Abi: info.cxx11Abi,
     };
     report.cpu.threads = info.numThreads;
     report.cpu.parallelInfo = info.parallelInfo;
-    report.cuda = { available: info.cuda, devices: info.cudaDevices };
+    report.cuda = { build: info.cudaBuild, available: info.cudaBuild && info.cudaDeviceCount > 0, devices: info.cudaDevices };
     // The smallest real computation: a one-conv network on an 8x8 input.
     const start = performance.now();
     const loss = new PerceptualLoss({ inChannels: 1, arch: [4], device: 'cpu' });
@@ -56,7 +58,11 @@ function doctor(): DoctorReport {
     if (!Number.isFinite(value) || value <= 0) throw new Error(`the tiny loss came out as ${value}`);
     report.check = { loss: value, ms: performance.now() - start };
     report.ok = true;
-    const devices = report.cuda.devices.length ? `${report.cuda.devices.length} CUDA device(s)` : 'CPU only';
+    const devices = report.cuda.devices.length
+      ? `${report.cuda.devices.length} CUDA device(s)`
+      : report.cuda.build
+        ? 'CUDA build, no usable GPU: CPU only'
+        : 'CPU only';
     report.verdict = `OK: libtorch ${info.torchVersion} via ${choice.reason.split(' for ')[0]}, ${devices}`;
   } catch (error) {
     const code = error instanceof PerceptualLossError ? error.code : 'ERR_LIBTORCH';
@@ -80,7 +86,10 @@ function print(r: DoctorReport): void {
     console.log(`  why          ${r.binary.reason}`);
   }
   console.log(`CPU threads    ${r.cpu.threads || '-'} (machine: ${r.cpu.availableParallelism})`);
-  if (r.cuda.devices.length === 0) console.log(`CUDA           ${r.binary ? 'no usable device' : '-'}`);
+  if (r.binary) console.log(`flavour        ${r.binary.flavour ?? 'unknown'}`);
+  if (r.cuda.devices.length === 0) {
+    console.log(`CUDA           ${r.binary ? (r.cuda.build ? 'a CUDA build; no usable device' : 'no usable device (a CPU build)') : '-'}`);
+  }
   for (const d of r.cuda.devices) {
     console.log(`CUDA cuda:${d.index}    ${d.name}, compute capability ${d.computeCapability}, ${gib(d.memoryBytes)}`);
   }

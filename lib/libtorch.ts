@@ -1,7 +1,11 @@
 // Finds libtorch, for the builds (CMake and node-gyp) and the loader alike, in one order:
 // $LIBTORCH, the `torch` package of the python3 on PATH, then the system's CMake config.
+// It also says what each libtorch is (version, device flavour, C++ ABI) and how code must be
+// compiled against it (the C++ standard): the one place that knows how libtorch versions differ
+// for the build.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 export type LibtorchSource = 'LIBTORCH' | 'python' | 'system';
@@ -18,9 +22,14 @@ export interface LibtorchCandidate {
   libraryDir?: string;
   /** Libraries to link, without the `lib` prefix and `.so` suffix. */
   libraries: string[];
+  /** Whether this is a CUDA build of libtorch (not whether a GPU is usable). */
   cuda: boolean;
   cudaVersion?: string;
   cxx11Abi?: boolean;
+  /** The C++ standard to compile against these headers: 17, or 20 where they demand it. */
+  cxxStandard?: number;
+  /** The prebuild flavour, e.g. `torch2.14-cu130-cxx11`; absent when the version or CUDA version is unknown. */
+  flavour?: string;
 }
 
 export interface LibtorchSearch {
@@ -49,12 +58,35 @@ function readIfExists(file: string): string | undefined {
   }
 }
 
+/** "2.14.1+cu130", "1.13.0a0" -> "2.14.1", "1.13.0". */
+function releaseOf(version: string | undefined): string | undefined {
+  return version?.match(/^(\d+\.\d+\.\d+)/)?.[1];
+}
+
 function versionFromHeader(includeDir: string): string | undefined {
   const header = readIfExists(path.join(includeDir, 'torch/csrc/api/include/torch/version.h'));
   if (!header) return undefined;
   const part = (name: string) => header.match(new RegExp(`#define TORCH_VERSION_${name} (\\d+)`))?.[1];
   const [major, minor, patch] = [part('MAJOR'), part('MINOR'), part('PATCH')];
   return major && minor && patch ? `${major}.${minor}.${patch}` : undefined;
+}
+
+/** TorchConfigVersion.cmake: `set(PACKAGE_VERSION "2.13.0")`. */
+function versionFromCmake(cmakeDir: string): string | undefined {
+  return releaseOf(readIfExists(path.join(cmakeDir, 'TorchConfigVersion.cmake'))?.match(/set\(PACKAGE_VERSION "([^"]+)"\)/)?.[1]);
+}
+
+/**
+ * The C++ standard these headers need. ATen.h states its minimum (`__cplusplus < 202002L` in
+ * 2.14); the package's own code needs C++17. Never more than the minimum: libtorch 1.13 built as
+ * C++20 compiles but crashes at load.
+ */
+export function cxxStandardFor(includeDir: string, version: string | undefined): number {
+  const required = readIfExists(path.join(includeDir, 'ATen/ATen.h'))?.match(/__cplusplus < (\d{4})\d\dL/)?.[1];
+  if (required) return Math.max(17, Number(required.slice(2)));
+  // Headers that do not say: libtorch 1.x is C++17, and 2.x from 2.14 on asks for C++20.
+  const [major, minor] = (version ?? '1.0').split('.').map(Number);
+  return major > 2 || (major === 2 && minor >= 14) ? 20 : 17;
 }
 
 function abiFromCmake(cmakeDir: string): boolean | undefined {
@@ -75,11 +107,13 @@ function abiFromLibrary(file: string): boolean | undefined {
 function cudaIncludeDir(libraryDir: string): string | undefined {
   const site = path.resolve(libraryDir, '../..'); // .../site-packages for pip's torch/lib
   const roots = [process.env.CUDA_HOME, process.env.CUDA_PATH, '/usr/local/cuda'].filter((d): d is string => !!d);
+  // The nvidia wheels beside pip's torch match it exactly, and need no CUDA toolkit.
   const dirs = [
+    ...['cu13', 'cu12', 'cuda_runtime'].map((d) => path.join(site, 'nvidia', d, 'include')),
     ...roots.map((d) => path.join(d, 'include')),
-    ...['cu13', 'cuda_runtime'].map((d) => path.join(site, 'nvidia', d, 'include')),
   ];
-  return dirs.find((d) => fs.existsSync(path.join(d, 'cuda_runtime_api.h')));
+  // cuda_runtime.h includes crt/host_config.h, which pip ships apart (nvidia-cuda-crt).
+  return dirs.find((d) => fs.existsSync(path.join(d, 'cuda_runtime_api.h')) && fs.existsSync(path.join(d, 'crt/host_config.h')));
 }
 
 /** Fills in and checks a candidate from its include and library folders. */
@@ -91,10 +125,11 @@ function inspect(
 ): LibtorchCandidate {
   const has = (lib: string) => fs.existsSync(path.join(libraryDir, `lib${lib}.so`));
   const cuda = extra.cuda ?? (has('torch_cuda') && has('c10_cuda'));
+  const version = extra.version ?? versionFromHeader(includeDir);
   const candidate: LibtorchCandidate = {
     ...base,
     usable: false,
-    version: extra.version ?? versionFromHeader(includeDir),
+    version,
     includeDirs: [includeDir, path.join(includeDir, 'torch/csrc/api/include')],
     libraryDir,
     libraries: cuda ? ['c10', 'torch_cpu', 'c10_cuda', 'torch_cuda'] : ['c10', 'torch_cpu'],
@@ -114,8 +149,35 @@ function inspect(
     candidate.problem = `no libtorch_cpu.so / libc10.so in ${libraryDir}`;
   } else {
     candidate.usable = true;
+    candidate.cxxStandard = cxxStandardFor(includeDir, version);
+    candidate.flavour = flavourTag(candidate);
   }
   return candidate;
+}
+
+/**
+ * A libtorch root as pip's `torch/` package or an unpacked libtorch zip lays it out: `include/`,
+ * `lib/`, `share/cmake/Torch/`, and `version.py` (pip: `__version__ = '2.14.1+cu130'`,
+ * `cuda = '13.0'`) or `build-version` (zip: `2.11.0+cu130`).
+ */
+function fromRoot(base: { source: LibtorchSource; location: string }, root: string): LibtorchCandidate {
+  const cmakeDir = path.join(root, 'share/cmake/Torch');
+  const versionPy = readIfExists(path.join(root, 'version.py')) ?? '';
+  const pyVersion = versionPy.match(/^__version__\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m)?.[1];
+  const pyCuda = versionPy.match(/^cuda\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m)?.[1];
+  const build = readIfExists(path.join(root, 'build-version'))?.trim();
+  const full = pyVersion ?? build;
+  const cudaTag = full?.match(/\+cu(\d+)/)?.[1];
+  const cudaVersion = pyCuda ?? (cudaTag ? `${cudaTag.slice(0, -1)}.${cudaTag.slice(-1)}` : undefined);
+  const includeDir = path.join(root, 'include');
+  return inspect(base, includeDir, path.join(root, 'lib'), {
+    version: releaseOf(full) ?? versionFromCmake(cmakeDir) ?? versionFromHeader(includeDir),
+    // A version that names its device is the truth; otherwise the CUDA libraries tell.
+    ...(full && /\+cpu$/.test(full) ? { cuda: false } : {}),
+    ...(cudaVersion ? { cuda: true } : {}),
+    cudaVersion,
+    cxx11Abi: abiFromCmake(cmakeDir),
+  });
 }
 
 function fromFolder(root: string): LibtorchCandidate {
@@ -123,48 +185,101 @@ function fromFolder(root: string): LibtorchCandidate {
   if (!fs.existsSync(root)) {
     return { ...base, usable: false, problem: `${root} does not exist`, includeDirs: [], libraries: [], cuda: false };
   }
-  // libtorch zips record their build as e.g. "2.11.0+cu130".
-  const build = readIfExists(path.join(root, 'build-version'))?.trim();
-  const cudaTag = build?.match(/\+cu(\d+)/)?.[1];
-  return inspect(base, path.join(root, 'include'), path.join(root, 'lib'), {
-    cxx11Abi: abiFromCmake(path.join(root, 'share/cmake/Torch')),
-    cudaVersion: cudaTag ? `${cudaTag.slice(0, -1)}.${cudaTag.slice(-1)}` : undefined,
-  });
+  return fromRoot(base, root);
 }
 
-// Locates the torch package without importing it: importing torch takes seconds, and the
-// loader runs this search on every require.
-const PYTHON_PROBE = 'import importlib.util; s = importlib.util.find_spec("torch"); print(s.origin if s else "")';
+// Locates the torch package without importing it (importing torch takes seconds), and lists the
+// interpreter's import folders, whose modification times tell when the answer may have changed.
+const PYTHON_PROBE =
+  'import importlib.util, json, sys; s = importlib.util.find_spec("torch"); ' +
+  'print(json.dumps({"origin": s.origin if s else None, "path": [p for p in sys.path if p]}))';
 
-/** torch/version.py: `__version__ = '2.11.0+cu130'` and `cuda = '13.0'` (or None). */
-function readTorchVersionFile(root: string): { version?: string; cuda?: string } {
-  const text = readIfExists(path.join(root, 'version.py')) ?? '';
-  const version = text.match(/^__version__\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m)?.[1];
-  const cuda = text.match(/^cuda\s*(?::[^=]*)?=\s*['"]([^'"]+)['"]/m)?.[1];
-  return { version: version?.split('+')[0], cuda };
+interface ProbeResult {
+  origin: string | null;
+  /** Files and folders whose [path, mtime] must be unchanged for the cached answer to hold. */
+  stamps: Array<[string, number]>;
 }
 
-function fromPython(python: string): LibtorchCandidate {
+function mtime(file: string): number {
+  try {
+    return fs.statSync(file).mtimeMs;
+  } catch {
+    return -1;
+  }
+}
+
+/** The interpreter a name resolves to on PATH, as the spawn would find it. */
+function resolveExecutable(name: string, env: NodeJS.ProcessEnv): string | undefined {
+  if (name.includes('/')) return fs.existsSync(name) ? path.resolve(name) : undefined;
+  for (const dir of (env.PATH ?? '').split(':').filter(Boolean)) {
+    const file = path.join(dir, name);
+    try {
+      fs.accessSync(file, fs.constants.X_OK);
+      if (fs.statSync(file).isFile()) return path.resolve(file);
+    } catch {
+      // Not here.
+    }
+  }
+  return undefined;
+}
+
+function discoveryCacheFile(): string {
+  const uid = typeof process.getuid === 'function' ? process.getuid() : 'user';
+  return path.join(os.tmpdir(), `generic-perceptual-loss-${uid}-discovery.json`);
+}
+
+/**
+ * Where the interpreter's torch package is. The answer is cached per interpreter (the path it is
+ * reached by, its real path and modification time), and holds while the torch package's
+ * version.py, or for "no torch" every import folder, is unchanged: after the first time a
+ * require spawns no process.
+ */
+function probePython(python: string, env: NodeJS.ProcessEnv): { origin: string | null } | { failed: string } {
+  const resolved = resolveExecutable(python, env);
+  if (!resolved) return { failed: 'not found' };
+  let key: string;
+  try {
+    const real = fs.realpathSync(resolved);
+    key = `${resolved}|${real}|${fs.statSync(real).mtimeMs}`;
+  } catch {
+    return { failed: 'not found' };
+  }
+  const cacheFile = discoveryCacheFile();
+  let cache: Record<string, ProbeResult> = {};
+  try {
+    cache = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
+  } catch {
+    // No cache yet.
+  }
+  const hit = cache[key];
+  if (hit && hit.stamps.every(([file, time]) => mtime(file) === time)) return { origin: hit.origin };
+  let answer: { origin: string | null; path: string[] };
+  try {
+    const out = execFileSync(resolved, ['-c', PYTHON_PROBE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 30_000, env });
+    answer = JSON.parse(out.trim().split('\n').pop()!);
+  } catch {
+    return { failed: 'failed to run' };
+  }
+  const watched = answer.origin ? [path.join(path.dirname(answer.origin), 'version.py'), answer.origin] : answer.path;
+  cache[key] = { origin: answer.origin, stamps: watched.map((file) => [file, mtime(file)]) };
+  try {
+    fs.writeFileSync(cacheFile, JSON.stringify(cache));
+  } catch {
+    // A read-only tmpdir only costs a child process next time.
+  }
+  return { origin: answer.origin };
+}
+
+function fromPython(python: string, env: NodeJS.ProcessEnv): LibtorchCandidate {
   const base = { source: 'python' as const, location: python };
   const none = { usable: false, includeDirs: [], libraries: [], cuda: false };
-  let origin: string;
-  try {
-    origin = execFileSync(python, ['-c', PYTHON_PROBE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 30_000 }).trim();
-  } catch (error) {
-    const reason = (error as { code?: string }).code === 'ENOENT' ? 'not found' : 'failed to run';
-    return { ...base, ...none, problem: `${python} ${reason}` };
-  }
-  if (!origin) return { ...base, ...none, problem: `${python} has no torch package` };
-  const root = path.dirname(origin);
-  const { version, cuda } = readTorchVersionFile(root);
-  const candidate = inspect({ ...base, location: root }, path.join(root, 'include'), path.join(root, 'lib'), {
-    // The headers' version, as for the other sources ("1.13.0", not Debian's "1.13.0a0").
-    version: versionFromHeader(path.join(root, 'include')) ?? version,
-    cuda: cuda !== undefined,
-    cudaVersion: cuda,
-    cxx11Abi: abiFromCmake(path.join(root, 'share/cmake/Torch')),
-  });
-  if (!candidate.usable) candidate.problem = `torch ${version ?? ''} ships no C++ library: ${candidate.problem}`;
+  const probe = probePython(python, env);
+  if ('failed' in probe) return { ...base, ...none, problem: `${python} ${probe.failed}` };
+  if (!probe.origin) return { ...base, ...none, problem: `${python} has no torch package` };
+  const root = path.dirname(probe.origin);
+  const candidate = fromRoot({ ...base, location: root }, root);
+  candidate.source = 'python';
+  if (!candidate.usable) candidate.problem = `torch ${candidate.version ?? ''} ships no C++ library: ${candidate.problem}`;
   return candidate;
 }
 
@@ -187,22 +302,27 @@ function fromSystem(): LibtorchCandidate {
     ? libraryDir.slice(0, libraryDir.indexOf(`/lib/${multiarch()}`))
     : path.resolve(libraryDir, '..');
   return inspect({ source: 'system', location: cmakeDir }, path.join(prefix, 'include'), libraryDir, {
+    version: versionFromCmake(cmakeDir),
     cxx11Abi: abiFromCmake(cmakeDir),
   });
 }
 
-/** The prebuild folder name for a libtorch: version (major.minor), device flavour and C++ ABI. */
-export function flavourTag(c: LibtorchCandidate): string {
-  const [major, minor] = (c.version ?? '0.0').split('.');
-  const device = c.cuda ? `cu${(c.cudaVersion ?? '').replace('.', '')}` : 'cpu';
-  return `torch${major}.${minor}-${device}-${c.cxx11Abi === false ? 'precxx11' : 'cxx11'}`;
+/**
+ * The prebuild folder name for a libtorch: version (major.minor), device flavour (cpu or cuNNN)
+ * and C++ ABI. Undefined when any of them is unknown: such a libtorch matches no prebuild.
+ */
+export function flavourTag(c: Pick<LibtorchCandidate, 'version' | 'cuda' | 'cudaVersion' | 'cxx11Abi'>): string | undefined {
+  const [major, minor] = (c.version ?? '').split('.');
+  if (!major || !minor || c.cxx11Abi === undefined || (c.cuda && !c.cudaVersion)) return undefined;
+  const device = c.cuda ? `cu${c.cudaVersion!.replace('.', '')}` : 'cpu';
+  return `torch${major}.${minor}-${device}-${c.cxx11Abi ? 'cxx11' : 'precxx11'}`;
 }
 
 /** All candidates in order; the first usable one is chosen. */
 export function findLibtorch(env: NodeJS.ProcessEnv = process.env): LibtorchSearch {
   const candidates: LibtorchCandidate[] = [];
   if (env.LIBTORCH) candidates.push(fromFolder(path.resolve(env.LIBTORCH)));
-  if (env.LIBTORCH_USE_PYTORCH !== '0') candidates.push(fromPython(env.LIBTORCH_PYTHON ?? 'python3'));
+  if (env.LIBTORCH_USE_PYTORCH !== '0') candidates.push(fromPython(env.LIBTORCH_PYTHON ?? 'python3', env));
   candidates.push(fromSystem());
   // An explicit LIBTORCH is a decision: never fall back silently past it.
   const chosen = env.LIBTORCH ? (candidates[0].usable ? candidates[0] : undefined) : candidates.find((c) => c.usable);
@@ -213,5 +333,5 @@ export function describeCandidate(c: LibtorchCandidate): string {
   if (!c.usable) return `${c.source}: ${c.location}: ${c.problem}`;
   const abi = c.cxx11Abi === undefined ? 'unknown' : c.cxx11Abi ? 'cxx11' : 'pre-cxx11';
   const cuda = c.cuda ? `CUDA ${c.cudaVersion ?? '(version unknown)'}` : 'CPU only';
-  return `${c.source}: libtorch ${c.version ?? '(version unknown)'} at ${c.libraryDir}, ${cuda}, C++ ABI ${abi}`;
+  return `${c.source}: libtorch ${c.version ?? '(version unknown)'} at ${c.libraryDir}, ${cuda}, C++ ABI ${abi}, C++${c.cxxStandard}`;
 }

@@ -43,6 +43,19 @@ export function availablePrebuilds(): string[] {
   }
 }
 
+/** Whether two candidates are the same libtorch files (Debian's python3-torch links the system's). */
+function sameLibtorch(a: LibtorchCandidate, b: LibtorchCandidate): boolean {
+  const real = (c: LibtorchCandidate) => {
+    try {
+      return fs.realpathSync(path.join(c.libraryDir ?? '', 'libtorch_cpu.so'));
+    } catch {
+      return undefined;
+    }
+  };
+  const ra = real(a);
+  return ra !== undefined && ra === real(b);
+}
+
 function readLocalBuild(search: LibtorchSearch, notes: string[]): BinaryChoice | undefined {
   if (!fs.existsSync(LOCAL_BUILD)) {
     notes.push(`no local source build at ${LOCAL_BUILD}`);
@@ -63,11 +76,23 @@ function readLocalBuild(search: LibtorchSearch, notes: string[]): BinaryChoice |
     notes.push(`the local build was made for the libtorch in ${libtorch.libraryDir}, which is gone; rebuild it`);
     return undefined;
   }
-  return { file: LOCAL_BUILD, libtorch, reason: `local source build against ${describeCandidate(libtorch)}` };
+  // The same folder can hold another libtorch since (a pip upgrade): compare what it is now.
+  const now = search.candidates.find((c) => c.usable && sameLibtorch(c, libtorch));
+  const then = flavourTag(libtorch);
+  if (now && then !== now.flavour) {
+    notes.push(`the local build ${LOCAL_BUILD} was made for ${then ?? 'an unknown libtorch'} in ${libtorch.libraryDir}, which now holds ${now.flavour ?? 'an unknown libtorch'}; rebuild it`);
+    return undefined;
+  }
+  return { file: LOCAL_BUILD, libtorch: now ?? libtorch, reason: `local source build against ${describeCandidate(now ?? libtorch)}` };
 }
 
 function prebuildFor(candidate: LibtorchCandidate, notes: string[]): BinaryChoice | undefined {
-  const tag = flavourTag(candidate);
+  const tag = candidate.flavour;
+  if (!tag) {
+    // Never guess: a binary for another version or flavour would crash or misbehave.
+    notes.push(`no prebuild can be matched to ${describeCandidate(candidate)}: its version or CUDA version is unknown`);
+    return undefined;
+  }
   const folder = path.join(PREBUILDS, tag);
   if (!fs.existsSync(folder)) {
     notes.push(`no prebuild ${tag} for ${describeCandidate(candidate)}`);
@@ -90,9 +115,11 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
   const notes: string[] = [];
   const choices: BinaryChoice[] = [];
   const local = readLocalBuild(search, notes);
-  // An explicit LIBTORCH rules out a local build made for another libtorch.
-  if (local && env.LIBTORCH && local.libtorch.libraryDir !== search.chosen?.libraryDir) {
-    notes.push(`the local build ${LOCAL_BUILD} is for ${local.libtorch.libraryDir}, not the LIBTORCH folder`);
+  // A local build made for another libtorch than the one chosen is passed over, never offered
+  // to it: an explicit LIBTORCH, or python3's torch, decides which libtorch this process uses.
+  if (local && !(search.chosen && sameLibtorch(local.libtorch, search.chosen))) {
+    const where = env.LIBTORCH ? 'the LIBTORCH folder' : search.chosen ? describeCandidate(search.chosen) : 'no libtorch found now';
+    notes.push(`the local build ${LOCAL_BUILD} is for ${local.libtorch.libraryDir}, not ${where}`);
   } else if (local) {
     choices.push(local);
   }

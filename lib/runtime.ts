@@ -9,7 +9,12 @@ export interface RuntimeInfo {
     version: string;
     /** The folder of the libtorch_cpu library this process loaded. */
     path: string | undefined;
+    /** Whether this libtorch, and the binary, are built for CUDA (whether or not a GPU is usable). */
     cuda: boolean;
+    /** Whether a CUDA GPU is usable: a CUDA build, a driver and at least one device. */
+    gpu: boolean;
+    /** The prebuild flavour of this libtorch, e.g. `torch2.14-cu130-cxx11` (absent when unknown). */
+    flavour: string | undefined;
     cxx11Abi: boolean;
   };
   /** The native binary in use. */
@@ -41,7 +46,14 @@ export function runtime(): RuntimeInfo {
   const info = binding.runtimeInfo();
   const cudaDevices = Array.from({ length: info.cudaDeviceCount }, (_, i) => `cuda:${i}`);
   return {
-    libtorch: { version: info.torchVersion, path: loadedLibtorchDir(), cuda: info.cuda, cxx11Abi: info.cxx11Abi },
+    libtorch: {
+      version: info.torchVersion,
+      path: loadedLibtorchDir(),
+      cuda: info.cudaBuild,
+      gpu: info.cudaBuild && info.cudaDeviceCount > 0,
+      flavour: choice.libtorch.flavour,
+      cxx11Abi: info.cxx11Abi,
+    },
     binary: file,
     binaryReason: choice.reason,
     devices: ['cpu', ...cudaDevices],

@@ -18,15 +18,21 @@ import sys
 import numpy as np
 import torch
 import torch.nn.functional as F
+# torchvision's VGG configurations (torchvision/models/vgg.py, "A", "B", "D", "E"), for a PyTorch
+# that has no torchvision it can load (pip's torch 2.13+cpu: the only torchvision 0.28 is a CUDA
+# build). Where torchvision loads, the copy is checked against it on every run.
+VGG_CFGS = {
+    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
+}
 try:
     from torchvision.models.vgg import cfgs
-except ImportError:  # a torch without torchvision (the benchmark's pip torch): torchvision's configs
-    cfgs = {
-        "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-        "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-        "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-        "E": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"],
-    }
+except (ImportError, RuntimeError):
+    cfgs = VGG_CFGS
+else:
+    assert all(cfgs[k] == v for k, v in VGG_CFGS.items()), "VGG_CFGS differs from torchvision's cfgs"
 
 ARCHS = {"vgg11": cfgs["A"], "vgg13": cfgs["B"], "vgg16": cfgs["D"], "vgg19": cfgs["E"]}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}

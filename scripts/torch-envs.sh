@@ -20,10 +20,12 @@ cpu_packages=(torch==2.13.0+cpu numpy)
 
 # torch 2.14.1 depends on cuda-bindings, which the indexes do not serve: install it with
 # --no-deps and name what it needs at run time, at the versions its metadata (and that of the
-# cuda-toolkit 13.0.3 meta-package it names) pins.
+# cuda-toolkit 13.0.3 meta-package it names) pins. nvidia-cuda-crt adds the CUDA headers that
+# cuda_runtime.h includes (crt/host_config.h), so a source build needs no CUDA toolkit.
 cuda_packages=(
   torch==2.14.1
   nvidia-cublas==13.1.1.3
+  nvidia-cuda-crt==13.0.88
   nvidia-cuda-cupti==13.0.85
   nvidia-cuda-nvrtc==13.0.88
   nvidia-cuda-runtime==13.0.96

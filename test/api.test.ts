@@ -1,6 +1,7 @@
 // The public API of docs/api.md: resolved options, the state dict and its torchvision names, Tensor,
 // array types, async calls, prepared targets, reseed, save/load, layouts, reductions, per-tap
 // terms, the runtime, and loading the package with both `require` and `import`.
+import { findLibtorch } from '../lib/libtorch';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -767,11 +768,15 @@ describe('terms', () => {
 // ------------------------------------------------------------------ runtime and threads
 
 describe('runtime and threads', () => {
-  it('reports libtorch 1.13.0 without CUDA, the CPU as the only device, and the binary it loaded', () => {
+  it('reports the libtorch that discovery chose, whether it is a CUDA build and whether a GPU is usable, and the binary it loaded', () => {
     const info = runtime();
-    expect(info.libtorch.version).toBe('1.13.0');
-    expect(info.libtorch.cuda).toBe(false);
-    expect(info.devices).toEqual(['cpu']);
+    const expected = findLibtorch().chosen!;
+    expect(info.libtorch.version).toBe(expected.version);
+    expect(info.libtorch.flavour).toBe(expected.flavour);
+    expect(info.libtorch.cuda).toBe(expected.cuda);
+    expect(info.libtorch.gpu).toBe(info.devices.length > 1);
+    expect(info.devices[0]).toBe('cpu');
+    expect(info.devices.slice(1)).toEqual(info.devices.slice(1).map((_, i) => `cuda:${i}`));
     expect(path.isAbsolute(info.binary)).toBe(true);
     expect(info.binary.endsWith('.node')).toBe(true);
     expect(fs.existsSync(info.binary)).toBe(true);

@@ -62,9 +62,15 @@ describe('native builds', () => {
     }
     const dir = copyPackage('gpl-cuda-');
     folders.push(dir);
-    const env: NodeJS.ProcessEnv = { ...process.env, LIBTORCH_PYTHON: python };
-    delete env.LIBTORCH;
+    // No CUDA toolkit: no nvcc on PATH, no CUDA_HOME; the headers come from the nvidia wheels.
+    const withoutNvcc = (process.env.PATH ?? '').split(':').filter((d) => d && !fs.existsSync(path.join(d, 'nvcc'))).join(':');
+    const env: NodeJS.ProcessEnv = { ...process.env, LIBTORCH_PYTHON: python, PATH: withoutNvcc };
+    for (const name of ['LIBTORCH', 'CUDA_HOME', 'CUDA_PATH']) delete env[name];
     await run(process.execPath, ['install/build-native.js'], { cwd: dir, env });
+    const flags = fs.readFileSync(path.join(dir, 'build/libtorch.cmake'), 'utf8');
+    expect(flags).toContain(path.join(fs.realpathSync(path.dirname(path.dirname(python))), 'lib/python3.11/site-packages/nvidia/cu13/include'));
+    expect(flags).not.toContain('/usr/local/cuda');
+    expect(flags).toContain('set(PL_CXX_STANDARD 20)');
     const addon = path.join(dir, 'build/Release/generic_perceptual_loss.node');
     const needed = execFileSync('readelf', ['-d', addon], { encoding: 'utf8' });
     expect(needed).toContain('[libtorch_cuda.so]');
@@ -96,7 +102,7 @@ describe('native builds', () => {
       cudaError?: string;
     };
     expect(out.info.binary).toBe(addon);
-    expect(out.info.libtorch).toMatchObject({ version: '2.14.1', cuda: false });
+    expect(out.info.libtorch).toMatchObject({ version: '2.14.1', cuda: true, gpu: false, flavour: 'torch2.14-cu130-cxx11' });
     expect(out.info.cudaBuild).toBe(true);
     expect(out.info.libtorch.path).toBe(fs.realpathSync(path.join(path.dirname(path.dirname(python)), 'lib/python3.11/site-packages/torch/lib')));
     expect(out.info.devices).toEqual(['cpu']);

@@ -448,6 +448,19 @@ describe('devices and dtypes', () => {
       loss.dispose();
     });
   });
+
+  // The same refusals where CUDA devices exist: an index past the last device, half precision on the CPU.
+  const cudaDevices = runtime().devices.filter((d) => d.startsWith('cuda')).length;
+  describe.runIf(cudaDevices > 0)('where there are CUDA devices', () => {
+    it('rejects the device index past the last one (ERR_DEVICE)', () => {
+      const device = `cuda:${cudaDevices}`;
+      expectError(small, construct({ inChannels: 3, device }), 'ERR_DEVICE', [JSON.stringify(device), 'out of range', `cuda:${cudaDevices - 1}`]);
+    });
+
+    it.each(['float16', 'bfloat16'])("rejects dtype %s with device: 'cpu' (ERR_DTYPE)", (dtype) => {
+      expectError(small, construct({ inChannels: 3, dtype, device: 'cpu' }), 'ERR_DTYPE', [JSON.stringify(dtype)]);
+    });
+  });
 });
 
 // ------------------------------------------------------------------ segmentation labels

@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss } from '../lib/index';
+import { FLAVOURS, flavour, type Flavour } from './helpers/flavours';
 import { repoRoot } from './helpers/package-copy';
 import { run } from './helpers/run';
 
@@ -54,21 +55,40 @@ const PROBE = `
   const target = Float32Array.from({ length: ${N} }, (_, i) => Math.cos(i * 0.11));
   const loss = new PerceptualLoss({ inChannels: 3, arch: 'vgg11' });
   const r = loss.lossAndGrad({ data: pred, shape: [2, 3, 16, 16] }, { data: target, shape: [2, 3, 16, 16] });
-  console.log(JSON.stringify({ loss: r.loss, grad: Array.from(r.grad), binary: runtime().binary }));
+  const info = runtime();
+  console.log(JSON.stringify({ loss: r.loss, grad: Array.from(r.grad), binary: info.binary, libtorch: info.libtorch, reason: info.binaryReason }));
 `;
 
 interface ProbeResult {
   loss: number;
   grad: number[];
   binary: string;
+  libtorch: { version: string; flavour?: string; cuda: boolean; gpu: boolean };
+  reason: string;
 }
 
-function probe(app: string, mode: 'require' | 'import', env: NodeJS.ProcessEnv = process.env): ProbeResult {
+function probe(app: string, mode: 'require' | 'import', env: NodeJS.ProcessEnv = process.env, from = 'generic-perceptual-loss'): ProbeResult {
   const args =
     mode === 'require'
-      ? ['-e', `const { PerceptualLoss, runtime } = require('generic-perceptual-loss');${PROBE}`]
-      : ['--input-type=module', '-e', `import { PerceptualLoss, runtime } from 'generic-perceptual-loss';${PROBE}`];
+      ? ['-e', `const { PerceptualLoss, runtime } = require(${JSON.stringify(from)});${PROBE}`]
+      : ['--input-type=module', '-e', `import { PerceptualLoss, runtime } from ${JSON.stringify(from)};${PROBE}`];
   return JSON.parse(execFileSync(process.execPath, args, { cwd: app, env, encoding: 'utf8' })) as ProbeResult;
+}
+
+/** The environment that reaches a flavour by its own route, with no compiler on PATH. */
+function flavourEnv(f: Flavour, noCompilers: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: noCompilers };
+  for (const name of ['LIBTORCH', 'LIBTORCH_PYTHON', 'LIBTORCH_USE_PYTORCH']) delete env[name];
+  if (f.flavour === 'torch2.13-cpu-cxx11') {
+    // python3 on PATH is the 2.13 environment's, as after `source .venv/torch2.13-cpu/bin/activate`.
+    env.PATH = `${path.dirname(f.python)}:${noCompilers}`;
+  } else if (f.flavour === 'torch2.14-cu130-cxx11') {
+    env.LIBTORCH = f.env.LIBTORCH;
+  } else {
+    // The system's libtorch: a python3 on PATH that has no torch of its own.
+    env.LIBTORCH_USE_PYTORCH = '0';
+  }
+  return env;
 }
 
 /** The same computation in the repository. */
@@ -83,18 +103,19 @@ function inRepo(): { loss: number; grad: number[] } {
 let tarball: string;
 
 beforeAll(async () => {
-  // The prebuild of the current sources (an incremental build): a stale one would not match the repository.
-  await run(process.execPath, ['install/prebuild.js'], { cwd: repoRoot });
+  // npm pack runs prepack: the prebuild of every flavour from the current sources (incremental builds).
   const out = await run('npm', ['pack', '--pack-destination', scratch, '--json'], { cwd: repoRoot });
-  const [{ filename, files }] = JSON.parse(out) as Array<{ filename: string; files: Array<{ path: string }> }>;
+  // prepack's build log comes first; npm's JSON report is last.
+  const [{ filename }] = JSON.parse(out.slice(out.lastIndexOf('[\n  {'))) as Array<{ filename: string }>;
   tarball = path.join(scratch, filename);
-  expect(files.map((f) => f.path).some((p) => p.startsWith('prebuilds/torch1.13-cpu-cxx11/'))).toBe(true);
-}, 600_000);
+}, 1_800_000);
 
 describe('npm install of the packed tarball', () => {
-  it('packs the prebuilds and no libtorch library', () => {
+  it('packs a prebuild for each of the three flavours, and no libtorch library', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
-    expect(listing).toContain('package/prebuilds/torch1.13-cpu-cxx11/prebuilds/linux-x64/generic-perceptual-loss.glibc.node');
+    expect(listing.filter((f) => f.endsWith('.node'))).toEqual(
+      Object.keys(FLAVOURS).map((tag) => `package/prebuilds/${tag}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`),
+    );
     expect(listing.filter((f) => /lib(torch|c10)[^/]*\.so/.test(f))).toEqual([]);
   });
 
@@ -131,14 +152,74 @@ describe('npm install of the packed tarball', () => {
       const text = spawnSync(bin, ['doctor'], { cwd: app, env, encoding: 'utf8' });
       expect(text.status).toBe(0);
       expect(text.stdout).toMatch(/^Node.js +v20/m);
-      expect(text.stdout).toContain('* system: libtorch 1.13.0 at /usr/lib/x86_64-linux-gnu, CPU only, C++ ABI cxx11');
+      expect(text.stdout).toContain('* system: libtorch 1.13.0 at /usr/lib/x86_64-linux-gnu, CPU only, C++ ABI cxx11, C++17');
       expect(text.stdout).toContain('why          prebuild torch1.13-cpu-cxx11');
       expect(text.stdout).toMatch(/^verdict +OK: libtorch 1\.13\.0 via prebuild torch1\.13-cpu-cxx11, CPU only$/m);
       const json = JSON.parse(spawnSync(bin, ['doctor', '--json'], { cwd: app, env, encoding: 'utf8' }).stdout) as { binary: { reason: string }; check: { loss: number } };
-      expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: ['torch1.13-cpu-cxx11'], cuda: { devices: [] } });
+      expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: Object.keys(FLAVOURS), cuda: { devices: [] } });
       expect(json.binary.reason).toMatch(/^prebuild torch1\.13-cpu-cxx11/);
       expect(json.check.loss).toBeGreaterThan(0);
     });
+
+    // Each flavour by its own route, from the same installed package: its prebuild, not a source build.
+    const cpuReference: Record<string, ProbeResult> = {};
+    for (const tag of Object.keys(FLAVOURS)) {
+      describe(`flavour ${tag} (${FLAVOURS[tag].route})`, () => {
+        const f = () => flavour(tag);
+        const prebuild = () => path.join(fs.realpathSync(app), `node_modules/generic-perceptual-loss/prebuilds/${tag}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`);
+
+        it('require() and import load its prebuild and compute what the repository computes with that libtorch', () => {
+          const flavourEnvironment = flavourEnv(f(), env.PATH!);
+          const viaRequire = probe(app, 'require', flavourEnvironment);
+          expect(viaRequire.binary).toBe(prebuild());
+          expect(viaRequire.reason).toMatch(new RegExp(`^prebuild ${tag} for `));
+          expect(viaRequire.libtorch).toMatchObject({ version: f().version, flavour: tag, cuda: f().cuda, gpu: false });
+          expect(probe(app, 'import', flavourEnvironment)).toEqual(viaRequire);
+          // The repository's own build for this libtorch (build/Release for 1.13, otherwise
+          // the flavour's build in build/flavours/, of which the prebuild is a stripped copy).
+          const repoEnv = flavourEnv(f(), process.env.PATH!);
+          const inRepository = probe(repoRoot, 'require', repoEnv, path.join(repoRoot, 'dist/index.js'));
+          expect(inRepository.libtorch.flavour).toBe(tag);
+          expect(viaRequire.loss).toBe(inRepository.loss);
+          expect(viaRequire.grad).toEqual(inRepository.grad);
+          if (!f().cuda) cpuReference[tag] = viaRequire;
+        });
+
+        it('`doctor` names the prebuild and why', () => {
+          const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
+          const text = spawnSync(bin, ['doctor'], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' });
+          expect(text.status).toBe(0);
+          expect(text.stdout).toContain(`binary         ${prebuild()}`);
+          expect(text.stdout).toMatch(new RegExp(`^  why          prebuild ${tag} for \\S+: libtorch ${f().version.replace(/\./g, '\\.')} at `, 'm'));
+          expect(text.stdout).toContain(`flavour        ${tag}`);
+          expect(text.stdout).toMatch(new RegExp(`^verdict +OK: libtorch ${f().version.replace(/\./g, '\\.')} via prebuild ${tag}, `, 'm'));
+        });
+
+        if (FLAVOURS[tag].cuda) {
+          it('without a GPU: warns PL_NO_GPU, computes on the CPU within 1e-5 of the CPU flavour, and device cuda is ERR_DEVICE naming the cause', () => {
+            const script = `
+              const warnings = [];
+              process.on('warning', (w) => warnings.push(w.code));
+              const { PerceptualLoss } = require('generic-perceptual-loss');
+              const loss = new PerceptualLoss({ inChannels: 3 });
+              let error;
+              try { new PerceptualLoss({ inChannels: 3, device: 'cuda' }); } catch (e) { error = { code: e.code, message: e.message }; }
+              setImmediate(() => console.log(JSON.stringify({ device: loss.options.device, warnings, error })));`;
+            const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' }));
+            expect(out.warnings).toContain('PL_NO_GPU');
+            expect(out.device).toBe('cpu');
+            expect(out.error.code).toBe('ERR_DEVICE');
+            expect(out.error.message).toContain('sees no CUDA device');
+            const cuda = probe(app, 'require', flavourEnv(f(), env.PATH!));
+            const cpu = cpuReference['torch2.13-cpu-cxx11'] ?? probe(app, 'require', flavourEnv(flavour('torch2.13-cpu-cxx11'), env.PATH!));
+            expect(Math.abs(cuda.loss - cpu.loss) / Math.abs(cpu.loss)).toBeLessThan(1e-5);
+            const norm = (g: number[]) => Math.sqrt(g.reduce((s, v) => s + v * v, 0));
+            const diff = norm(cuda.grad.map((g, i) => g - cpu.grad[i]));
+            expect(diff / norm(cpu.grad)).toBeLessThan(1e-5);
+          });
+        }
+      });
+    }
 
     it('`doctor` exits non-zero and explains when no binary fits', () => {
       const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
@@ -160,7 +241,7 @@ describe('npm install of the packed tarball', () => {
       expect(error.name).toBe('PerceptualLossError');
       expect(error.code).toBe('ERR_LIBTORCH');
       expect(error.message).toContain(`LIBTORCH: ${empty}: no libtorch headers`);
-      expect(error.message).toContain('prebuilds in this package: torch1.13-cpu-cxx11');
+      expect(error.message).toContain(`prebuilds in this package: ${Object.keys(FLAVOURS).join(', ')}`);
       for (const fix of [
         'apt-get install libtorch-dev',
         'pip install torch',

@@ -1,0 +1,67 @@
+// The libtorch flavours the package is prebuilt and tested against, each with the route a user
+// would reach it by and the PyTorch that serves as its reference. `PL_TEST_FLAVOUR=<flavour>`
+// runs suites against one of them (test/helpers/flavour-setup.ts).
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+const ROOT = path.resolve(__dirname, '../..');
+
+export interface Flavour {
+  flavour: string;
+  version: string;
+  cuda: boolean;
+  cxxStandard: number;
+  /** How a user reaches it. */
+  route: string;
+  /** Discovery settings that reach it. */
+  env: NodeJS.ProcessEnv;
+  /** The python whose torch is this libtorch (the PyTorch reference). */
+  python: string;
+}
+
+const venv = (name: string) => path.join(ROOT, '.venv', name);
+const site = (name: string) => path.join(venv(name), 'lib/python3.11/site-packages/torch');
+
+export const FLAVOURS: Record<string, Flavour> = {
+  'torch1.13-cpu-cxx11': {
+    flavour: 'torch1.13-cpu-cxx11',
+    version: '1.13.0',
+    cuda: false,
+    cxxStandard: 17,
+    route: "the system's libtorch-dev",
+    env: { LIBTORCH_USE_PYTORCH: '0' },
+    python: '/usr/bin/python3',
+  },
+  'torch2.13-cpu-cxx11': {
+    flavour: 'torch2.13-cpu-cxx11',
+    version: '2.13.0',
+    cuda: false,
+    cxxStandard: 17,
+    route: "python3 on PATH being the 2.13 environment's",
+    env: { LIBTORCH_PYTHON: path.join(venv('torch2.13-cpu'), 'bin/python') },
+    python: path.join(venv('torch2.13-cpu'), 'bin/python'),
+  },
+  'torch2.14-cu130-cxx11': {
+    flavour: 'torch2.14-cu130-cxx11',
+    version: '2.14.1',
+    cuda: true,
+    cxxStandard: 20,
+    route: "LIBTORCH at the 2.14 environment's torch/",
+    env: { LIBTORCH: site('torch2.14-cu130'), LIBTORCH_USE_PYTORCH: '0' },
+    python: path.join(venv('torch2.14-cu130'), 'bin/python'),
+  },
+};
+
+/** The flavour, failing with the fix when its environment is missing. */
+export function flavour(name: string): Flavour {
+  const f = FLAVOURS[name];
+  if (!f) throw new Error(`unknown flavour ${name}; one of ${Object.keys(FLAVOURS).join(', ')}`);
+  if (!fs.existsSync(f.python)) throw new Error(`no ${name} at ${f.python}: run \`bash scripts/torch-envs.sh\``);
+  return f;
+}
+
+/** The flavour that PL_TEST_FLAVOUR selects, if any. */
+export function selectedFlavour(): Flavour | undefined {
+  const name = process.env.PL_TEST_FLAVOUR;
+  return name ? flavour(name) : undefined;
+}

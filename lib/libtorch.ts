@@ -247,7 +247,7 @@ function probePython(python: string, env: NodeJS.ProcessEnv): { origin: string |
   const cacheFile = discoveryCacheFile();
   let cache: Record<string, ProbeResult> = {};
   try {
-    cache = JSON.parse(fs.readFileSync(cacheFile, 'utf8'));
+    cache = JSON.parse(fs.readFileSync(cacheFile, 'utf8')) as Record<string, ProbeResult>;
   } catch {
     // No cache yet.
   }
@@ -256,7 +256,7 @@ function probePython(python: string, env: NodeJS.ProcessEnv): { origin: string |
   let answer: { origin: string | null; path: string[] };
   try {
     const out = execFileSync(resolved, ['-c', PYTHON_PROBE], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'], timeout: 30_000, env });
-    answer = JSON.parse(out.trim().split('\n').pop()!);
+    answer = JSON.parse(out.trim().split('\n').pop()!) as { origin: string | null; path: string[] };
   } catch {
     return { failed: 'failed to run' };
   }

@@ -205,7 +205,7 @@ describe('npm install of the packed tarball', () => {
               let error;
               try { new PerceptualLoss({ inChannels: 3, device: 'cuda' }); } catch (e) { error = { code: e.code, message: e.message }; }
               setImmediate(() => console.log(JSON.stringify({ device: loss.options.device, warnings, error })));`;
-            const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' }));
+            const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' })) as { device: string; warnings: string[]; error: { code: string; message: string } };
             expect(out.warnings).toContain('PL_NO_GPU');
             expect(out.device).toBe('cpu');
             expect(out.error.code).toBe('ERR_DEVICE');

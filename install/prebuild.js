@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// npm run prebuild (and prepack): a Node-API binary for every libtorch flavour found here, stored as
+// npm run prebuilds (and prepack): a Node-API binary for every libtorch flavour found here, stored as
 //   prebuilds/<torchX.Y>-<cpu|cuNNN>-<cxx11|precxx11>/prebuilds/<platform>-<arch>/generic-perceptual-loss.<libc>.node
 // The outer folder is the libtorch flavour (chosen by lib/loader.ts); the inner one is
 // node-gyp-build's own layout (platform, arch, libc).

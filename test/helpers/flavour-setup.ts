@@ -1,5 +1,5 @@
 // vitest setup file: with PL_TEST_FLAVOUR=<flavour> (see test/helpers/flavours.ts), the suites
-// load that flavour's prebuild (prebuilds/<flavour>, from `npm run prebuild`) and compare with
+// load that flavour's prebuild (prebuilds/<flavour>, from `npm run prebuilds`) and compare with
 // that flavour's PyTorch. The local build in build/Release is for another libtorch, so the
 // loader passes it over. Every file first checks that the flavour is what got loaded.
 import { beforeAll, expect } from 'vitest';

@@ -1,4 +1,5 @@
 // PerceptualLoss: the typed API over the native loss.
+import { fileURLToPath } from 'node:url';
 import { deviceInfo, native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
 import { readImage, readLabels, sameShape, type ImageCheck, type LabelsLike, type Operand, type ResultFor, type TensorLike } from './input';
@@ -210,8 +211,8 @@ export class PerceptualLoss implements Disposable {
   }
 
   /** Writes the weights and the options to a safetensors file. */
-  save(file: string): void {
-    checkPath(file, 'save');
+  save(target: string | URL): void {
+    const file = filePath(target, 'save');
     const arrays: NamedArray[] = Object.entries(this.stateDict()).map(([name, a]) => ({ name, ...a }));
     // The device and the performance switches belong to the machine, not to the file.
     const portable: Partial<ResolvedOptions> = { ...this.#resolved.options };
@@ -226,8 +227,8 @@ export class PerceptualLoss implements Disposable {
    * Loads a file written by save() (or any safetensors file with the right names and shapes).
    * `options` override the ones stored in the file; `inChannels` is needed when the file has none.
    */
-  static load(file: string, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
-    checkPath(file, 'PerceptualLoss.load');
+  static load(source: string | URL, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
+    const file = filePath(source, 'PerceptualLoss.load');
     checkObject(options, 'PerceptualLoss.load options');
     const { tensors, metadata } = readSafetensors(file);
     let stored: Partial<PerceptualLossOptions> = {};
@@ -383,10 +384,16 @@ function sameShapeOrFileError(file: string, name: string, got: number[], want: n
   }
 }
 
-function checkPath(file: unknown, what: string): void {
-  if (typeof file !== 'string' && !(file instanceof URL)) {
-    throw new PerceptualLossError('ERR_FILE', `${what} takes a file path (a string); got ${show(file)}.`);
+/** A path string, or a file: URL as fs takes it; never a descriptor number or another scheme. */
+function filePath(file: unknown, what: string): string {
+  if (typeof file === 'string') return file;
+  if (file instanceof URL) {
+    if (file.protocol !== 'file:') {
+      throw new PerceptualLossError('ERR_FILE', `${what} takes a file path or a file: URL; got the ${file.protocol} URL ${file.href}.`);
+    }
+    return fileURLToPath(file);
   }
+  throw new PerceptualLossError('ERR_FILE', `${what} takes a file path (a string); got ${show(file)}.`);
 }
 
 /** The file's arrays in conv order, checked against the architecture (names and shapes). */

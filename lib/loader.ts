@@ -77,7 +77,10 @@ function readLocalBuild(search: LibtorchSearch, notes: string[]): BinaryChoice |
     return undefined;
   }
   // The same folder can hold another libtorch since (a pip upgrade): compare what it is now.
-  const now = search.candidates.find((c) => c.usable && sameLibtorch(c, libtorch));
+  // The candidate found at the recorded folder comes first: another route (a LIBTORCH folder that
+  // links to the same libraries) may name the same files with other headers.
+  const usable = search.candidates.filter((c) => c.usable);
+  const now = usable.find((c) => c.libraryDir === libtorch.libraryDir) ?? usable.find((c) => sameLibtorch(c, libtorch));
   const then = flavourTag(libtorch);
   if (now && then !== now.flavour) {
     notes.push(`the local build ${LOCAL_BUILD} was made for ${then ?? 'an unknown libtorch'} in ${libtorch.libraryDir}, which now holds ${now.flavour ?? 'an unknown libtorch'}; rebuild it`);
@@ -117,7 +120,7 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
   const local = readLocalBuild(search, notes);
   // A local build made for another libtorch than the one chosen is passed over, never offered
   // to it: an explicit LIBTORCH, or python3's torch, decides which libtorch this process uses.
-  if (local && !(search.chosen && sameLibtorch(local.libtorch, search.chosen))) {
+  if (local && !(search.chosen && sameLibtorch(local.libtorch, search.chosen) && flavourTag(local.libtorch) === search.chosen.flavour)) {
     const where = env.LIBTORCH ? 'the LIBTORCH folder' : search.chosen ? describeCandidate(search.chosen) : 'no libtorch found now';
     notes.push(`the local build ${LOCAL_BUILD} is for ${local.libtorch.libraryDir}, not ${where}`);
   } else if (local) {

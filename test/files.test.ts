@@ -501,14 +501,27 @@ describe('hostile headers', () => {
     expectThrowsCode(() => PerceptualLoss.load(file, { inChannels: 2, arch: [3, 'M', 4] }), ['ERR_FILE']);
   });
 
-  it('refuses a header of 200,000 empty tensors in well under a second per 100,000 (ERR_FILE)', () => {
-    const header: Record<string, unknown> = {};
-    for (let i = 0; i < 200_000; i++) header[`t${i}`] = { dtype: 'F32', shape: [0], data_offsets: [0, 0] };
-    const file = path.join(dir, 'many.safetensors');
-    fs.writeFileSync(file, assemble(header, Buffer.alloc(0)));
-    const started = performance.now();
-    expectThrowsCode(() => PerceptualLoss.load(file, { inChannels: 2, arch: [3, 'M', 4] }), ['ERR_FILE']);
-    expect(performance.now() - started).toBeLessThan(2000);
+  // The property is linear cost in the number of entries, timed against the same work at a
+  // quarter of the size on the same machine: an absolute limit fails on a loaded machine or
+  // under coverage instrumentation, a ratio does not (linear: 4x, quadratic: 16x).
+  it('refuses a header of 200,000 empty tensors (ERR_FILE) in time linear in the entry count', () => {
+    const refuseTime = (entries: number) => {
+      const header: Record<string, unknown> = {};
+      for (let i = 0; i < entries; i++) header[`t${i}`] = { dtype: 'F32', shape: [0], data_offsets: [0, 0] };
+      const file = path.join(dir, `many-${entries}.safetensors`);
+      fs.writeFileSync(file, assemble(header, Buffer.alloc(0)));
+      let best = Infinity;
+      for (let run = 0; run < 3; run++) {
+        const started = performance.now();
+        expectThrowsCode(() => PerceptualLoss.load(file, { inChannels: 2, arch: [3, 'M', 4] }), ['ERR_FILE']);
+        best = Math.min(best, performance.now() - started);
+      }
+      return best;
+    };
+    const quarter = refuseTime(50_000);
+    const full = refuseTime(200_000);
+    expect(full / quarter, `${full.toFixed(0)} ms for 200,000 entries, ${quarter.toFixed(0)} ms for 50,000`).toBeLessThan(8);
+    expect(full).toBeLessThan(20_000);
   });
 
   it('refuses a header length past the 100 MiB cap without reading it as JSON (ERR_FILE)', () => {

@@ -45,10 +45,14 @@ function libtorchFolder(name: string, version = [9, 9, 0]): string {
   return root;
 }
 
-/** A python3 stand-in that reports `origin` as the torch package's file ('' = no torch). */
+/**
+ * A python3 stand-in that answers discovery's probe as python3 would, with `origin` as the torch
+ * package's file ('' = no torch) and no sys.path folders to watch.
+ */
 function fakePython(name: string, origin: string): string {
   const file = path.join(scratch, name);
-  fs.writeFileSync(file, `#!/bin/sh\necho '${origin}'\n`, { mode: 0o755 });
+  const answer = JSON.stringify({ origin: origin || null, path: [] });
+  fs.writeFileSync(file, `#!/bin/sh\necho '${answer}'\n`, { mode: 0o755 });
   return file;
 }
 
@@ -174,7 +178,7 @@ describe("the README's troubleshooting rows: the message says", () => {
     const plan = planLoad(env({ LIBTORCH: x }));
     expect(plan.search.chosen).toMatchObject({ source: 'LIBTORCH', version: '9.9.0', usable: true });
     expect(plan.choices).toEqual([]);
-    expect(plan.notes).toContain(`no prebuild torch9.9-cpu-cxx11 for LIBTORCH: libtorch 9.9.0 at ${x}/lib, CPU only, C++ ABI cxx11`);
+    expect(plan.notes).toContain(`no prebuild torch9.9-cpu-cxx11 for LIBTORCH: libtorch 9.9.0 at ${x}/lib, CPU only, C++ ABI cxx11, C++20`);
     expect(libtorchError(plan, []).message).toContain('  - npm rebuild generic-perceptual-loss --build-from-source');
   });
 

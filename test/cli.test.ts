@@ -67,7 +67,7 @@ describe('doctor, with a working binary', () => {
     expect(field('CPU threads')).toMatch(/^\d+ \(machine: \d+\)$/);
     expect(field('check')).toMatch(new RegExp(`^tiny loss ${tinyLoss().toPrecision(6).replace('.', '\\.')} in \\d+\\.\\d ms$`));
     expect(field('verdict')).toMatch(new RegExp(`^OK: libtorch ${info.libtorch.version.replace(/\./g, '\\.')} via `));
-    if (info.devices.length === 1) expect(field('CUDA')).toBe('no usable device');
+    if (info.devices.length === 1) expect(field('CUDA')).toBe(info.libtorch.cuda ? 'a CUDA build; no usable device' : 'no usable device (a CPU build)');
     else expect(lines.filter((l) => l.startsWith('CUDA cuda:'))).toHaveLength(info.devices.length - 1);
   });
 

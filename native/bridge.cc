@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -35,6 +36,15 @@ int64_t numelOf(const std::vector<int64_t>& shape) {
     // before the 0.
     if (d != 0 && n > INT64_MAX / d) throw Error(ErrorCode::Shape, "shape overflows: its size cannot be computed");
     n *= d;
+  }
+  // Contiguous strides multiply the sizes after each dim, a 0 counting as 1: libtorch 2.x refuses
+  // [0, 2^40, 2^40] ("Stride calculation overflowed") where 1.13 did not check. The same answer
+  // on every libtorch: refuse it here.
+  int64_t stride = 1;
+  for (size_t i = shape.size(); i-- > 1;) {
+    const int64_t d = std::max<int64_t>(shape[i], 1);
+    if (stride > INT64_MAX / d) throw Error(ErrorCode::Shape, "shape overflows: its strides cannot be computed");
+    stride *= d;
   }
   return n;
 }

@@ -16,7 +16,7 @@ function raw(options) {
 function step(loss, shape, seed) {
   const p = host(shape, seed);
   const t = host(shape, seed + 1000);
-  return loss.lossAndGrad(p.data, shape, t.data, shape, false);
+  return loss.lossAndGrad(p.data, shape, t.data, shape, 'nchw');
 }
 
 function same(got, want, what) {
@@ -61,13 +61,13 @@ describe(`CUDA graphs (${DEVICE})`, () => {
     const eager = raw(OPTIONS);
     const graphs = raw({ ...OPTIONS, cudaGraphs: true });
     const t = host(A, 99);
-    const pe = eager.prepareTarget(t.data, A, false);
-    const pg = graphs.prepareTarget(t.data, A, false);
+    const pe = eager.prepareTarget(t.data, A, 'nchw');
+    const pg = graphs.prepareTarget(t.data, A, 'nchw');
     for (let i = 0; i < 3; i++) {
       const p = host(A, 50 + i);
-      same(graphs.lossAndGrad(p.data, A, pg, A, false), eager.lossAndGrad(p.data, A, pe, A, false), `prepared, step ${i}`);
-      const value = graphs.loss(p.data, A, t.data, A, false);
-      assert.ok(relErr(value, eager.loss(p.data, A, t.data, A, false)) <= 1e-6, `loss alone, step ${i}`);
+      same(graphs.lossAndGrad(p.data, A, pg, A, 'nchw'), eager.lossAndGrad(p.data, A, pe, A, 'nchw'), `prepared, step ${i}`);
+      const value = graphs.loss(p.data, A, t.data, A, 'nchw');
+      assert.ok(relErr(value, eager.loss(p.data, A, t.data, A, 'nchw')) <= 1e-6, `loss alone, step ${i}`);
     }
     assert.equal(graphs.cachedGraphs(), CUDA ? 2 : 0);
   });
@@ -78,7 +78,7 @@ describe(`CUDA graphs (${DEVICE})`, () => {
     for (let i = 0; i < 4; i++) {
       const p = host(A, 70 + i);
       const t = host(A, 80 + i);
-      same(await graphs.lossAndGradAsync(p.data, A, t.data, A, false), eager.lossAndGrad(p.data, A, t.data, A, false), `async step ${i}`);
+      same(await graphs.lossAndGradAsync(p.data, A, t.data, A, 'nchw'), eager.lossAndGrad(p.data, A, t.data, A, 'nchw'), `async step ${i}`);
     }
     assert.equal(graphs.cachedGraphs(), CUDA ? 1 : 0);
     graphs.dispose();

@@ -46,4 +46,12 @@ npm run --silent build:native
 echo "setup: compiling the demo"
 npm run --silent build:demo
 
+# The suite tests every libtorch flavour: pip's torch 2.13 (CPU) and 2.14.1 (CUDA 13.0) in .venv/
+# (idempotent), and a prebuild for each flavour found (incremental), as `npm pack` ships them.
+echo "setup: pip torch environments in .venv/"
+bash scripts/torch-envs.sh
+
+echo "setup: a prebuild for every libtorch flavour"
+npm run --silent prebuilds
+
 echo "setup: done"

@@ -209,35 +209,43 @@ describe('demo network conv op', () => {
     });
   });
 
+  // Output channels 4, 8, 5 and 1 cover a full block of four, two blocks, and the remainders (the
+  // heads: 5 classes, 1 depth); 3 and 4 input channels, the input gradient's remainders.
   it.each([
-    [1, 1, true, 3, 8],
-    [2, 1, true, 3, 8],
-    [1, 2, true, 3, 8],
-    [1, 2, false, 3, 9],
-    [1, 1, false, 1, 7],
-    [2, 2, true, 3, 7],
-  ])('inputs %i, stride %i, relu %s, %ix%i filter on %i px: the gradients of tf.conv2d', (count, stride, relu, k, h) => {
+    [1, 1, true, 3, 8, 4],
+    [2, 1, true, 3, 8, 8],
+    [1, 2, true, 3, 8, 5],
+    [1, 2, false, 3, 9, 4],
+    [1, 1, false, 1, 7, 5],
+    [1, 1, false, 1, 6, 1],
+    [2, 2, true, 3, 7, 7],
+  ])('inputs %i, stride %i, relu %s, a %i-wide filter on %i px, %i outputs: the value and gradients of tf.conv2d', (count, stride, relu, k, h, outC) => {
     tf.tidy(() => {
       const xs = Array.from({ length: count }, (_, i) => tf.randomNormal([2, h, h, 3 + i], 0, 1, 'float32', i + 1));
-      const ws = Array.from({ length: count }, (_, i) => tf.randomNormal([k, k, 3 + i, 4], 0, 1, 'float32', 10 + i));
-      const bias = tf.randomNormal([4], 0, 1, 'float32', 99);
+      const ws = Array.from({ length: count }, (_, i) => tf.randomNormal([k, k, 3 + i, outC], 0, 1, 'float32', 10 + i));
+      const bias = tf.randomNormal([outC], 0, 1, 'float32', 99);
       const op = convOp(count, stride, relu);
-      const weights = tf.randomNormal(op(xs as tf.Tensor4D[], ws as tf.Tensor4D[], bias as tf.Tensor1D).shape, 0, 1, 'float32', 7);
-      const ours = (...a: tf.Tensor[]) =>
-        tf.sum(tf.mul(weights, op(a.slice(0, count) as tf.Tensor4D[], a.slice(count, 2 * count) as tf.Tensor4D[], a[2 * count] as tf.Tensor1D)));
-      const reference = (...a: tf.Tensor[]) => {
+      const forward = (...a: tf.Tensor[]) => op(a.slice(0, count) as tf.Tensor4D[], a.slice(count, 2 * count) as tf.Tensor4D[], a[2 * count] as tf.Tensor1D);
+      const referenceForward = (...a: tf.Tensor[]) => {
         let z: tf.Tensor = tf.conv2d(a[0] as tf.Tensor4D, a[count] as tf.Tensor4D, stride, 'same');
         for (let i = 1; i < count; i++) z = tf.add(z, tf.conv2d(a[i] as tf.Tensor4D, a[count + i] as tf.Tensor4D, stride, 'same'));
         z = tf.add(z, a[2 * count]);
-        return tf.sum(tf.mul(weights, relu ? tf.relu(z) : z));
+        return relu ? tf.relu(z) : z;
       };
       const args = [...xs, ...ws, bias];
-      expect(ours(...args).dataSync()[0]).toBeCloseTo(reference(...args).dataSync()[0], 3);
+      const relativeError = (a: tf.Tensor, b: tf.Tensor) => tf.max(tf.abs(tf.sub(a, b))).dataSync()[0] / tf.max(tf.abs(b)).dataSync()[0];
+      const y = forward(...args);
+      const yRef = referenceForward(...args);
+      expect(y.shape).toEqual(yRef.shape);
+      expect(relativeError(y, yRef)).toBeLessThan(1e-6);
+      const weights = tf.randomNormal(y.shape, 0, 1, 'float32', 7);
+      const ours = (...a: tf.Tensor[]) => tf.sum(tf.mul(weights, forward(...a)));
+      const reference = (...a: tf.Tensor[]) => tf.sum(tf.mul(weights, referenceForward(...a)));
       const a = tf.grads(ours)(args);
       const b = tf.grads(reference)(args);
       a.forEach((g, i) => {
-        const err = tf.max(tf.abs(tf.sub(g, b[i]))).dataSync()[0] / tf.max(tf.abs(b[i])).dataSync()[0];
-        expect(err).toBeLessThan(1e-5);
+        expect(g.shape).toEqual(b[i].shape);
+        expect(relativeError(g, b[i])).toBeLessThan(1e-5);
       });
     });
   });

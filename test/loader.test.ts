@@ -113,6 +113,25 @@ describe('the test load (a child process) and its cache', () => {
     expect(testLoad(choice(file))).toEqual({ ok: false, why: 'crashed with SIGSEGV' });
   });
 
+  it('a cache that cannot be written costs a test load next time, and no error', () => {
+    // A directory where the cache file would be: neither readable as JSON nor writable, even as root.
+    fs.rmSync(cacheFile(), { force: true });
+    fs.mkdirSync(cacheFile());
+    try {
+      const file = path.join(scratch, 'good-uncached.node');
+      fs.copyFileSync(findWorkingBinary(), file);
+      expect(testLoad(choice(file))).toEqual({ ok: true });
+      expect(fs.statSync(cacheFile()).isDirectory()).toBe(true);
+      // Nothing was remembered: a broken binary at the same path is test-loaded again, and fails.
+      const stat = fs.statSync(file);
+      fs.writeFileSync(file, Buffer.alloc(stat.size));
+      fs.utimesSync(file, stat.atime, stat.mtime);
+      expect(testLoad(choice(file)).ok).toBe(false);
+    } finally {
+      fs.rmdirSync(cacheFile());
+    }
+  });
+
   it('reports a binary that loads but is no Node-API module', () => {
     const file = compile('not-an-addon.node', 'int gpl_nothing = 0;\n');
     const check = testLoad(choice(file));
@@ -188,6 +207,54 @@ describe("the README's troubleshooting rows: the message says", () => {
     const notes = planLoad(env({ LIBTORCH: x })).notes;
     expect(notes.some((n) => n.startsWith(`the local build ${LOCAL_BUILD} is for `) && n.endsWith(', not the LIBTORCH folder'))).toBe(true);
   });
+
+  it('`no prebuild can be matched to ...: its version or CUDA version is unknown` for a libtorch whose headers state no version', () => {
+    const x = libtorchFolder('libtorch-unversioned');
+    fs.writeFileSync(path.join(x, 'include', 'torch', 'csrc', 'api', 'include', 'torch', 'version.h'), '#pragma once\n');
+    const plan = planLoad(env({ LIBTORCH: x }));
+    expect(plan.choices.filter((c) => c.reason.startsWith('prebuild'))).toEqual([]);
+    expect(plan.notes.some((n) => n.startsWith('no prebuild can be matched to LIBTORCH: ') && n.endsWith(': its version or CUDA version is unknown'))).toBe(true);
+  });
+
+  it('`python: skipped (LIBTORCH_USE_PYTORCH=0)` when the python probe is turned off', () => {
+    const lines = message({ LIBTORCH: path.join(scratch, 'no-such-libtorch'), LIBTORCH_USE_PYTORCH: '0' }).split('\n');
+    expect(lines).toContain('  - python: skipped (LIBTORCH_USE_PYTORCH=0)');
+    expect(lines.some((l) => l.startsWith('  - python:') && !l.includes('skipped'))).toBe(false);
+  });
+
+  // Where this package has the 1.13 prebuild (npm run setup makes it): a libtorch folder that
+  // claims 1.13 but whose libraries are not ELF files matches it, and its test load fails.
+  it.runIf(fs.existsSync(path.join(repoRoot, 'prebuilds', 'torch1.13-cpu-cxx11')))(
+    'loadNative() reports a prebuild that fails its test load in this process, and loads nothing',
+    () => {
+      const x = path.join(scratch, 'libtorch-broken');
+      const header = path.join(x, 'include', 'torch', 'csrc', 'api', 'include', 'torch', 'version.h');
+      fs.mkdirSync(path.dirname(header), { recursive: true });
+      fs.mkdirSync(path.join(x, 'include', 'ATen'), { recursive: true });
+      fs.mkdirSync(path.join(x, 'lib'));
+      fs.writeFileSync(path.join(x, 'include', 'ATen', 'ATen.h'), '#pragma once\n');
+      fs.writeFileSync(header, '#define TORCH_VERSION_MAJOR 1\n#define TORCH_VERSION_MINOR 13\n#define TORCH_VERSION_PATCH 0\n');
+      // The cxx11 ABI's mangled std::string, as discovery reads it from libc10; no ELF header.
+      for (const lib of ['c10', 'torch_cpu', 'torch']) fs.writeFileSync(path.join(x, 'lib', `lib${lib}.so`), 'NSt7__cxx1112basic_string\n');
+      const saved = process.env.LIBTORCH;
+      process.env.LIBTORCH = x;
+      try {
+        let error: unknown;
+        try {
+          loadNative();
+        } catch (e) {
+          error = e;
+        }
+        expect((error as { code?: string }).code).toBe('ERR_LIBTORCH');
+        expect((error as Error).message).toMatch(
+          /\n {2}- prebuild torch1\.13-cpu-cxx11 for LIBTORCH: .*\.node failed its test load: Error: .*libc10\.so: (invalid ELF header|file too short)\n/,
+        );
+      } finally {
+        if (saved === undefined) delete process.env.LIBTORCH;
+        else process.env.LIBTORCH = saved;
+      }
+    },
+  );
 
   it('loadNative() throws ERR_LIBTORCH with the whole story, and loads nothing', () => {
     const saved = process.env.LIBTORCH;

@@ -26,8 +26,18 @@ export interface RuntimeInfo {
   /**
    * The CPU's features, read with cpuid at run time. `bfloat16`: dtype 'bfloat16' runs on the CPU
    * (AVX512-BF16 or AMX-BF16); otherwise `bfloat16Missing` says what is missing.
+   * `prepackedWeights`: the float32 and bfloat16 CPU convs use weights reordered once into
+   * oneDNN's layout, with their ReLU fused (libtorch 2.x); on 1.13 oneDNN reorders them per call.
    */
-  cpu: { vendor: string; avx512: boolean; avx512Bf16: boolean; amxBf16: boolean; bfloat16: boolean; bfloat16Missing: string };
+  cpu: {
+    vendor: string;
+    avx512: boolean;
+    avx512Bf16: boolean;
+    amxBf16: boolean;
+    bfloat16: boolean;
+    bfloat16Missing: string;
+    prepackedWeights: boolean;
+  };
   numThreads: number;
 }
 

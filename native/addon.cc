@@ -17,6 +17,7 @@
 #include "env.h"
 #include "errors.h"
 #include "loss.h"
+#include "perceptual.h"
 #include "tensor.h"
 
 namespace gpl {
@@ -70,6 +71,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
     cpuInfo.Set("amxBf16", cpu.amxBf16);
     // What bfloat16 on the CPU lacks here, or "" where it can run.
     cpuInfo.Set("bfloat16Missing", at::hasMKLDNN() ? cpuBfloat16Missing() : "a libtorch built with oneDNN (MKLDNN)");
+    cpuInfo.Set("prepackedWeights", prepackedOneDnnWeights());
     result.Set("cpu", cpuInfo);
     result.Set("numThreads", at::get_num_threads());
     result.Set("parallelInfo", at::get_parallel_info());

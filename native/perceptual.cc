@@ -77,24 +77,29 @@ void placeOnDevice(const Config& config, Network& net) {
   const auto format = (config.device.is_cuda() && config.channelsLast) || net.oneDnn ? at::MemoryFormat::ChannelsLast
                                                                                      : at::MemoryFormat::Contiguous;
   for (const at::Tensor& master : net.masterWeights) {
-    net.weights.push_back(master.to(config.device, config.dtype).contiguous(format));
+    const at::Tensor weight = master.to(config.device, config.dtype).contiguous(format);
     net.biases.push_back(at::zeros({master.size(0)}, master.options().device(config.device).dtype(config.dtype)));
+    if (!net.oneDnn) {
+      net.weights.push_back(weight);
+      continue;
+    }
+    // Reordered once here rather than by oneDNN on every call (where the libtorch allows it).
+    net.weights.push_back(compat::prepareOneDnnWeight(weight));
     // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
-    if (net.oneDnn) net.backwardWeights.push_back(net.weights.back().flip({2, 3}).transpose(0, 1).contiguous(format));
+    net.backwardWeights.push_back(compat::prepareOneDnnWeight(weight.flip({2, 3}).transpose(0, 1).contiguous(format)));
   }
 }
 
 // ATen routes small CPU batches to its im2col + BLAS convolution (with the reference BLAS on
 // Debian, many times slower than oneDNN); call oneDNN directly for every float32 and bfloat16 CPU
 // conv.
-at::Tensor convForward(const Network& net, size_t c, const at::Tensor& x) {
-  if (net.oneDnn) return at::mkldnn_convolution(x, net.weights[c], net.biases[c], {1, 1}, {1, 1}, {1, 1}, 1);
+at::Tensor convForward(const Network& net, size_t c, const at::Tensor& x, bool relu) {
+  if (net.oneDnn) return compat::oneDnnConv3x3(x, net.weights[c], net.biases[c], relu);
   return at::conv2d(x, net.weights[c], net.biases[c], {1, 1}, {1, 1});
 }
 
 at::Tensor convBackwardInput(const Network& net, size_t c, const at::Tensor& gradOutput, const at::Tensor& input) {
-  if (net.oneDnn)
-    return at::mkldnn_convolution(gradOutput, net.backwardWeights[c], compat::kNone, {1, 1}, {1, 1}, {1, 1}, 1);
+  if (net.oneDnn) return compat::oneDnnConv3x3(gradOutput, net.backwardWeights[c], compat::kNone, false);
   return compat::conv3x3BackwardInput(gradOutput, input, net.weights[c]);
 }
 
@@ -172,20 +177,27 @@ Forward runForward(const Network& net, const Config& config, const at::Tensor& x
   // oneDNN runs channels-last end to end (pools and their backward included); an NHWC input is
   // already laid out so.
   at::Tensor h = net.oneDnn ? canonicalChannelsLast(x) : x;
+  bool reluDone = false;  // the conv before this module ran its ReLU
   for (size_t i = 0; i < count; ++i) {
     const Module& m = net.modules[i];
     at::Tensor out;
     switch (m.kind) {
       case ModuleKind::Conv: {
         const auto c = static_cast<size_t>(m.conv);
-        out = convForward(net, c, h);
+        // oneDNN runs the ReLU inside the conv, unless the conv is a tap and its pre-activation
+        // values are wanted. Its ReLU maps NaN to 0 where ATen's keeps it, so only inputs checked
+        // finite take it (a NaN could then come only from overflowing float32's range).
+        reluDone = net.oneDnn && config.checkFinite && !tapped[i] && i + 1 < count &&
+                   net.modules[i + 1].kind == ModuleKind::ReLU;
+        out = convForward(net, c, h, reluDone);
         if (forBackward) fwd.saved[i].input = h;
         break;
       }
       case ModuleKind::ReLU:
         // In place unless the conv before it is a tap and must keep its
         // pre-activation values.
-        out = tapped[i - 1] ? at::relu(h) : at::relu_(h);
+        out = reluDone ? h : tapped[i - 1] ? at::relu(h) : at::relu_(h);
+        reluDone = false;
         if (forBackward) fwd.saved[i].output = out;
         break;
       case ModuleKind::Pool:
@@ -344,6 +356,8 @@ std::shared_ptr<const Network> withWeights(const Config& config, const Network& 
   net->generation = generation;
   return net;
 }
+
+bool prepackedOneDnnWeights() { return at::hasMKLDNN() && compat::kPrepackedOneDnnWeights; }
 
 Error nonFiniteError(const char* what) {
   return Error(ErrorCode::NonFinite, std::string(what) +

@@ -60,8 +60,9 @@ struct Network {
   std::vector<at::Tensor> masterWeights;  // float32 CPU, as drawn
   std::vector<at::Tensor> weights;        // compute dtype, on the device
   std::vector<at::Tensor> biases;
-  // CPU float32: every conv runs on oneDNN, the input gradient as a forward
-  // conv with these flipped, transposed weights (see perceptual.cc).
+  // CPU float32 and bfloat16: every conv runs on oneDNN, the input gradient as a forward conv
+  // with these flipped, transposed weights (see perceptual.cc). Both weight sets are then in
+  // oneDNN's own layout where the libtorch allows it (compat::prepareOneDnnWeight).
   bool oneDnn = false;
   std::vector<at::Tensor> backwardWeights;
   uint64_t seed = 0;
@@ -109,6 +110,10 @@ at::ScalarType segmentationLogitsType(const Config& config);
 // the gradient is with respect to the logits (in the logits' dtype).
 LossResult lossAndGradSegmentation(const Network& net, const Config& config, const at::Tensor& logits,
                                    const at::Tensor& labels, int64_t ignoreIndex, bool wantGrad);
+
+// Whether the CPU convs (float32, bfloat16) run with weights reordered once into oneDNN's layout
+// and their ReLU fused: a libtorch 2.x with oneDNN.
+bool prepackedOneDnnWeights();
 
 // Throws ErrorCode::NonFinite when x holds NaN or Inf.
 void checkFinite(const at::Tensor& x, const char* what);

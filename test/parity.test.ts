@@ -236,3 +236,34 @@ describe('parity with PyTorch', () => {
 function labelShape(c: Case): number[] {
   return c.options.layout === 'nhwc' ? c.shape.slice(0, 3) : [c.shape[0], c.shape[2], c.shape[3]];
 }
+
+// The CPU float32 and bfloat16 convs run on oneDNN. On libtorch 2.x their weights are reordered
+// once into oneDNN's layout and the ReLU after each untapped conv runs inside it; that ReLU maps
+// NaN to 0, so only inputs checked finite (checkFinite: true) take it. The parity cases above run
+// that path (the default options) on whichever libtorch the suite is given.
+describe('the oneDNN conv path on the CPU', () => {
+  it('prepacks the weights and fuses the ReLU exactly on libtorch 2.x', () => {
+    const info = runtime();
+    expect(info.cpu.prepackedWeights).toBe(Number(info.libtorch.version.split('.')[0]) >= 2);
+  });
+
+  const dtypes = ['float32', ...(runtime().cpu.bfloat16 ? ['bfloat16' as const] : [])] as const;
+  for (const dtype of dtypes) {
+    it(`gives the same ${dtype} features, loss and gradient with the ReLUs fused (checkFinite: true) or apart (false)`, () => {
+      const shape = [2, 3, 20, 24];
+      const pred = { data: randn(count(shape), 51), shape };
+      const target = { data: randn(count(shape), 52), shape };
+      // A conv tap keeps its pre-activation values; the ReLU taps follow fused convs.
+      const options: PerceptualLossOptions = { inChannels: 3, dtype, layers: ['conv1_1', 'relu1_2', 'relu2_2', 'relu3_4', 'relu4_1'] };
+      const fused = new PerceptualLoss({ ...options, checkFinite: true });
+      const apart = new PerceptualLoss({ ...options, checkFinite: false });
+      const a = fused.lossAndGrad(pred, target);
+      const b = apart.lossAndGrad(pred, target);
+      expect(a.loss).toBe(b.loss);
+      expect(a.grad).toEqual(b.grad);
+      const fa = fused.features(pred);
+      const fb = apart.features(pred);
+      fa.forEach((f, i) => expect(f.data, f.name).toEqual(fb[i].data));
+    });
+  }
+});

@@ -20,6 +20,10 @@ Usage (any python with torch: Debian's /usr/bin/python3, or a venv's pip torch):
         {"cmd": "check", "shape": [...], "pred": B64, "target": B64}
             loss and gradient of given float32 inputs (base64), to check both sides agree
         {"cmd": "quit"}
+  PYTHON bench/bench_torch.py steps --shape NxCxHxW --threads N --steps S [--variant V]
+      For bench/profile.js: one warm-up step, then S lossAndGrad steps, each announced on stdout
+      by a line "profile-step I" (where oneDNN's verbose lines go too); the step times go to
+      stderr as one line "profile-json: {...}".
   PYTHON bench/bench_torch.py memory --shape NxCxHxW --threads N [--variant V]
       In a fresh process: build, one warm-up step, then the peak resident memory of one
       lossAndGrad step (see measure_memory). Prints one JSON line.
@@ -293,7 +297,31 @@ def measure_memory(shape, threads, variant="float32"):
     }
 
 
+def profile_steps(shape, threads, steps, variant="float32"):
+    torch.set_num_threads(threads)
+    loss = Loss(shape[1], variant)
+    one_step(loss, "lossAndGrad", shape)
+    times = []
+    for i in range(steps):
+        print(f"profile-step {i}", flush=True)
+        times.append(one_step(loss, "lossAndGrad", shape))
+    print(f"profile-step {steps}", flush=True)
+    side = {"side": "torch", "torch": torch.__version__, "variant": variant, "threads": torch.get_num_threads()}
+    print("profile-json: " + json.dumps({**side, "ms": times}), file=sys.stderr, flush=True)
+
+
 def main(argv):
+    if len(argv) >= 2 and argv[1] == "steps":
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="bench_torch.py steps")
+        parser.add_argument("--shape", required=True)
+        parser.add_argument("--threads", type=int, required=True)
+        parser.add_argument("--steps", type=int, required=True)
+        parser.add_argument("--variant", default="float32", choices=sorted(VARIANTS))
+        args = parser.parse_args(argv[2:])
+        profile_steps([int(d) for d in args.shape.split("x")], args.threads, args.steps, args.variant)
+        return
     if len(argv) >= 2 and argv[1] == "serve":
         serve()
         return

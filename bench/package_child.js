@@ -13,6 +13,10 @@
 //     V: float32 (host Float32Arrays) | float32-tensor (resident Tensors, made outside the timing)
 //        | bfloat16 (dtype 'bfloat16', host Float32Arrays)
 //     P: lossAndGrad | prepared | loss | features
+//   node bench/package_child.js steps --shape NxCxHxW --threads N --steps S --variant V
+//       For bench/profile.js: one warm-up step, then S lossAndGrad steps, each announced on stdout
+//       by a line "profile-step I" (where oneDNN's verbose lines go too); the step times go to
+//       stderr as one line "profile-json: {...}".
 //   node bench/package_child.js memory --shape NxCxHxW --threads N --variant V
 //       In this fresh process: the peak resident memory of one lossAndGrad step; one JSON line.
 'use strict';
@@ -181,10 +185,33 @@ function memory(argv) {
   }));
 }
 
+function steps(argv) {
+  const { values } = parseArgs({
+    args: argv,
+    options: { shape: { type: 'string' }, threads: { type: 'string' }, steps: { type: 'string' }, variant: { type: 'string', default: 'float32' } },
+  });
+  const shape = values.shape.split('x').map(Number);
+  const pkg = loadPackage();
+  pkg.setNumThreads(Number(values.threads));
+  const side = new Side(pkg);
+  side.step('lossAndGrad', shape, values.variant);
+  const ms = [];
+  // fs.writeSync: in order with what oneDNN prints to the same descriptor.
+  for (let i = 0; i < Number(values.steps); i++) {
+    fs.writeSync(1, `profile-step ${i}\n`);
+    ms.push(side.step('lossAndGrad', shape, values.variant));
+  }
+  fs.writeSync(1, `profile-step ${values.steps}\n`);
+  const rt = pkg.runtime();
+  const info = { side: 'package', libtorch: rt.libtorch.version, variant: values.variant, threads: rt.numThreads, prepackedWeights: rt.cpu.prepackedWeights };
+  fs.writeSync(2, `profile-json: ${JSON.stringify({ ...info, ms })}\n`);
+}
+
 const [mode, ...rest] = process.argv.slice(2);
 if (mode === 'serve') serve();
 else if (mode === 'memory') memory(rest);
+else if (mode === 'steps') steps(rest);
 else {
-  console.error('usage: node bench/package_child.js serve | memory --shape NxCxHxW --threads N [--variant V]');
+  console.error('usage: node bench/package_child.js serve | memory --shape NxCxHxW --threads N [--variant V] | steps --shape NxCxHxW --threads N --steps S [--variant V]');
   process.exit(2);
 }

@@ -26,8 +26,9 @@ export interface RuntimeInfo {
   /**
    * The CPU's features, read with cpuid at run time. `bfloat16`: dtype 'bfloat16' runs on the CPU
    * (AVX512-BF16 or AMX-BF16); otherwise `bfloat16Missing` says what is missing.
-   * `prepackedWeights`: the float32 and bfloat16 CPU convs use weights reordered once into
-   * oneDNN's layout, with their ReLU fused (libtorch 2.x); on 1.13 oneDNN reorders them per call.
+   * `prepackedWeights`: which float32 and bfloat16 CPU convs use weights reordered once into
+   * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused), 'wide' (1.13: those with
+   * Cin * Cout >= 256 * 512; oneDNN reorders the others' on every call), 'none' (no oneDNN).
    */
   cpu: {
     vendor: string;
@@ -36,7 +37,7 @@ export interface RuntimeInfo {
     amxBf16: boolean;
     bfloat16: boolean;
     bfloat16Missing: string;
-    prepackedWeights: boolean;
+    prepackedWeights: 'all' | 'wide' | 'none';
   };
   numThreads: number;
 }

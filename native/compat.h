@@ -25,12 +25,18 @@ inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::T
 }
 
 // A stride-1, padding-1 3x3 oneDNN convolution of a channels-last input, with its ReLU when
-// `relu`. 2.x's mkldnn::_convolution_pointwise takes weights reordered once into oneDNN's own
-// layout (prepareOneDnnWeight) and runs the ReLU as a post-op; 1.13's ATen has neither, and its
-// mkldnn_convolution falls back to NCHW for a prepacked weight, so there the weight stays a dense
-// channels-last tensor, reordered by oneDNN on every call, and the ReLU is a pass of its own.
+// `relu`, and the weight as prepareOneDnnWeight keeps it. kPrepackedOneDnnWeights says which
+// weights are reordered once into oneDNN's own layout rather than by oneDNN on every call.
+//
+// 2.x: all of them. mkldnn::_convolution_pointwise takes them with channels-last activations and
+// runs the ReLU as a post-op.
+//
+// 1.13: its mkldnn_convolution takes a prepacked weight only with oneDNN's blocked activations,
+// reordered in and out around the conv. That pays where the weight dwarfs the activations: the
+// wide convs (Cin * Cout >= 256 * 512, the 512-channel blocks of VGG) at the sizes a loss sees.
+// The narrower ones keep a dense channels-last weight, and the ReLU is always a pass of its own.
 #if TORCH_VERSION_MAJOR >= 2
-inline constexpr bool kPrepackedOneDnnWeights = true;
+inline constexpr const char* kPrepackedOneDnnWeights = "all";
 
 inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
   // Without an input size oneDNN picks the layout its kernels use for every input size of these
@@ -55,13 +61,24 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
   return conv.call(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, relu ? "relu" : "none", scalars, "");
 }
 #else
-inline constexpr bool kPrepackedOneDnnWeights = false;
+inline constexpr const char* kPrepackedOneDnnWeights = "wide";
 
-inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) { return channelsLastWeight; }
+inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
+  if (channelsLastWeight.size(0) * channelsLastWeight.size(1) < 256 * 512) return channelsLastWeight;
+  return at::mkldnn_reorder_conv2d_weight(channelsLastWeight.contiguous().to_mkldnn(), {1, 1}, {1, 1}, {1, 1}, 1);
+}
 
 inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                 bool relu) {
-  at::Tensor y = at::mkldnn_convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1);
+  at::Tensor y;
+  if (weight.is_mkldnn()) {
+    // An NCHW result; the layers after it take any layout.
+    const c10::optional<at::Tensor> blockedBias =
+        bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->to_mkldnn()) : c10::nullopt;
+    y = at::mkldnn_convolution(x.to_mkldnn(), weight, blockedBias, {1, 1}, {1, 1}, {1, 1}, 1).to_dense();
+  } else {
+    y = at::mkldnn_convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1);
+  }
   return relu ? y.relu_() : y;
 }
 #endif

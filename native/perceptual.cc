@@ -357,7 +357,7 @@ std::shared_ptr<const Network> withWeights(const Config& config, const Network& 
   return net;
 }
 
-bool prepackedOneDnnWeights() { return at::hasMKLDNN() && compat::kPrepackedOneDnnWeights; }
+std::string prepackedOneDnnWeights() { return at::hasMKLDNN() ? compat::kPrepackedOneDnnWeights : "none"; }
 
 Error nonFiniteError(const char* what) {
   return Error(ErrorCode::NonFinite, std::string(what) +

@@ -111,9 +111,9 @@ at::ScalarType segmentationLogitsType(const Config& config);
 LossResult lossAndGradSegmentation(const Network& net, const Config& config, const at::Tensor& logits,
                                    const at::Tensor& labels, int64_t ignoreIndex, bool wantGrad);
 
-// Whether the CPU convs (float32, bfloat16) run with weights reordered once into oneDNN's layout
-// and their ReLU fused: a libtorch 2.x with oneDNN.
-bool prepackedOneDnnWeights();
+// Which CPU convs (float32, bfloat16) run with weights reordered once into oneDNN's layout: "all"
+// (libtorch 2.x, their ReLU fused), "wide" (1.13: Cin * Cout >= 256 * 512), "none" (no oneDNN).
+std::string prepackedOneDnnWeights();
 
 // Throws ErrorCode::NonFinite when x holds NaN or Inf.
 void checkFinite(const at::Tensor& x, const char* what);

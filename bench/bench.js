@@ -22,7 +22,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 const { Child } = require('./child.js');
-const { machineInfo } = require('./machine.js');
+const { gitInfo, machineInfo } = require('./machine.js');
 const { measureMemory } = require('./memory.js');
 const { competingLoad, cpuSnapshot, summarize, timeChecked } = require('./timing.js');
 
@@ -179,18 +179,6 @@ const FLOP_COUNTING =
   'ReLU, pooling, bias, loss-term and copy flops are ignored. fp32 steps are set against the fp32 peak, ' +
   'bf16 steps against the bf16 peak.';
 
-// ---------------------------------------------------------------------------------------------
-// Git
-
-function gitInfo(allowDirty) {
-  const git = (...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  try {
-    const status = git('status', '--porcelain');
-    return { commit: git('rev-parse', 'HEAD'), dirty: status.length > 0, dirtyFiles: status ? status.split('\n').slice(0, 50) : [], allowDirty };
-  } catch {
-    return { commit: null, dirty: null, dirtyFiles: [], allowDirty };
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sides

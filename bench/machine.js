@@ -7,6 +7,18 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
+/** The commit measured, and whether the tree had uncommitted changes (then it cannot be rebuilt). */
+function gitInfo(allowDirty) {
+  const root = path.resolve(__dirname, '..');
+  const git = (...args) => execFileSync('git', args, { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  try {
+    const status = git('status', '--porcelain');
+    return { commit: git('rev-parse', 'HEAD'), dirty: status.length > 0, dirtyFiles: status ? status.split('\n').slice(0, 50) : [], allowDirty };
+  } catch {
+    return { commit: null, dirty: null, dirtyFiles: [], allowDirty };
+  }
+}
+
 function readText(file) {
   try {
     return fs.readFileSync(file, 'utf8');
@@ -192,4 +204,4 @@ function bf16Peak(flags, cores, ghz, fmaUnits) {
 }
 
 
-module.exports = { machineInfo, readText };
+module.exports = { gitInfo, machineInfo, readText };

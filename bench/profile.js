@@ -20,6 +20,8 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
+const { gitInfo } = require('./machine.js');
+const { median } = require('./timing.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const TORCH2_ENV = path.join(ROOT, '.venv', 'torch2.13-cpu');
@@ -55,11 +57,6 @@ const sides = [
   { label: 'torch 1.13', cmd: '/usr/bin/python3', args: [path.join(__dirname, 'bench_torch.py')], env: {} },
   ...(fs.existsSync(TORCH2_PYTHON) ? [{ label: 'torch 2.13', cmd: TORCH2_PYTHON, args: [path.join(__dirname, 'bench_torch.py')], env: {} }] : []),
 ];
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 function run(side, verbose) {
   const env = { ...process.env, ...side.env, OMP_NUM_THREADS: String(threads) };
@@ -131,13 +128,6 @@ console.log('(oneDNN columns: from the verbose run; step and rest: from the quie
 
 const date = new Date().toISOString().slice(0, 10);
 const out = values.out ?? path.join(ROOT, 'bench', 'results', `profile-${date}.json`);
-let commit = null;
-try {
-  commit = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).stdout.trim() || null;
-} catch {
-  commit = null;
-}
 fs.mkdirSync(path.dirname(out), { recursive: true });
-const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).stdout?.trim() !== '';
-fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), commit, dirty, cpu: os.cpus()[0]?.model, shape, threads, steps, rows }, null, 2) + '\n');
+fs.writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), git: gitInfo(true), cpu: os.cpus()[0]?.model, shape, threads, steps, rows }, null, 2) + '\n');
 console.log(`written to ${path.relative(process.cwd(), out)}`);

@@ -39,14 +39,16 @@ inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::T
 inline constexpr const char* kPrepackedOneDnnWeights = "all";
 
 inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
-  // Without an input size oneDNN picks the layout its kernels use for every input size of these
-  // channel counts (measured: timings and values match a per-size reorder).
+  // Without an input size oneDNN picks the layout its kernels take at every input size of these
+  // channel counts, so one reorder serves all (the parity tests run it at many sizes).
   static const auto reorder = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("mkldnn::_reorder_convolution_weight", "")
                                   .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
                                                     at::IntArrayRef, int64_t, at::OptionalIntArrayRef)>();
   return reorder.call(channelsLastWeight, {1, 1}, {1, 1}, {1, 1}, 1, std::nullopt);
 }
+
+inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& /*preparedWeight*/) { return bias; }
 
 inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 bool relu) {
@@ -56,9 +58,9 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
           .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, at::IntArrayRef,
                             at::IntArrayRef, at::IntArrayRef, int64_t, c10::string_view,
                             c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
-  c10::List<std::optional<at::Scalar>> scalars;
-  scalars.push_back(std::nullopt);
-  return conv.call(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, relu ? "relu" : "none", scalars, "");
+  // The post-op's scalars: none for a ReLU. A shared handle, not a list built per call.
+  static const c10::List<std::optional<at::Scalar>> noScalars({std::nullopt});
+  return conv.call(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, relu ? "relu" : "none", noScalars, "");
 }
 #else
 inline constexpr const char* kPrepackedOneDnnWeights = "wide";
@@ -68,14 +70,17 @@ inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
   return at::mkldnn_reorder_conv2d_weight(channelsLastWeight.contiguous().to_mkldnn(), {1, 1}, {1, 1}, {1, 1}, 1);
 }
 
+// A prepacked weight's conv takes its bias as a oneDNN tensor too.
+inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& preparedWeight) {
+  return preparedWeight.is_mkldnn() ? bias.to_mkldnn() : bias;
+}
+
 inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                 bool relu) {
   at::Tensor y;
   if (weight.is_mkldnn()) {
     // An NCHW result; the layers after it take any layout.
-    const c10::optional<at::Tensor> blockedBias =
-        bias.has_value() && bias->defined() ? c10::optional<at::Tensor>(bias->to_mkldnn()) : c10::nullopt;
-    y = at::mkldnn_convolution(x.to_mkldnn(), weight, blockedBias, {1, 1}, {1, 1}, {1, 1}, 1).to_dense();
+    y = at::mkldnn_convolution(x.to_mkldnn(), weight, bias, {1, 1}, {1, 1}, {1, 1}, 1).to_dense();
   } else {
     y = at::mkldnn_convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1);
   }

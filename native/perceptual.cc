@@ -65,9 +65,11 @@ void drawWeight(at::Tensor& w, const Config& config, at::Generator& gen) {
   }
 }
 
-void placeOnDevice(const Config& config, Network& net) {
+// `biases`: given ones (any shape holding Cout values), or none for zeros.
+void placeOnDevice(const Config& config, Network& net, const std::vector<at::Tensor>& biases = {}) {
   net.weights.clear();
   net.biases.clear();
+  net.oneDnnBiases.clear();
   net.backwardWeights.clear();
   net.oneDnn =
       config.device.is_cpu() && (config.dtype == at::kFloat || config.dtype == at::kBFloat16) && at::hasMKLDNN();
@@ -76,15 +78,19 @@ void placeOnDevice(const Config& config, Network& net) {
   // blocked layout and back around every conv; channels-last weights spare a copy per call.
   const auto format = (config.device.is_cuda() && config.channelsLast) || net.oneDnn ? at::MemoryFormat::ChannelsLast
                                                                                      : at::MemoryFormat::Contiguous;
-  for (const at::Tensor& master : net.masterWeights) {
+  const auto options = at::TensorOptions().device(config.device).dtype(config.dtype);
+  for (size_t i = 0; i < net.masterWeights.size(); ++i) {
+    const at::Tensor& master = net.masterWeights[i];
     const at::Tensor weight = master.to(config.device, config.dtype).contiguous(format);
-    net.biases.push_back(at::zeros({master.size(0)}, master.options().device(config.device).dtype(config.dtype)));
+    net.biases.push_back(biases.empty() ? at::zeros({master.size(0)}, options)
+                                        : biases[i].reshape({-1}).to(config.device, config.dtype).contiguous());
     if (!net.oneDnn) {
       net.weights.push_back(weight);
       continue;
     }
     // Reordered once here rather than by oneDNN on every call (where the libtorch allows it).
     net.weights.push_back(compat::prepareOneDnnWeight(weight));
+    net.oneDnnBiases.push_back(compat::prepareOneDnnBias(net.biases.back(), net.weights.back()));
     // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
     net.backwardWeights.push_back(compat::prepareOneDnnWeight(weight.flip({2, 3}).transpose(0, 1).contiguous(format)));
   }
@@ -94,7 +100,7 @@ void placeOnDevice(const Config& config, Network& net) {
 // Debian, many times slower than oneDNN); call oneDNN directly for every float32 and bfloat16 CPU
 // conv.
 at::Tensor convForward(const Network& net, size_t c, const at::Tensor& x, bool relu) {
-  if (net.oneDnn) return compat::oneDnnConv3x3(x, net.weights[c], net.biases[c], relu);
+  if (net.oneDnn) return compat::oneDnnConv3x3(x, net.weights[c], net.oneDnnBiases[c], relu);
   return at::conv2d(x, net.weights[c], net.biases[c], {1, 1}, {1, 1});
 }
 
@@ -330,10 +336,7 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vec
     net->masterWeights.push_back(weights[i].to(at::kFloat).reshape({out, in, 3, 3}).contiguous());
     in = out;
   }
-  placeOnDevice(config, *net);
-  for (size_t i = 0; i < biases.size(); ++i) {
-    net->biases[i] = biases[i].reshape({-1}).to(config.device, config.dtype).contiguous();
-  }
+  placeOnDevice(config, *net, biases);
   net->seed = seed;
   net->generation = generation;
   return net;
@@ -351,8 +354,7 @@ std::shared_ptr<const Network> withWeights(const Config& config, const Network& 
                 " bias shape mismatch");
     net->masterWeights[i] = weights[i].to(at::kFloat).contiguous();
   }
-  placeOnDevice(config, *net);
-  for (size_t i = 0; i < biases.size(); ++i) net->biases[i] = biases[i].to(config.device, config.dtype).contiguous();
+  placeOnDevice(config, *net, biases);
   net->generation = generation;
   return net;
 }

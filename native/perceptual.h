@@ -59,11 +59,12 @@ struct Network {
   std::vector<int64_t> moduleIndexOfConv;
   std::vector<at::Tensor> masterWeights;  // float32 CPU, as drawn
   std::vector<at::Tensor> weights;        // compute dtype, on the device
-  std::vector<at::Tensor> biases;
+  std::vector<at::Tensor> biases;         // dense, as stateDict() gives them
   // CPU float32 and bfloat16: every conv runs on oneDNN, the input gradient as a forward conv
   // with these flipped, transposed weights (see perceptual.cc). Both weight sets are then in
   // oneDNN's own layout where the libtorch allows it (compat::prepareOneDnnWeight).
   bool oneDnn = false;
+  std::vector<at::Tensor> oneDnnBiases;  // the biases as the conv beside their weight takes them
   std::vector<at::Tensor> backwardWeights;
   uint64_t seed = 0;
   uint64_t generation = 0;  // bumps on every reseed/load, to invalidate prepared targets

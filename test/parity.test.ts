@@ -2,8 +2,12 @@
 // gradient within 1e-5 (float32) or 1e-10 (float64) relative error, over the option space.
 // A float32 result that misses 1e-5 passes only under the rule of FALLBACK_CAP below, and every
 // such result is printed and checked against a known list.
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss, runtime, type PerceptualLossOptions } from '../lib/index';
+import { writeSafetensors } from '../lib/safetensors';
 import { randint, randn } from './helpers/random';
 import { relError, runReference, sha256OfFloat32, type RefCase, type RefResult } from './helpers/reference';
 
@@ -267,4 +271,33 @@ describe('the oneDNN conv path on the CPU', () => {
       fa.forEach((f, i) => expect(f.data, f.name).toEqual(fb[i].data));
     });
   }
+
+  it('applies loaded non-zero biases in every conv, the prepacked ones included, as ATen float64 does', () => {
+    // Biases of the size of the activations: a conv that dropped its bias would be far off.
+    const state = Object.entries(new PerceptualLoss({ inChannels: 3 }).stateDict()).map(([name, a], i) => ({
+      name,
+      shape: a.shape,
+      data: name.endsWith('.bias') ? randn(a.data.length, 600 + i).map((v) => 0.1 * v) : a.data,
+    }));
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-bias-'));
+    try {
+      const file = path.join(dir, 'biased.safetensors');
+      writeSafetensors(file, state, { format: 'pt' });
+      const shape = [2, 3, 32, 32];
+      const pred = randn(count(shape), 61);
+      const target = randn(count(shape), 62);
+      const oneDnn = PerceptualLoss.load(file, { inChannels: 3 });
+      const aten = PerceptualLoss.load(file, { inChannels: 3, dtype: 'float64' });
+      const ours = oneDnn.features({ data: pred, shape });
+      const exact = aten.features({ data: toF64(pred), shape });
+      expect(ours.map((f) => f.name)).toContain('relu5_4');
+      ours.forEach((f, i) => expect(relError(f.data, exact[i].data), f.name).toBeLessThan(1e-4));
+      const a = oneDnn.lossAndGrad({ data: pred, shape }, { data: target, shape });
+      const b = aten.lossAndGrad({ data: toF64(pred), shape }, { data: toF64(target), shape });
+      expect(relError([a.loss as number], [b.loss as number])).toBeLessThan(1e-4);
+      expect(relError(a.grad, b.grad)).toBeLessThan(1e-4);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -4,9 +4,9 @@
   "targets": [
     {
       "target_name": "generic_perceptual_loss",
-      "sources": [
-        "native/addon.cc", "native/errors.cc", "native/job.cc", "native/bridge.cc", "native/tensor.cc",
-        "native/loss.cc", "native/perceptual.cc", "<!@(node install/find-libtorch.js --gyp sources)"],
+      # The one source list, native/sources.txt, which CMakeLists.txt reads too; the CUDA-only
+      # sources come from find-libtorch.js.
+      "sources": ["<!@(cat native/sources.txt)", "<!@(node install/find-libtorch.js --gyp sources)"],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",
         "<!@(node install/find-libtorch.js --gyp include_dirs)"

@@ -7,8 +7,15 @@
 //   node install/find-libtorch.js --flavour  the prebuild flavour of the libtorch found (torch2.14-cu130-cxx11)
 // The C++ standard comes from discovery too (cxxStandardFor in lib/libtorch.ts), for both builds.
 'use strict';
+const fs = require('node:fs');
+const path = require('node:path');
 const util = require('node:util');
 const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
+
+/** A source list of native/, one path (from the package root) a line. */
+function sourceList(/** @type {string} */ name) {
+  return fs.readFileSync(path.join(__dirname, '..', 'native', name), 'utf8').split('\n').filter(Boolean);
+}
 
 /** @type {{ json?: boolean, cmake?: boolean, flavour?: boolean, gyp?: string }} */
 let mode;
@@ -60,8 +67,8 @@ if (mode.flavour) {
     libraries: [`-L${chosen.libraryDir}`, ...chosen.libraries.map((l) => `-l${l}`)],
     defines,
     ldflags: [`-Wl,-rpath,${chosen.libraryDir}`],
-    // The CUDA-only translation unit (see native/cuda.h).
-    sources: chosen.cuda ? ['native/cuda.cc'] : [],
+    // The CUDA-only translation units (see native/cuda.h), listed in native/sources-cuda.txt.
+    sources: chosen.cuda ? sourceList('sources-cuda.txt') : [],
     cflags_cc: [`-std=c++${chosen.cxxStandard}`],
   };
   if (!(key in lists)) {

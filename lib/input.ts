@@ -1,9 +1,10 @@
-// Checks tensor-like arguments against the network before they reach native code.
+// Reads the tensor-like arguments (images, labels, masks) and checks them against the network
+// before they reach native code.
 import type { NativeTargetHandle, NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
 import type { Layout } from './options';
 import { Tensor } from './tensor';
-import { hostTensor, nchwDims } from './validate';
+import { elementCount, hostTensor } from './validate';
 
 /**
  * A host value: row-major data of the given shape. Results derived from it (grad, features,
@@ -28,6 +29,25 @@ export interface Operand {
   tensor: boolean;
 }
 
+/**
+ * Where the loss looks: 0 = left out, 1 = in (other values weight the element). One value per
+ * pixel, [N, H, W] or [N, 1, H, W] ([N, H, W, 1] in 'nhwc'), shared by the channels, or one per
+ * element in pred's shape and layout. A typed array alone is read by its length. A Tensor mask
+ * is uint8, float32 or float64, on the loss's device.
+ */
+export type MaskLike =
+  | Uint8Array
+  | Float32Array
+  | Float64Array
+  | { data: Uint8Array | Float32Array | Float64Array; shape: readonly number[] }
+  | Tensor;
+
+/** A mask as native code takes it: its data, shaped to broadcast over pred in the call's layout. */
+export interface MaskOperand {
+  value: Uint8Array | Float32Array | Float64Array | NativeTensorHandle;
+  shape: number[];
+}
+
 export interface ImageCheck {
   layout: Layout;
   inChannels: number;
@@ -40,7 +60,13 @@ function host(x: unknown, role: string, types: Array<new (n: number) => ArrayBuf
   return { value: data, shape, tensor: false };
 }
 
-function checkTensor(x: Tensor, role: string, device: string, dtypes: string[]): Operand {
+/** [N, C, H, W] of a 4-D shape given in `layout`. */
+export function nchwDims(shape: readonly number[], layout: Layout): [number, number, number, number] {
+  const [n, a, b, c] = shape;
+  return layout === 'nhwc' ? [n, c, a, b] : [n, a, b, c];
+}
+
+function checkTensor(x: Tensor, role: string, device: string, dtypes: readonly string[]): Operand & { value: NativeTensorHandle } {
   const handle = Tensor.handle(x);
   if (handle.device !== device) {
     throw new PerceptualLossError(
@@ -102,4 +128,54 @@ export function readLabels(x: unknown, logits: Operand, check: ImageCheck): Oper
   const [n, , h, w] = nchwDims(logits.shape, check.layout);
   sameShape(operand.shape, [n, h, w], 'labels must be [N, H, W] of the logits');
   return operand;
+}
+
+const MASK_ARRAYS = [Uint8Array, Float32Array, Float64Array];
+const MASK_DTYPES = ['uint8', 'float32', 'float64'];
+
+/** A mask for pred of `shape`: one value per pixel or per element, shaped to broadcast over pred. */
+export function readMask(mask: MaskLike, shape: readonly number[], layout: Layout, device: string): MaskOperand {
+  let value: MaskOperand['value'];
+  let given: number[] | undefined;
+  let length: number;
+  if (mask instanceof Tensor) {
+    ({ value, shape: given } = checkTensor(mask, 'mask', device, MASK_DTYPES));
+    length = elementCount(given);
+  } else {
+    const isArray = MASK_ARRAYS.some((type) => mask instanceof type);
+    const data = isArray ? mask : (mask as { data?: unknown } | null)?.data;
+    if (!MASK_ARRAYS.some((type) => data instanceof type)) {
+      throw new PerceptualLossError(
+        'ERR_DTYPE',
+        `mask must be a Uint8Array, Float32Array or Float64Array, { data, shape } of one, or a Tensor; got ${show(mask)}.`,
+      );
+    }
+    value = data as Uint8Array | Float32Array | Float64Array;
+    length = value.length;
+    if (!isArray) {
+      const raw = (mask as { shape?: unknown }).shape;
+      if (!Array.isArray(raw)) throw new PerceptualLossError('ERR_SHAPE', `mask.shape must be an array; got ${show(raw)}.`);
+      // Its entries are checked against the operand's shape below.
+      given = [...(raw as number[])];
+    }
+  }
+  const [n, c, h, w] = nchwDims(shape, layout);
+  const pixels = n * h * w;
+  const elements = pixels * c;
+  const full = [...shape];
+  const broadcast = layout === 'nhwc' ? [n, h, w, 1] : [n, 1, h, w];
+  const perPixel = [[n, h, w], broadcast];
+  const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
+  if (given !== undefined && !perPixel.some((s) => same(given, s)) && !same(given, full)) {
+    throw new PerceptualLossError(
+      'ERR_SHAPE',
+      `mask shape ${show(given)} must be [N, H, W] = ${show(perPixel[0])}, ${layout === 'nhwc' ? '[N, H, W, 1]' : '[N, 1, H, W]'} = ${show(broadcast)} or pred's shape ${show(full)}.`,
+    );
+  }
+  if (length === elements && (given === undefined || same(given, full))) return { value, shape: full };
+  if (length === pixels) return { value, shape: broadcast };
+  throw new PerceptualLossError(
+    'ERR_SHAPE',
+    `mask holds ${length} values; expected ${pixels} (one per pixel, [N, H, W]) or ${elements} (one per element of pred ${show(full)}).`,
+  );
 }

@@ -1,41 +1,35 @@
 // PerceptualLoss: the typed API over the native loss.
-import { fileURLToPath } from 'node:url';
 import { deviceInfo, native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
-import { PerceptualLossError, show } from './errors';
-import { readImage, readLabels, sameShape, type ImageCheck, type LabelsLike, type Operand, type ResultFor, type TensorLike } from './input';
+import { PerceptualLossError } from './errors';
 import {
-  PERFORMANCE_SWITCHES,
-  resolveLayout,
-  resolveOptions,
-  stateDictLayout,
-  validateSeed,
-  type Layout,
-  type PerceptualLossOptions,
-  type Resolved,
-  type ResolvedOptions,
-} from './options';
+  nchwDims,
+  readImage,
+  readLabels,
+  readMask,
+  sameShape,
+  type ImageCheck,
+  type LabelsLike,
+  type MaskLike,
+  type MaskOperand,
+  type Operand,
+  type ResultFor,
+  type TensorLike,
+} from './input';
 import { checkFits, hostMemoryBytes } from './memory';
-import { readSafetensors, writeSafetensors, type NamedArray } from './safetensors';
+import { stateDictLayout } from './network';
+import { resolveLayout, resolveOptions, validateSeed, type Layout, type PerceptualLossOptions, type Resolved, type ResolvedOptions } from './options';
+import { readLossFile, saveLoss, type LoadedFile } from './persistence';
+import { PreparedTarget, targetOf } from './prepared-target';
 import { Tensor } from './tensor';
-import { checkIgnoreIndex, checkObject, checkOptionalObject, elementCount, nchwDims, optionOf } from './validate';
+import { checkIgnoreIndex, checkOptionalObject } from './validate';
+
+export type { MaskLike } from './input';
+export { PreparedTarget } from './prepared-target';
 
 export interface CallOptions {
   /** Overrides the loss's `layout` for this call. */
   layout?: Layout;
 }
-
-/**
- * Where the loss looks: 0 = left out, 1 = in (other values weight the element). One value per
- * pixel, [N, H, W] or [N, 1, H, W] ([N, H, W, 1] in 'nhwc'), shared by the channels, or one per
- * element in pred's shape and layout. A typed array alone is read by its length. A Tensor mask
- * is uint8, float32 or float64, on the loss's device.
- */
-export type MaskLike =
-  | Uint8Array
-  | Float32Array
-  | Float64Array
-  | { data: Uint8Array | Float32Array | Float64Array; shape: readonly number[] }
-  | Tensor;
 
 export interface LossCallOptions extends CallOptions {
   /**
@@ -73,46 +67,10 @@ export interface Feature<T> {
   data: T;
 }
 
-const targets = new WeakMap<PreparedTarget, { handle: NativeTargetHandle; owner: PerceptualLoss }>();
-
-function targetOf(target: PreparedTarget): { handle: NativeTargetHandle; owner: PerceptualLoss } {
-  const entry = targets.get(target);
-  if (!entry) throw new PerceptualLossError('ERR_SHAPE', 'not a prepared target of this package (make one with loss.prepareTarget()).');
-  return entry;
-}
-
-/** A target whose features were computed once; pass it as `target` again and again. */
-export class PreparedTarget implements Disposable {
-  /** @internal */
-  constructor(
-    handle: NativeTargetHandle,
-    owner: PerceptualLoss,
-    readonly layout: Layout,
-  ) {
-    targets.set(this, { handle, owner });
-  }
-
-  /** The shape of the target it was prepared from, in its layout. */
-  get shape(): number[] {
-    return targetOf(this).handle.shape;
-  }
-
-  get disposed(): boolean {
-    return targetOf(this).handle.disposed;
-  }
-
-  dispose(): void {
-    targetOf(this).handle.dispose();
-  }
-
-  [Symbol.dispose](): void {
-    this.dispose();
-  }
-}
-
-// load()'s way into the constructor: the options it resolved and the file's weights, so that
-// nothing is resolved twice and no weight is drawn only to be replaced.
-let loading: { resolved: Resolved; weights: Float32Array[] } | undefined;
+// load()'s way into the constructor, keyed by the options object it passes: the options it
+// resolved and the file's weights, so that nothing is resolved twice and no weight is drawn only
+// to be replaced.
+const fromFile = new WeakMap<object, LoadedFile>();
 
 let bfloat16Missing: string | undefined;
 
@@ -127,8 +85,7 @@ export class PerceptualLoss implements Disposable {
   #native: NativeLossHandle | undefined;
 
   constructor(options: PerceptualLossOptions) {
-    const loaded = loading;
-    loading = undefined;
+    const loaded = fromFile.get(options);
     this.#resolved = loaded?.resolved ?? resolveOptions(options, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
     const binding = native();
     this.#native = new binding.NativeLoss(this.#resolved.native, loaded?.weights);
@@ -212,15 +169,7 @@ export class PerceptualLoss implements Disposable {
 
   /** Writes the weights and the options to a safetensors file. */
   save(target: string | URL): void {
-    const file = filePath(target, 'save');
-    const arrays: NamedArray[] = Object.entries(this.stateDict()).map(([name, a]) => ({ name, ...a }));
-    // The device and the performance switches belong to the machine, not to the file.
-    const portable: Partial<ResolvedOptions> = { ...this.#resolved.options };
-    for (const key of ['device', ...PERFORMANCE_SWITCHES.map((s) => s.option)] as const) delete portable[key];
-    writeSafetensors(file, arrays, {
-      format: 'pt',
-      'generic-perceptual-loss': JSON.stringify(portable),
-    });
+    saveLoss(target, this.stateDict(), this.#resolved.options);
   }
 
   /**
@@ -228,51 +177,9 @@ export class PerceptualLoss implements Disposable {
    * `options` override the ones stored in the file; `inChannels` is needed when the file has none.
    */
   static load(source: string | URL, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
-    const file = filePath(source, 'PerceptualLoss.load');
-    checkObject(options, 'PerceptualLoss.load options');
-    const { tensors, metadata } = readSafetensors(file);
-    let stored: Partial<PerceptualLossOptions> = {};
-    const text = metadata['generic-perceptual-loss'];
-    if (text !== undefined) {
-      let parsed: unknown;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not valid JSON.`);
-      }
-      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
-        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are not an object.`);
-      }
-      // Checked by resolveOptions below, as the caller's options are.
-      stored = parsed;
-    }
-    // Other taps than the stored ones keep the stored weights of the taps they share.
-    if (Array.isArray(options.layers) && options.layerWeights === undefined && Array.isArray(stored.layers) && Array.isArray(stored.layerWeights)) {
-      const byName = new Map(stored.layers.map((name, i) => [name, (stored.layerWeights as number[])[i]]));
-      // (The names themselves are checked by resolveOptions below.)
-      const layers = options.layers as readonly string[];
-      stored.layerWeights = Object.fromEntries(layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
-    }
-    const merged = { ...stored, ...options } as PerceptualLossOptions;
-    let resolved: Resolved;
-    try {
-      resolved = resolveOptions(merged, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
-    } catch (error) {
-      // An invalid option that came from the file makes a bad file; the caller's own stay ERR_OPTIONS.
-      const option = optionOf(error);
-      if (text !== undefined && option !== undefined && !Object.hasOwn(options, option)) {
-        throw new PerceptualLossError('ERR_FILE', `${file}: the stored options are invalid: ${(error as Error).message}`, { cause: error });
-      }
-      throw error;
-    }
-    // The file must hold this architecture's tensors before the network is built: a small file
-    // cannot make the loader build a network larger than itself.
-    loading = { resolved, weights: weightsFor(file, resolved, tensors) };
-    try {
-      return new PerceptualLoss(merged);
-    } finally {
-      loading = undefined;
-    }
+    const loaded = readLossFile(source, options, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
+    fromFile.set(loaded.merged, loaded);
+    return new PerceptualLoss(loaded.merged);
   }
 
   /** Draws the weights again from `seed`, as the constructor does. */
@@ -375,107 +282,4 @@ export class PerceptualLoss implements Disposable {
       data: (ArrayBuffer.isView(f.data) ? f.data : Tensor.wrap(f.data)) as T,
     }));
   }
-
-}
-
-function sameShapeOrFileError(file: string, name: string, got: number[], want: number[]): void {
-  if (got.length !== want.length || got.some((d, i) => d !== want[i])) {
-    throw new PerceptualLossError('ERR_FILE', `${file}: ${name} has shape ${show(got)} but the architecture needs ${show(want)}.`);
-  }
-}
-
-/** A path string, or a file: URL as fs takes it; never a descriptor number or another scheme. */
-function filePath(file: unknown, what: string): string {
-  if (typeof file === 'string') return file;
-  if (file instanceof URL) {
-    if (file.protocol !== 'file:') {
-      throw new PerceptualLossError('ERR_FILE', `${what} takes a file path or a file: URL; got the ${file.protocol} URL ${file.href}.`);
-    }
-    return fileURLToPath(file);
-  }
-  throw new PerceptualLossError('ERR_FILE', `${what} takes a file path (a string); got ${show(file)}.`);
-}
-
-/** The file's arrays in conv order, checked against the architecture (names and shapes). */
-function weightsFor(file: string, resolved: Resolved, tensors: Map<string, NamedArray>): Float32Array[] {
-  const expected = stateDictLayout(resolved.kept);
-  const missing = expected.filter(({ name }) => !tensors.has(name)).map(({ name }) => name);
-  // Convs past the cut belong to the architecture too (a file saved with deeper taps): skipped.
-  const known = new Set(stateDictLayout(resolved.modules).map(({ name }) => name));
-  const extra = [...tensors.keys()].filter((name) => !known.has(name));
-  if (missing.length > 0 || extra.length > 0) {
-    throw new PerceptualLossError(
-      'ERR_FILE',
-      `${file} does not match the architecture: ` +
-        [missing.length ? `missing ${missing.join(', ')}` : '', extra.length ? `unexpected ${extra.join(', ')}` : ''].filter(Boolean).join('; ') +
-        '.',
-    );
-  }
-  return expected.map(({ name, shape }) => {
-    const got = tensors.get(name)!;
-    sameShapeOrFileError(file, name, got.shape, shape);
-    return got.data;
-  });
-}
-
-/** A mask as native code takes it: its data, shaped to broadcast over pred in the call's layout. */
-interface MaskOperand {
-  value: Uint8Array | Float32Array | Float64Array | NativeTensorHandle;
-  shape: number[];
-}
-
-const MASK_ARRAYS = [Uint8Array, Float32Array, Float64Array];
-
-function readMask(mask: MaskLike, shape: readonly number[], layout: Layout, device: string): MaskOperand {
-  let value: MaskOperand['value'];
-  let given: number[] | undefined;
-  let length: number;
-  if (mask instanceof Tensor) {
-    const handle = Tensor.handle(mask);
-    if (handle.device !== device) {
-      throw new PerceptualLossError('ERR_DEVICE', `mask is on ${handle.device} but the loss runs on ${device}.`);
-    }
-    if (!['uint8', 'float32', 'float64'].includes(handle.dtype)) {
-      throw new PerceptualLossError('ERR_DTYPE', `mask is a ${handle.dtype} Tensor; expected uint8, float32 or float64.`);
-    }
-    value = handle;
-    given = handle.shape;
-    length = elementCount(given);
-  } else {
-    const isArray = MASK_ARRAYS.some((type) => mask instanceof type);
-    const data = isArray ? mask : (mask as { data?: unknown } | null)?.data;
-    if (!MASK_ARRAYS.some((type) => data instanceof type)) {
-      throw new PerceptualLossError(
-        'ERR_DTYPE',
-        `mask must be a Uint8Array, Float32Array or Float64Array, { data, shape } of one, or a Tensor; got ${show(mask)}.`,
-      );
-    }
-    value = data as Uint8Array | Float32Array | Float64Array;
-    length = value.length;
-    if (!isArray) {
-      const raw = (mask as { shape?: unknown }).shape;
-      if (!Array.isArray(raw)) throw new PerceptualLossError('ERR_SHAPE', `mask.shape must be an array; got ${show(raw)}.`);
-      // Its entries are checked against the operand's shape below.
-      given = [...(raw as number[])];
-    }
-  }
-  const [n, c, h, w] = nchwDims(shape, layout);
-  const pixels = n * h * w;
-  const elements = pixels * c;
-  const full = [...shape];
-  const broadcast = layout === 'nhwc' ? [n, h, w, 1] : [n, 1, h, w];
-  const perPixel = [[n, h, w], broadcast];
-  const same = (a: readonly number[], b: readonly number[]) => a.length === b.length && a.every((d, i) => d === b[i]);
-  if (given !== undefined && !perPixel.some((s) => same(given, s)) && !same(given, full)) {
-    throw new PerceptualLossError(
-      'ERR_SHAPE',
-      `mask shape ${show(given)} must be [N, H, W] = ${show(perPixel[0])}, ${layout === 'nhwc' ? '[N, H, W, 1]' : '[N, 1, H, W]'} = ${show(broadcast)} or pred's shape ${show(full)}.`,
-    );
-  }
-  if (length === elements && (given === undefined || same(given, full))) return { value, shape: full };
-  if (length === pixels) return { value, shape: broadcast };
-  throw new PerceptualLossError(
-    'ERR_SHAPE',
-    `mask holds ${length} values; expected ${pixels} (one per pixel, [N, H, W]) or ${elements} (one per element of pred ${show(full)}).`,
-  );
 }

@@ -2,7 +2,7 @@
 // a shape that cannot fit fails with ERR_OUT_OF_MEMORY instead of taking the process down.
 import * as os from 'node:os';
 import { PerceptualLossError } from './errors';
-import type { ModuleInfo } from './options';
+import type { ModuleInfo } from './network';
 
 const BYTES: Record<string, number> = { float32: 4, float64: 8, float16: 2, bfloat16: 2 };
 

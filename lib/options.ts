@@ -1,9 +1,9 @@
 // The one options schema: defaults, validation, and the resolved form the native core takes.
-import { legacyName, readEnv } from './env';
 import { PerceptualLossError, show } from './errors';
+import { defaultLayers, describeNetwork, VGG_CONFIGS, type ArchName, type ModuleInfo } from './network';
 import { checkObject, invalidOption, nonNegative, oneOf, pick } from './validate';
 
-export type ArchName = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19';
+export type { ArchName } from './network';
 export type ArchSpec = ArchName | ReadonlyArray<number | 'M'>;
 export type Criterion = 'l1' | 'l2' | 'smooth_l1';
 export type Reduction = 'mean' | 'sum' | 'none';
@@ -15,7 +15,7 @@ export type Device = 'cpu' | `cuda:${number}`;
 export type Dtype = 'float32' | 'float64' | 'float16' | 'bfloat16';
 export type Layout = 'nchw' | 'nhwc';
 
-export interface PerceptualLossOptions {
+export interface PerceptualLossOptions extends Partial<PerformanceOptions> {
   /** Channels of pred and target: 3 for RGB, 1 for depth, the class count for segmentation. */
   inChannels: number;
   arch?: ArchSpec;
@@ -37,35 +37,89 @@ export interface PerceptualLossOptions {
   layout?: Layout;
   /** Reject NaN/Inf inputs with ERR_NONFINITE. */
   checkFinite?: boolean;
-  /** CUDA: let cuDNN time its algorithms per shape (process-wide). Env PL_CUDNN_BENCHMARK. */
-  cudnnBenchmark?: boolean;
-  /** CUDA: compute in channels-last (NHWC) memory format. Env PL_CHANNELS_LAST. */
-  channelsLast?: boolean;
-  /** CUDA: capture a step as a CUDA graph once its shape repeats; recaptured on a new shape. Env PL_CUDA_GRAPHS. */
-  cudaGraphs?: boolean;
-  /** CUDA: compute the target's features on a second stream, alongside pred's. Env PL_TARGET_STREAM. */
-  targetStream?: boolean;
-  /** CUDA: allow TF32 in float32 cuDNN convolutions (PyTorch's default; process-wide). Env PL_ALLOW_TF32. */
-  allowTF32?: boolean;
 }
 
 /** The CUDA performance switches: options, or environment settings when the option is left out. */
 export interface PerformanceOptions {
+  /** CUDA: let cuDNN time its algorithms per shape (process-wide). Env PL_CUDNN_BENCHMARK. */
   cudnnBenchmark: boolean;
+  /** CUDA: compute in channels-last (NHWC) memory format. Env PL_CHANNELS_LAST. */
   channelsLast: boolean;
+  /** CUDA: capture a step as a CUDA graph once its shape repeats; recaptured on a new shape. Env PL_CUDA_GRAPHS. */
   cudaGraphs: boolean;
+  /** CUDA: compute the target's features on a second stream, alongside pred's. Env PL_TARGET_STREAM. */
   targetStream: boolean;
+  /** CUDA: allow TF32 in float32 cuDNN convolutions (PyTorch's default; process-wide). Env PL_ALLOW_TF32. */
   allowTF32: boolean;
 }
 
+/** An option's row in the docs' options table. */
+interface OptionDoc {
+  values: string;
+  default: string;
+}
+
+/** A performance switch: its environment setting, its default and what it does. */
+interface SwitchDoc {
+  env: string;
+  fallback: boolean;
+  does: string;
+}
+
+/**
+ * Every option of `new PerceptualLoss()`, declared once: the known options are these keys, and
+ * docs/api.md's options table is made from these rows (a test holds the two equal). The
+ * `satisfies` clauses make the compiler reject an option declared in PerceptualLossOptions and
+ * not here, or here and not there.
+ */
+const CORE_OPTIONS = {
+  inChannels: { values: 'integer from 1 to 65536 (required): 3 for RGB, 1 for depth, the class count for segmentation', default: '—' },
+  arch: { values: "`'vgg11'`, `'vgg13'`, `'vgg16'`, `'vgg19'`, or an array of conv widths and `'M'` (a pool) with at least one conv", default: "`'vgg19'`" },
+  layers: { values: 'tap names (see [The network](#the-network)), each at most once', default: 'the last ReLU of each block' },
+  layerWeights: { values: 'one finite number >= 0 per tap, as an array in `layers` order or as `{ [tap]: weight }` (taps left out weigh 1)', default: 'all 1' },
+  criterion: { values: "`'l1'`, `'l2'`, `'smooth_l1'`", default: "`'l2'`" },
+  featureWeight: { values: 'finite number >= 0', default: '1' },
+  styleWeight: { values: 'finite number >= 0: weight of the Gram-matrix term, 0 skips it', default: '0' },
+  reduction: { values: "`'mean'`, `'sum'`, `'none'`", default: "`'mean'`" },
+  init: { values: "`'kaiming_normal'`, `'kaiming_uniform'`, `'xavier_normal'`, `'xavier_uniform'`, or `{ normal: std }` with std > 0", default: "`'kaiming_normal'`" },
+  seed: { values: 'integer from 0 to 2^53 - 1', default: '0' },
+  pool: { values: "`'max'`, `'avg'`", default: "`'max'`" },
+  device: { values: "`'auto'` (the first CUDA device, else the CPU), `'cpu'`, `'cuda'`, `'cuda:N'`", default: "`'auto'`" },
+  dtype: {
+    values: "`'float32'`, `'float64'`; `'bfloat16'` on CUDA and on CPUs with AVX512-BF16 or AMX (detected at run time); `'float16'` on CUDA",
+    default: "`'float32'`",
+  },
+  layout: { values: "`'nchw'`, `'nhwc'`", default: "`'nchw'`" },
+  checkFinite: { values: '`true`: NaN or Inf in an input throws `ERR_NONFINITE`; `false` lets them propagate', default: '`true`' },
+} as const satisfies { readonly [K in Exclude<keyof PerceptualLossOptions, keyof PerformanceOptions>]-?: OptionDoc };
+
 /** Each switch, its environment setting and its default (the safe one until a GPU run measures otherwise). */
-export const PERFORMANCE_SWITCHES: ReadonlyArray<{ option: keyof PerformanceOptions; env: string; fallback: boolean }> = [
-  { option: 'cudnnBenchmark', env: 'PL_CUDNN_BENCHMARK', fallback: false },
-  { option: 'channelsLast', env: 'PL_CHANNELS_LAST', fallback: false },
-  { option: 'cudaGraphs', env: 'PL_CUDA_GRAPHS', fallback: false },
-  { option: 'targetStream', env: 'PL_TARGET_STREAM', fallback: false },
-  { option: 'allowTF32', env: 'PL_ALLOW_TF32', fallback: true },
-];
+const SWITCHES = {
+  cudnnBenchmark: { env: 'PL_CUDNN_BENCHMARK', fallback: false, does: 'cuDNN times its algorithms per shape (process-wide)' },
+  channelsLast: { env: 'PL_CHANNELS_LAST', fallback: false, does: 'computes in channels-last memory format' },
+  cudaGraphs: { env: 'PL_CUDA_GRAPHS', fallback: false, does: 'captures a step as a CUDA graph once its shape repeats' },
+  targetStream: { env: 'PL_TARGET_STREAM', fallback: false, does: "computes the target's features on a second stream" },
+  allowTF32: { env: 'PL_ALLOW_TF32', fallback: true, does: 'allows TF32 in float32 cuDNN convolutions (process-wide)' },
+} as const satisfies { readonly [K in keyof PerformanceOptions]: SwitchDoc };
+
+export const PERFORMANCE_SWITCHES: ReadonlyArray<{ option: keyof PerformanceOptions; env: string; fallback: boolean }> = (
+  Object.keys(SWITCHES) as Array<keyof PerformanceOptions>
+).map((option) => ({ option, env: SWITCHES[option].env, fallback: SWITCHES[option].fallback }));
+
+const KNOWN_OPTIONS: ReadonlySet<string> = new Set([...Object.keys(CORE_OPTIONS), ...Object.keys(SWITCHES)]);
+
+/** docs/api.md's options table, as Markdown: one row per option, the switches last. */
+export function optionsTable(): string {
+  const rows = [
+    '| option | values | default |',
+    '| --- | --- | --- |',
+    ...Object.entries(CORE_OPTIONS).map(([name, doc]) => `| \`${name}\` | ${doc.values} | ${doc.default} |`),
+    ...Object.entries(SWITCHES).map(
+      ([name, s]) => `| \`${name}\` | \`true\`, \`false\`: CUDA only, ${s.does}; left out, read from \`${s.env}\` | \`${s.fallback}\` |`,
+    ),
+  ];
+  return rows.join('\n');
+}
 
 const ENV_TRUE = ['1', 'true', 'on', 'yes'];
 const ENV_FALSE = ['0', 'false', 'off', 'no'];
@@ -80,7 +134,7 @@ export function resolvePerformance(raw: Record<string, unknown>, env: Record<str
       result[option] = value;
       continue;
     }
-    const setting = readEnv(name, env);
+    const setting = env[name];
     const text = setting?.trim().toLowerCase();
     if (text === undefined || text === '') result[option] = fallback;
     else if (ENV_TRUE.includes(text)) result[option] = true;
@@ -88,7 +142,7 @@ export function resolvePerformance(raw: Record<string, unknown>, env: Record<str
     else {
       throw new PerceptualLossError(
         'ERR_OPTIONS',
-        `Invalid environment setting ${env[name] === undefined ? legacyName(name) : name}: got ${show(setting)}; allowed: ${[...ENV_TRUE, ...ENV_FALSE].join(', ')}, or unset.`,
+        `Invalid environment setting ${name}: got ${show(setting)}; allowed: ${[...ENV_TRUE, ...ENV_FALSE].join(', ')}, or unset.`,
       );
     }
   }
@@ -99,30 +153,11 @@ export function resolvePerformance(raw: Record<string, unknown>, env: Record<str
  * The options with every default filled in; `device` is the device actually used. The performance
  * switches have no effect on the CPU.
  */
-export interface ResolvedOptions extends PerformanceOptions {
-  inChannels: number;
+export type ResolvedOptions = Omit<Required<PerceptualLossOptions>, 'arch' | 'layers' | 'layerWeights' | 'device'> & {
   arch: ArchName | Array<number | 'M'>;
   layers: string[];
   layerWeights: number[];
-  criterion: Criterion;
-  featureWeight: number;
-  styleWeight: number;
-  reduction: Reduction;
-  init: InitScheme;
-  seed: number;
-  pool: PoolKind;
   device: Device;
-  dtype: Dtype;
-  layout: Layout;
-  checkFinite: boolean;
-}
-
-/** torchvision's VGG configurations (`torchvision.models.vgg.cfgs` A, B, D, E). */
-export const VGG_CONFIGS: Record<ArchName, ReadonlyArray<number | 'M'>> = {
-  vgg11: [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
-  vgg13: [64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
-  vgg16: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'],
-  vgg19: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M'],
 };
 
 // The allowed values; they cross to native code by name (a test holds native's tables equal to these).
@@ -132,60 +167,6 @@ export const INIT_NAMES = ['kaiming_normal', 'kaiming_uniform', 'xavier_normal',
 export const POOLS: readonly PoolKind[] = ['max', 'avg'];
 export const DTYPES: readonly Dtype[] = ['float32', 'float64', 'float16', 'bfloat16'];
 export const LAYOUTS: readonly Layout[] = ['nchw', 'nhwc'];
-
-/** One named module of the torchvision-style Sequential. */
-export interface ModuleInfo {
-  index: number;
-  name: string;
-  kind: 'conv' | 'relu' | 'pool';
-  /** Pools at or before this module: H and W must be at least 2 ** poolsSoFar. */
-  poolsSoFar: number;
-  inChannels?: number;
-  outChannels?: number;
-}
-
-export function describeNetwork(arch: ReadonlyArray<number | 'M'>, inChannels: number): ModuleInfo[] {
-  const modules: ModuleInfo[] = [];
-  let block = 1;
-  let conv = 0;
-  let pools = 0;
-  let channels = inChannels;
-  for (const entry of arch) {
-    if (entry === 'M') {
-      pools += 1;
-      modules.push({ index: modules.length, name: `pool${block}`, kind: 'pool', poolsSoFar: pools });
-      block += 1;
-      conv = 0;
-      continue;
-    }
-    conv += 1;
-    const shape = { inChannels: channels, outChannels: entry };
-    modules.push({ index: modules.length, name: `conv${block}_${conv}`, kind: 'conv', poolsSoFar: pools, ...shape });
-    modules.push({ index: modules.length, name: `relu${block}_${conv}`, kind: 'relu', poolsSoFar: pools });
-    channels = entry;
-  }
-  return modules;
-}
-
-/** torchvision's state-dict entries of the convs among `modules`, in conv order (weight, bias). */
-export function stateDictLayout(modules: readonly ModuleInfo[]): Array<{ name: string; shape: number[] }> {
-  return modules
-    .filter((m) => m.kind === 'conv')
-    .flatMap((conv) => [
-      { name: `features.${conv.index}.weight`, shape: [conv.outChannels!, conv.inChannels!, 3, 3] },
-      { name: `features.${conv.index}.bias`, shape: [conv.outChannels!] },
-    ]);
-}
-
-/** The last ReLU of each block. */
-export function defaultLayers(modules: readonly ModuleInfo[]): string[] {
-  const layers: string[] = [];
-  modules.forEach((m, i) => {
-    const next = modules[i + 1];
-    if (m.kind === 'relu' && (next === undefined || next.kind === 'pool')) layers.push(m.name);
-  });
-  return layers;
-}
 
 export function validateSeed(value: unknown, option = 'seed'): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
@@ -282,36 +263,21 @@ function resolveLayerWeights(value: unknown, layers: readonly string[]): number[
   return invalidOption('layerWeights', value, 'an array with one weight per tap or an object { [tap]: weight }');
 }
 
-const KNOWN_OPTIONS = new Set<string>([
-  'inChannels', 'arch', 'layers', 'layerWeights', 'criterion', 'featureWeight', 'styleWeight', 'reduction',
-  'init', 'seed', 'pool', 'device', 'dtype', 'layout', 'checkFinite',
-  ...PERFORMANCE_SWITCHES.map((s) => s.option),
-]);
 
-/** What the native core needs to know of the options. */
-export interface NativeConfig {
-  inChannels: number;
+/** What the native core needs to know of the options: the resolved ones it shares, by the same names. */
+export type NativeConfig = Pick<
+  ResolvedOptions,
+  'inChannels' | 'criterion' | 'featureWeight' | 'styleWeight' | 'reduction' | 'pool' | 'dtype' | 'checkFinite' | 'seed' | keyof PerformanceOptions
+> & {
+  /** Conv widths, 0 for a pool. */
   arch: number[];
   tapModules: number[];
   tapWeights: number[];
-  criterion: Criterion;
-  featureWeight: number;
-  styleWeight: number;
-  reduction: Reduction;
   /** A scheme's name; 'normal' for { normal: std }, with initStd. */
   init: (typeof INIT_NAMES)[number] | 'normal';
   initStd: number;
-  pool: PoolKind;
   device: string;
-  dtype: Dtype;
-  checkFinite: boolean;
-  seed: number;
-  cudnnBenchmark: boolean;
-  channelsLast: boolean;
-  cudaGraphs: boolean;
-  targetStream: boolean;
-  allowTF32: boolean;
-}
+};
 
 export interface Resolved {
   options: ResolvedOptions;

@@ -47,7 +47,7 @@ export class Tensor implements Disposable {
   /** @internal The native handle; throws ERR_DISPOSED after dispose(). */
   static handle(tensor: Tensor): NativeTensorHandle {
     const handle = handles.get(tensor);
-    if (!handle) throw new PerceptualLossError('ERR_SHAPE', 'not a Tensor of this package');
+    if (!handle) throw new PerceptualLossError('ERR_FOREIGN_OBJECT', 'not a Tensor of this package (make one with Tensor.from())');
     if (handle.disposed) throw new PerceptualLossError('ERR_DISPOSED', 'This Tensor has been disposed.');
     return handle;
   }
@@ -66,7 +66,7 @@ export class Tensor implements Disposable {
 
   get disposed(): boolean {
     const handle = handles.get(this);
-    if (!handle) throw new PerceptualLossError('ERR_SHAPE', 'not a Tensor of this package');
+    if (!handle) throw new PerceptualLossError('ERR_FOREIGN_OBJECT', 'not a Tensor of this package (make one with Tensor.from())');
     return handle.disposed;
   }
 
@@ -78,7 +78,7 @@ export class Tensor implements Disposable {
   /** Frees the memory now; the garbage collector would free it later. Safe to call twice. */
   dispose(): void {
     const handle = handles.get(this);
-    if (!handle) throw new PerceptualLossError('ERR_SHAPE', 'not a Tensor of this package');
+    if (!handle) throw new PerceptualLossError('ERR_FOREIGN_OBJECT', 'not a Tensor of this package (make one with Tensor.from())');
     handle.dispose();
   }
 

@@ -1,7 +1,6 @@
 // The argument checks that the API shares, in the spirit of sharp's is.js. Each one throws a
 // PerceptualLossError whose message names the argument, the value given and what is allowed.
 import { PerceptualLossError, show } from './errors';
-import type { Layout } from './options';
 
 // The option each invalidOption error names: load tells the file's options from the caller's by it.
 const failedOption = new WeakMap<PerceptualLossError, string>();
@@ -100,10 +99,4 @@ export function hostTensor<A extends ArrayBufferView>(x: unknown, role: string, 
     throw new PerceptualLossError('ERR_SHAPE', `${role}.data holds ${length} elements but shape ${show(dims)} needs ${elementCount(dims)}.`);
   }
   return { data: data as A, shape: dims };
-}
-
-/** [N, C, H, W] of a 4-D shape given in `layout`. */
-export function nchwDims(shape: readonly number[], layout: Layout): [number, number, number, number] {
-  const [n, a, b, c] = shape;
-  return layout === 'nhwc' ? [n, c, a, b] : [n, a, b, c];
 }

@@ -20,7 +20,7 @@
 #include "perceptual.h"
 #include "tensor.h"
 
-namespace gpl {
+namespace perceptual {
 namespace {
 
 Napi::Value setErrorClass(const Napi::CallbackInfo& info) {
@@ -162,8 +162,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
 }
 
 }  // namespace
-}  // namespace gpl
+}  // namespace perceptual
 
-static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return gpl::init(env, exports); }
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return perceptual::init(env, exports); }
 
 NODE_API_MODULE(generic_perceptual_loss, InitAddon)

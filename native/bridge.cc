@@ -10,7 +10,7 @@
 
 #include "cuda_device.h"
 
-namespace gpl {
+namespace perceptual {
 
 std::vector<int64_t> readShape(const Napi::Value& value) {
   std::vector<int64_t> shape;
@@ -180,4 +180,4 @@ at::Tensor applyMask(const at::Tensor& x, const at::Tensor& mask) {
   return product.to(x.scalar_type());
 }
 
-}  // namespace gpl
+}  // namespace perceptual

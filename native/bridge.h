@@ -12,7 +12,7 @@
 
 #include "enums.h"
 
-namespace gpl {
+namespace perceptual {
 
 std::vector<int64_t> readShape(const Napi::Value& value);
 Napi::Array writeShape(Napi::Env env, at::IntArrayRef sizes);
@@ -66,4 +66,4 @@ at::Tensor fromCompute(const at::Tensor& x, Layout layout, const at::Tensor& lik
 // there do no harm.
 at::Tensor applyMask(const at::Tensor& x, const at::Tensor& mask);
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -6,7 +6,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/api/include/torch/version.h>
 
-namespace gpl::compat {
+namespace perceptual::compat {
 
 // 2.x made c10::optional an alias of std::optional and later dropped
 // c10::nullopt.
@@ -107,4 +107,4 @@ void captureBegin(Graph& graph, Mode threadLocal) {
 #endif
 }
 
-}  // namespace gpl::compat
+}  // namespace perceptual::compat

@@ -8,7 +8,7 @@
 #include <cpuid.h>
 #endif
 
-namespace gpl {
+namespace perceptual {
 
 struct CpuFeatures {
   std::string vendor;
@@ -71,4 +71,4 @@ inline std::string cpuBfloat16Missing() {
 #endif
 }
 
-}  // namespace gpl
+}  // namespace perceptual

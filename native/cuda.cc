@@ -17,7 +17,7 @@
 
 #include "compat.h"
 
-namespace gpl::cuda {
+namespace perceptual::cuda {
 
 namespace alloc = c10::cuda::CUDACachingAllocator;
 
@@ -234,4 +234,4 @@ Step Context::step(const GraphKey& key, uint64_t generation, const at::Tensor& p
   return out;
 }
 
-}  // namespace gpl::cuda
+}  // namespace perceptual::cuda

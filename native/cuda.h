@@ -17,7 +17,7 @@
 #include "graph_cache.h"
 #include "perceptual.h"
 
-namespace gpl::cuda {
+namespace perceptual::cuda {
 
 // Throws ERR_DEVICE unless `device` can be used here: a CUDA device needs a
 // libtorch with CUDA, a usable GPU, and an index below the device count.
@@ -112,4 +112,4 @@ class Context {
 
 #endif
 
-}  // namespace gpl::cuda
+}  // namespace perceptual::cuda

@@ -11,7 +11,7 @@
 
 #include "enums.h"
 
-namespace gpl::cuda {
+namespace perceptual::cuda {
 
 struct DeviceInfo {
   int index;
@@ -52,4 +52,4 @@ inline void synchronize() {}
 
 #endif
 
-}  // namespace gpl::cuda
+}  // namespace perceptual::cuda

@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-namespace gpl {
+namespace perceptual {
 
 // Mirrors the `code` of the JS PerceptualLossError.
-enum class ErrorCode { Options, Shape, Dtype, Device, Disposed, NonFinite, OutOfMemory, File, Libtorch };
+enum class ErrorCode { Options, Shape, Dtype, Device, Disposed, ForeignObject, NonFinite, OutOfMemory, File, Libtorch };
 
 struct Error : std::runtime_error {
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code(code) {}
@@ -31,17 +31,21 @@ struct Named {
   E value;
 };
 
+// One code a line, in the order of ERROR_CODES in lib/errors.ts.
+// clang-format off
 inline constexpr Named<ErrorCode> kErrorCodes[] = {
     {"ERR_OPTIONS", ErrorCode::Options},
     {"ERR_SHAPE", ErrorCode::Shape},
     {"ERR_DTYPE", ErrorCode::Dtype},
     {"ERR_DEVICE", ErrorCode::Device},
     {"ERR_DISPOSED", ErrorCode::Disposed},
+    {"ERR_FOREIGN_OBJECT", ErrorCode::ForeignObject},
     {"ERR_NONFINITE", ErrorCode::NonFinite},
     {"ERR_OUT_OF_MEMORY", ErrorCode::OutOfMemory},
     {"ERR_FILE", ErrorCode::File},
     {"ERR_LIBTORCH", ErrorCode::Libtorch},
 };
+// clang-format on
 
 inline constexpr Named<Criterion> kCriteria[] = {
     {"l1", Criterion::L1},
@@ -101,4 +105,4 @@ std::vector<std::string> namesOf(const Named<E> (&table)[N]) {
 
 inline const char* errorCodeName(ErrorCode code) { return nameOf(kErrorCodes, code); }
 
-}  // namespace gpl
+}  // namespace perceptual

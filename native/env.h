@@ -4,7 +4,7 @@
 
 #include <napi.h>
 
-namespace gpl {
+namespace perceptual {
 
 struct AddonData {
   Napi::FunctionReference errorClass;
@@ -14,4 +14,4 @@ struct AddonData {
 
 inline AddonData& addonData(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
 
-}  // namespace gpl
+}  // namespace perceptual

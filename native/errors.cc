@@ -7,7 +7,7 @@
 #include "cuda_device.h"
 #include "env.h"
 
-namespace gpl {
+namespace perceptual {
 namespace {
 
 bool isOutOfMemory(const c10::Error& e) {
@@ -52,4 +52,4 @@ Napi::Value makeError(Napi::Env env, const Failure& failure) {
 
 void throwFailure(Napi::Env env, const Failure& failure) { throw Napi::Error(env, makeError(env, failure)); }
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -10,7 +10,7 @@
 
 #include "enums.h"
 
-namespace gpl {
+namespace perceptual {
 
 struct Failure {
   ErrorCode code;
@@ -41,4 +41,4 @@ Napi::Value guarded(Napi::Env env, F&& body) {
   }
 }
 
-}  // namespace gpl
+}  // namespace perceptual

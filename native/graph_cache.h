@@ -11,7 +11,7 @@
 #include <mutex>
 #include <vector>
 
-namespace gpl::cuda {
+namespace perceptual::cuda {
 
 // Everything a captured graph bakes in besides the weights: the input's shape,
 // dtypes and layout, which outputs it computes, and which prepared target (0:
@@ -151,4 +151,4 @@ class GraphCache {
   std::vector<GraphKey> failed_;
 };
 
-}  // namespace gpl::cuda
+}  // namespace perceptual::cuda

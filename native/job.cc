@@ -2,7 +2,7 @@
 
 #include <ATen/Parallel.h>
 
-namespace gpl {
+namespace perceptual {
 
 Job::Job(Napi::Env env, std::function<Finish()> run)
     : Napi::AsyncWorker(env, "generic-perceptual-loss"),
@@ -58,4 +58,4 @@ Napi::Promise queue(Napi::Env env, std::function<Job::Finish()> run) {
   return promise;
 }
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -8,7 +8,7 @@
 
 #include "errors.h"
 
-namespace gpl {
+namespace perceptual {
 
 class Job : public Napi::AsyncWorker {
  public:
@@ -34,4 +34,4 @@ class Job : public Napi::AsyncWorker {
 // its results.
 Napi::Promise queue(Napi::Env env, std::function<Job::Finish()> run);
 
-}  // namespace gpl
+}  // namespace perceptual

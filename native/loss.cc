@@ -13,7 +13,7 @@
 #include "perceptual.h"
 #include "tensor.h"
 
-namespace gpl {
+namespace perceptual {
 namespace {
 
 // ---------------------------------------------------------------- the loss
@@ -208,7 +208,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
         if (deferred) {
           flags.push_back(at::isfinite(x).all());
         } else {
-          gpl::checkFinite(x, what);
+          perceptual::checkFinite(x, what);
         }
       };
       std::shared_ptr<const TargetFeatures> target = prepared;
@@ -217,14 +217,14 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
             [&] {
               const at::Tensor t = toCompute(targetIn, call.layout, config.device, config.dtype, config.channelsLast);
               check(t, "target");
-              return gpl::prepareTarget(net, config, t);
+              return perceptual::prepareTarget(net, config, t);
             },
             flags));
       }
       const at::Tensor pred = toCompute(predIn, call.layout, config.device, config.dtype, config.channelsLast);
       check(pred, "pred");
       cuda::Step out;
-      out.result = gpl::lossAndGrad(net, config, pred, *target, wantGrad);
+      out.result = perceptual::lossAndGrad(net, config, pred, *target, wantGrad);
       if (!flags.empty()) out.finite = at::stack(flags);
       return out;
     };
@@ -296,11 +296,11 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
         const Config& config = *call.config;
         auto scope = call.cuda->enter();
         const at::Tensor logits = toCompute(call.pred.tensor, call.layout, config.device,
-                                            gpl::segmentationLogitsType(config), config.channelsLast);
-        if (config.checkFinite) gpl::checkFinite(logits, "logits");
+                                            perceptual::segmentationLogitsType(config), config.channelsLast);
+        if (config.checkFinite) perceptual::checkFinite(logits, "logits");
         const at::Tensor labels = call.target.tensor.to(config.device, at::kLong);
         TORCH_CHECK(labels.dim() == 3, "labels must be [N, H, W]");
-        LossResult r = gpl::lossAndGradSegmentation(*call.net, config, logits, labels, ignoreIndex, true);
+        LossResult r = perceptual::lossAndGradSegmentation(*call.net, config, logits, labels, ignoreIndex, true);
         return finishLoss(call, std::move(r), true);
       };
       if (!async) return lossToJs(info.Env(), *call.config, compute(call, ignoreIndex), true);
@@ -323,8 +323,8 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
         std::vector<at::Tensor> out;
         const Config& config = *call.config;
         const at::Tensor x = toCompute(call.pred.tensor, call.layout, config.device, config.dtype, config.channelsLast);
-        if (config.checkFinite) gpl::checkFinite(x, "input");
-        for (const at::Tensor& f : gpl::features(*call.net, config, x)) {
+        if (config.checkFinite) perceptual::checkFinite(x, "input");
+        for (const at::Tensor& f : perceptual::features(*call.net, config, x)) {
           out.push_back(fromCompute(f, call.layout, call.pred.tensor));
         }
         return out;
@@ -364,7 +364,7 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
       // float32 on the device.
       state->input = toCompute(operand.tensor, state->layout, config_->device, config_->dtype, config_->channelsLast);
       if (operand.host && state->input.data_ptr() == operand.tensor.data_ptr()) state->input = state->input.clone();
-      if (config_->checkFinite) gpl::checkFinite(state->input, "target");
+      if (config_->checkFinite) perceptual::checkFinite(state->input, "target");
       state->owner = id();
       state->current(*net, *config_);
       return NativeTarget::wrap(info.Env(), state);
@@ -437,4 +437,4 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
 Napi::Function defineLoss(Napi::Env env) { return NativeLoss::define(env); }
 Napi::Function defineTarget(Napi::Env env) { return NativeTarget::define(env); }
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -4,9 +4,9 @@
 
 #include <napi.h>
 
-namespace gpl {
+namespace perceptual {
 
 Napi::Function defineLoss(Napi::Env env);
 Napi::Function defineTarget(Napi::Env env);
 
-}  // namespace gpl
+}  // namespace perceptual

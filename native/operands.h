@@ -17,7 +17,7 @@
 #include "perceptual.h"
 #include "tensor.h"
 
-namespace gpl {
+namespace perceptual {
 
 inline const napi_type_tag kTargetTag = {0x1c2d3e4f5a6b7c8dULL, 0x8d7c6b5a4f3e2d1cULL};
 
@@ -128,4 +128,4 @@ inline Layout readLayout(const Napi::Value& value) {
   return fromName(kLayouts, value.As<Napi::String>().Utf8Value(), "layout");
 }
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -7,7 +7,7 @@
 
 #include "compat.h"
 
-namespace gpl {
+namespace perceptual {
 namespace {
 
 int64_t deepestTap(const Config& config) {
@@ -424,4 +424,4 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
   return result;
 }
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -15,7 +15,7 @@
 
 #include "enums.h"
 
-namespace gpl {
+namespace perceptual {
 
 struct Tap {
   int64_t module;  // index in the torchvision-style Sequential; features are its
@@ -120,4 +120,4 @@ std::string prepackedOneDnnWeights();
 void checkFinite(const at::Tensor& x, const char* what);
 Error nonFiniteError(const char* what);
 
-}  // namespace gpl
+}  // namespace perceptual

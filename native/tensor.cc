@@ -7,7 +7,7 @@
 #include "env.h"
 #include "errors.h"
 
-namespace gpl {
+namespace perceptual {
 namespace {
 
 std::atomic<int64_t> liveTensors{0};
@@ -93,4 +93,4 @@ void NativeTensor::release() {
   tensor_.reset();
 }
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -6,7 +6,7 @@
 
 #include <cstdint>
 
-namespace gpl {
+namespace perceptual {
 
 class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
  public:
@@ -39,4 +39,4 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   at::Tensor tensor_;
 };
 
-}  // namespace gpl
+}  // namespace perceptual

@@ -1,0 +1,67 @@
+// The network's description: torchvision's VGG configurations, the named modules of the
+// torchvision-style Sequential they make, and the state-dict layout. Pure data, no libtorch.
+
+export type ArchName = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19';
+
+/** torchvision's VGG configurations (`torchvision.models.vgg.cfgs` A, B, D, E). */
+export const VGG_CONFIGS: Record<ArchName, ReadonlyArray<number | 'M'>> = {
+  vgg11: [64, 'M', 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
+  vgg13: [64, 64, 'M', 128, 128, 'M', 256, 256, 'M', 512, 512, 'M', 512, 512, 'M'],
+  vgg16: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 'M', 512, 512, 512, 'M', 512, 512, 512, 'M'],
+  vgg19: [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512, 'M'],
+};
+
+/** One named module of the torchvision-style Sequential. */
+export interface ModuleInfo {
+  index: number;
+  name: string;
+  kind: 'conv' | 'relu' | 'pool';
+  /** Pools at or before this module: H and W must be at least 2 ** poolsSoFar. */
+  poolsSoFar: number;
+  inChannels?: number;
+  outChannels?: number;
+}
+
+/** The modules of `arch` (conv widths and 'M'), named conv{b}_{i}, relu{b}_{i}, pool{b}. */
+export function describeNetwork(arch: ReadonlyArray<number | 'M'>, inChannels: number): ModuleInfo[] {
+  const modules: ModuleInfo[] = [];
+  let block = 1;
+  let conv = 0;
+  let pools = 0;
+  let channels = inChannels;
+  for (const entry of arch) {
+    if (entry === 'M') {
+      pools += 1;
+      modules.push({ index: modules.length, name: `pool${block}`, kind: 'pool', poolsSoFar: pools });
+      block += 1;
+      conv = 0;
+      continue;
+    }
+    conv += 1;
+    const shape = { inChannels: channels, outChannels: entry };
+    modules.push({ index: modules.length, name: `conv${block}_${conv}`, kind: 'conv', poolsSoFar: pools, ...shape });
+    modules.push({ index: modules.length, name: `relu${block}_${conv}`, kind: 'relu', poolsSoFar: pools });
+    channels = entry;
+  }
+  return modules;
+}
+
+/** torchvision's state-dict entries of the convs among `modules`, in conv order (weight, bias). */
+export function stateDictLayout(modules: readonly ModuleInfo[]): Array<{ name: string; shape: number[] }> {
+  return modules
+    .filter((m) => m.kind === 'conv')
+    .flatMap((conv) => [
+      { name: `features.${conv.index}.weight`, shape: [conv.outChannels!, conv.inChannels!, 3, 3] },
+      { name: `features.${conv.index}.bias`, shape: [conv.outChannels!] },
+    ]);
+}
+
+/** The last ReLU of each block. */
+export function defaultLayers(modules: readonly ModuleInfo[]): string[] {
+  const layers: string[] = [];
+  modules.forEach((m, i) => {
+    const next = modules[i + 1];
+    if (m.kind === 'relu' && (next === undefined || next.kind === 'pool')) layers.push(m.name);
+  });
+  return layers;
+}

@@ -201,7 +201,7 @@ function torch2LibtorchDir(python) {
 /** Both sides must compute the same loss and gradient on the same inputs, or the timing is moot. */
 async function checkSameLoss(pkgSide, torchSide) {
   const shape = [1, 3, 32, 32];
-  const { mulberry32 } = require('../scripts/random.js');
+  const { mulberry32 } = require('../tools/random.js');
   const rng = mulberry32(99);
   const data = () => Float32Array.from({ length: 3 * 32 * 32 }, () => rng());
   const b64 = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64');

@@ -27,7 +27,7 @@ const readline = require('node:readline');
 const { parseArgs } = require('node:util');
 
 const ROOT = path.resolve(__dirname, '..');
-const { mulberry32 } = require('../scripts/random.js');
+const { mulberry32 } = require('../tools/random.js');
 const { readStatusKiB, resetHwm } = require('./memory.js');
 
 const VARIANTS = {

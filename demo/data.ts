@@ -1,7 +1,7 @@
 // A synthetic segmentation task where structure matters: overlapping shapes, four of them with
 // thin parts, in colours that say nothing about the class, on a shaded, noisy background.
 // Everything is drawn from a seed, so a (seed, index) pair always gives the same image.
-import { normal, substream, uniform, type Random } from '../scripts/random';
+import { normal, substream, uniform, type Random } from '../tools/random';
 
 export const CLASS_NAMES = ['background', 'disc', 'ring', 'cross', 'racket'] as const;
 export const CLASSES = CLASS_NAMES.length;

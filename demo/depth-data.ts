@@ -4,7 +4,7 @@
 // fogged towards grey with distance (the one monocular depth cue), with noise. Some pixels have no
 // depth (sensor holes, stored as 0), and a valid mask leaves them out of training and scoring.
 // Everything is drawn from a seed, so a (seed, index) pair always gives the same sample.
-import { normal, substream, uniform, type Random } from '../scripts/random';
+import { normal, substream, uniform, type Random } from '../tools/random';
 import { CHANNELS } from './data';
 
 /** Stream ids, distinct from the segmentation task's, so the two tasks never share draws. */

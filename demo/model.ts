@@ -1,7 +1,7 @@
 // A small fully convolutional segmentation network (a two-level U-Net) in tfjs-core.
 import * as tf from '@tensorflow/tfjs-core';
 import type { GradSaveFunc, Tensor, Tensor1D, Tensor4D } from '@tensorflow/tfjs-core';
-import { normal, type Random } from '../scripts/random';
+import { normal, type Random } from '../tools/random';
 
 /** The top (= left) padding of a 'same' convolution, as tfjs computes it. */
 function padBefore(inSize: number, outSize: number, k: number, stride: number): number {

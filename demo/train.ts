@@ -4,7 +4,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { depthLoss, depthValidMask, PerceptualLoss, type DenseLoss, type DeviceSpec } from 'generic-perceptual-loss';
 import { tfjsSegmentationLoss } from 'generic-perceptual-loss/tfjs';
-import { substream } from '../scripts/random';
+import { substream } from '../tools/random';
 import type { TaskName } from './args';
 import { CHANNELS, CLASSES, STREAM, testSet, trainingBatch, type Batch } from './data';
 import { DEPTH_SCALE, DEPTH_STREAM, depthTestSet, depthTrainingBatch, type DepthBatch } from './depth-data';

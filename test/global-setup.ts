@@ -38,7 +38,7 @@ export function distStaleness(root: string = ROOT): string | undefined {
   // A source that was deleted or renamed leaves its old output behind.
   const orphan = filesUnder(dist, (n) => n.endsWith('.js')).find((o) => !outputs.includes(o));
   if (orphan) return `${path.relative(root, orphan)} has no source in lib/`;
-  const inputs = [...sources, path.join(root, 'tsconfig.json'), path.join(root, 'scripts', 'esm-wrapper.js')];
+  const inputs = [...sources, path.join(root, 'tsconfig.json'), path.join(root, 'tools', 'esm-wrapper.js')];
   const input = newest(inputs.filter((f) => fs.existsSync(f)))!;
   const oldest = outputs.map((file) => ({ file, mtimeMs: fs.statSync(file).mtimeMs })).sort((a, b) => a.mtimeMs - b.mtimeMs)[0];
   if (input.mtimeMs > oldest.mtimeMs) return `${path.relative(root, input.file)} is newer than ${path.relative(root, oldest.file)}`;

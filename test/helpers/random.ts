@@ -1,8 +1,8 @@
 // Seeded, dependency-free random numbers for test inputs: the same seed gives the same data on
 // every platform, so a failing case can be rerun exactly.
 
-// The package's own seeded generator (scripts/random.js), so tests and the demo share one.
-import { mulberry32 } from '../../scripts/random';
+// The package's own seeded generator (tools/random.js), so tests and the demo share one.
+import { mulberry32 } from '../../tools/random';
 
 export { mulberry32 };
 

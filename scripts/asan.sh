@@ -6,15 +6,9 @@
 # with the sanitizer runtime preloaded (node itself is not instrumented), and fails if any
 # sanitizer report appears.
 #
-#   bash scripts/asan.sh [vitest arguments...]    (default: the three test files below)
+#   bash scripts/asan.sh [vitest arguments...]    (default: the fuzz, hostile-file and concurrency tests below)
 # Environment: PL_FUZZ_RUNS_SCALE (default 1: the full 10,000+ fuzz cases), KEEP_ASAN_DIR=1.
-# GPL_FUZZ_RUNS_SCALE, its old name, still works for one release.
 set -euo pipefail
-if [[ -n "${GPL_FUZZ_RUNS_SCALE:-}" && -z "${PL_FUZZ_RUNS_SCALE:-}" ]]; then
-  echo "asan: GPL_FUZZ_RUNS_SCALE is deprecated and will be removed in the next release; set PL_FUZZ_RUNS_SCALE instead." >&2
-  PL_FUZZ_RUNS_SCALE=$GPL_FUZZ_RUNS_SCALE
-fi
-unset GPL_FUZZ_RUNS_SCALE
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 
@@ -65,7 +59,7 @@ fi
 # 3. The tests, with the runtime preloaded. Leak checking is off: node and libtorch keep
 #    allocations until exit by design. Any report is written to $LOGS and fails the run.
 TESTS=("$@")
-[[ ${#TESTS[@]} -gt 0 ]] || TESTS=(test/fuzz-*.test.ts test/files.test.ts test/concurrency.test.ts)
+[[ ${#TESTS[@]} -gt 0 ]] || TESTS=(test/fuzz/*.test.ts test/files/*.test.ts test/stress/concurrency.test.ts)
 echo "asan: running ${TESTS[*]} against $BINARY (PL_FUZZ_RUNS_SCALE=${PL_FUZZ_RUNS_SCALE:-1})"
 set +e
 (

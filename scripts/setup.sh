@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# libtorch (C++), PyTorch + torchvision (the reference for tests and benchmarks), the toolchain.
-packages=(libtorch-dev python3-torch python3-torchvision cmake g++ make)
+# libtorch (C++), PyTorch + torchvision (the reference for tests and benchmarks), the toolchain,
+# and clang-format for `npm run lint:cpp`.
+packages=(libtorch-dev python3-torch python3-torchvision cmake g++ make clang-format)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 

@@ -35,19 +35,19 @@ torch.no_grad(), and torch.autograd.grad(loss, pred) so that no weight gradient 
 
 import base64
 import json
-import os
 import re
 import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-sys.dont_write_bytecode = True  # no bench/__pycache__ left in the working tree
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-# Same architecture, cut and seeded weights as docs/api.md says (and as the parity tests use).
-from reference import build_network, resolve_options  # noqa: E402
+sys.dont_write_bytecode = True  # no __pycache__ left in the working tree
+# reference/perceptual.py, one folder up: the same architecture, cut, seeded weights and loss as
+# docs/api.md says (and as the parity tests use).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+import perceptual as ref  # noqa: E402
 
 # Read before anything sets it: this is what a user gets without calling set_num_threads.
 DEFAULT_THREADS = torch.get_num_threads()
@@ -76,30 +76,22 @@ class Loss:
             raise RuntimeError("bf16 autocast needs torch built with oneDNN")
         if compiled and not hasattr(torch, "compile"):
             raise RuntimeError(f"torch {torch.__version__} has no torch.compile")
-        opts = resolve_options({"inChannels": in_channels})
-        tap_k = [opts["taps"][name] for name in opts["layers"]]
-        # build_network cuts after the deepest tap, freezes the weights and sets eval mode.
-        net, _, _ = build_network(opts, max(tap_k))
-        # Every default tap is a ReLU output, so in-place ReLUs are safe (no pre-activation is
-        # needed) and save one activation per conv, as in torchvision's own VGG.
-        for m in net:
-            if isinstance(m, torch.nn.ReLU):
-                m.inplace = True
+        opts = ref.resolve_options({"inChannels": in_channels})
+        tap_k = opts["tapModules"]
+        # build_network cuts after the deepest tap, freezes the weights and sets eval mode. Every
+        # default tap is a ReLU output, so in-place ReLUs are safe (no pre-activation is needed)
+        # and save one activation per conv, as in torchvision's own VGG.
+        net = ref.build_network(opts["arch"], in_channels, max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"], inplace_relu=True)
         assert all(not p.requires_grad for p in net.parameters())
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self.taps = set(tap_k)
+        self.taps = tap_k
         self.prepared = {}  # shape -> target features, computed once
         self._features = torch.compile(self._run) if compiled else self._run
 
     def _run(self, x):
-        out = []
-        for k, m in enumerate(self.net):
-            x = m(x)
-            if k in self.taps:
-                out.append(x)
-        return out
+        return ref.features(self.net, x, self.taps)
 
     def features(self, x):
         if self.channels_last:
@@ -112,8 +104,9 @@ class Loss:
 
     @staticmethod
     def distance(pred_feats, target_feats):
-        # layerWeights are all 1 and featureWeight is 1 by default: a plain sum of per-tap MSEs.
-        return sum(F.mse_loss(p, t) for p, t in zip(pred_feats, target_feats))
+        # The defaults (l2, mean, layerWeights and featureWeight 1): the reference's loss adds no
+        # operation for a weight of 1, so this is a plain sum of per-tap MSEs, as a user writes it.
+        return ref.perceptual_loss(pred_feats, target_feats)
 
     def loss_and_grad(self, pred, target):
         """pred must already require grad. Returns (loss value, d loss / d pred)."""

@@ -15,45 +15,28 @@ model and inputs. Also measures the card's dense bfloat16 matmul rate, the yards
 import argparse
 import json
 import statistics
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-VGG19 = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
-TAPS = [3, 8, 17, 26, 35]  # relu1_2, relu2_2, relu3_4, relu4_4, relu5_4 in torchvision's Sequential
+sys.dont_write_bytecode = True  # nothing written beside the reference
+# reference/perceptual.py: one folder up, here and in the GPU pack (scripts/gpu-pack.js).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reference"))
+import perceptual as ref  # noqa: E402
+
+VGG19 = ref.ARCHS["vgg19"]
+# The default taps relu1_2, relu2_2, relu3_4, relu4_4, relu5_4: modules 3, 8, 17, 26, 35 of
+# torchvision's Sequential.
+TAPS = ref.resolve_options({"inChannels": 3})["tapModules"]
 
 
-class Taps(nn.Module):
-    def __init__(self, in_channels):
-        super().__init__()
-        layers = []
-        c = in_channels
-        gen = torch.Generator().manual_seed(0)
-        for v in VGG19:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-                continue
-            conv = nn.Conv2d(c, v, 3, padding=1)
-            with torch.no_grad():
-                conv.weight.normal_(0, (2.0 / (c * 9)) ** 0.5, generator=gen)
-                conv.bias.zero_()
-            layers += [conv, nn.ReLU(inplace=True)]
-            c = v
-        self.features = nn.Sequential(*layers[: max(TAPS) + 1])
-        self.taps = set(TAPS)
-        for p in self.parameters():
-            p.requires_grad_(False)
-
-    def forward(self, x):
-        outs = []
-        for i, m in enumerate(self.features):
-            x = m(x)
-            if i in self.taps:
-                outs.append(x)
-        return outs
+def taps_net(in_channels):
+    """vgg19 cut after relu5_4, seeded weights (seed 0, kaiming_normal), frozen, eval mode, in-place
+    ReLUs as torchvision's VGG: the reference's network, with its taps."""
+    return ref.TapNet(ref.build_network(VGG19, in_channels, max(TAPS), inplace_relu=True), TAPS)
 
 
 def conv_flops(shape):
@@ -92,7 +75,7 @@ class Timer:
 
 def measure(device, shape, expert, compiled, warmup, steps):
     torch.backends.cudnn.benchmark = expert
-    net = Taps(shape[1]).to(device).eval()
+    net = taps_net(shape[1]).to(device)
     fmt = torch.channels_last if expert else torch.contiguous_format
     if expert:
         net = net.to(memory_format=fmt)
@@ -105,7 +88,8 @@ def measure(device, shape, expert, compiled, warmup, steps):
             with torch.no_grad():
                 ft = model(target)
             fp = model(pred)
-            loss = sum(F.mse_loss(a.float(), b.float()) for a, b in zip(fp, ft))
+            # l2, mean, every tap weighted 1: a plain sum of per-tap MSEs, as a user writes it.
+            loss = ref.perceptual_loss([a.float() for a in fp], [b.float() for b in ft])
         (grad,) = torch.autograd.grad(loss, pred)
         return loss, grad
 

@@ -6,8 +6,10 @@
 //   node_modules/node-addon-api   the C++ wrapper headers
 //   package/                      the package's build inputs (package.json, CMakeLists.txt, native/, install/)
 //                                 and its compiled JavaScript (dist/)
-//   test/gpu/, bench/gpu-*, scripts/random.js
+//   test/gpu/, bench/gpu-*, tools/random.js
 //                                 the GPU tests (node:test), the benchmark, the shared seeded generator
+//   reference/perceptual.py       the PyTorch reference that test/gpu/torch_ref.py and bench/gpu_torch.py
+//                                 import, at the same path relative to them as in the repository
 //   manifest.json                 the commit, the node version and a sha256 of every file
 // Options: --out DIR (default .device), --no-node (leave node out: the CPU dry run uses the local one).
 'use strict';
@@ -67,7 +69,8 @@ function pack({ out, node }) {
   for (const file of fs.readdirSync(path.join(root, 'bench')).filter((f) => f.startsWith('gpu'))) {
     if (fs.statSync(path.join(root, 'bench', file)).isFile()) copy(`bench/${file}`, path.join(out, 'bench', file));
   }
-  copy('scripts/random.js', path.join(out, 'scripts/random.js'));
+  copy('tools/random.js', path.join(out, 'tools/random.js'));
+  copy('reference/perceptual.py', path.join(out, 'reference/perceptual.py'));
 
   let commit = 'unknown';
   let dirty = false;

@@ -15,7 +15,7 @@ python="${PYTHON:-python3}"
 retries="${PIP_RETRIES:-0}"
 
 # torch 2.13's own dependencies resolve from the configured indexes. numpy serves
-# scripts/reference.py, the PyTorch reference of the parity suite.
+# reference/cases.py, the PyTorch oracle of the parity suite (over reference/perceptual.py).
 cpu_packages=(torch==2.13.0+cpu numpy)
 
 # torch 2.14.1 depends on cuda-bindings, which the indexes do not serve: install it with

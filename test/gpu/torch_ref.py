@@ -3,58 +3,19 @@
 Usage: python3 test/gpu/torch_ref.py CASES.json  (written by test/gpu/common.mjs)
 Each case carries the package's weights (stateDict), its resolved native options, the inputs as raw
 float32 files and whether TF32 is allowed. Prints one JSON line [{"loss": ...}, ...] and writes each
-gradient (float32, pred's layout) to the case's "out" file. Self-contained: torch and numpy only.
+gradient (float32, pred's layout) to the case's "out" file. The network and the loss are those of
+reference/perceptual.py (two folders up, here and in the GPU pack); torch and numpy only.
 """
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-
-def distance(criterion, reduction, a, b):
-    if criterion == "l2":
-        d = F.mse_loss(a, b, reduction="none")
-    elif criterion == "l1":
-        d = F.l1_loss(a, b, reduction="none")
-    else:
-        d = F.smooth_l1_loss(a, b, reduction="none", beta=1.0)
-    if reduction == "mean":
-        return d.mean()
-    if reduction == "sum":
-        return d.sum()
-    return d.reshape(d.shape[0], -1).mean(1).sum()
-
-
-def gram(f):
-    n, c, h, w = f.shape
-    flat = f.reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
-
-
-def taps(x, convs, o):
-    out = {}
-    h = x
-    conv = 0
-    k = 0
-    last = max(o["tapModules"])
-    for width in o["arch"]:
-        if k > last:
-            break
-        if width == 0:
-            h = F.max_pool2d(h, 2, 2) if o["pool"] == "max" else F.avg_pool2d(h, 2, 2)
-            out[k] = h
-            k += 1
-        else:
-            w, b = convs[conv]
-            conv += 1
-            h = F.conv2d(h, w, b, padding=1)
-            out[k] = h
-            h = F.relu(h)
-            out[k + 1] = h
-            k += 2
-    return [out[m] for m in o["tapModules"]]
+sys.dont_write_bytecode = True  # nothing written beside the reference
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "reference"))
+import perceptual as ref  # noqa: E402
 
 
 def run(case):
@@ -62,9 +23,12 @@ def run(case):
     torch.backends.cudnn.allow_tf32 = case["tf32"]
     torch.backends.cuda.matmul.allow_tf32 = case["tf32"]
     o = case["options"]
-    w = {t["name"]: torch.from_numpy(np.fromfile(t["file"], dtype=np.float32).reshape(t["shape"])).to(device) for t in case["weights"]}
-    names = [t["name"] for t in case["weights"]]
-    convs = [(w[names[2 * i]], w[names[2 * i + 1]]) for i in range(len(names) // 2)]
+    weights = {t["name"]: torch.from_numpy(np.fromfile(t["file"], dtype=np.float32).reshape(t["shape"])) for t in case["weights"]}
+    # The native options name their enums ("l2", "mean", "max"), as the addon's tables do; their
+    # arch writes a pool as 0.
+    arch = ["M" if v == 0 else v for v in o["arch"]]
+    taps = o["tapModules"]
+    net = ref.build_network(arch, o["inChannels"], max(taps), pool=o["pool"], state_dict=weights, device=device)
     shape = case["shape"]
     nhwc = case.get("nhwc", False)
     load = lambda f: torch.from_numpy(np.fromfile(f, dtype=np.float32).reshape(shape)).to(device)
@@ -72,24 +36,27 @@ def run(case):
     target = load(case["target"])
     p = pred.permute(0, 3, 1, 2) if nhwc else pred
     t = target.permute(0, 3, 1, 2) if nhwc else target
-    # The native options name their enums ("l2", "mean", "max"), as the addon's tables do.
-    criterion = o["criterion"]
-    reduction = o["reduction"]
     with torch.no_grad():
-        ft = taps(t, convs, o)
-    fp = taps(p, convs, o)
-    loss = 0
-    for weight, a, b in zip(o["tapWeights"], fp, ft):
-        loss = loss + o["featureWeight"] * weight * distance(criterion, reduction, a, b)
-        if o["styleWeight"] > 0:
-            loss = loss + o["styleWeight"] * weight * distance(criterion, reduction, gram(a), gram(b))
-    (grad,) = torch.autograd.grad(loss, pred)
+        ft = ref.features(net, t, taps)
+    fp = ref.features(net, p, taps)
+    loss = ref.perceptual_loss(
+        fp,
+        ft,
+        o["tapWeights"],
+        criterion=o["criterion"],
+        reduction=o["reduction"],
+        feature_weight=o["featureWeight"],
+        style_weight=o["styleWeight"],
+    )
+    grad = ref.input_grad(loss, pred)
     grad.detach().float().contiguous().cpu().numpy().tofile(case["out"])
-    return {"loss": float(loss)}
+    # reduction none: the sum of the per-sample values, whose gradient this is.
+    return {"loss": loss.detach().sum().item()}
 
 
 def main():
-    cases = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as f:
+        cases = json.load(f)
     print(json.dumps([run(c) for c in cases]))
 
 

@@ -1,5 +1,6 @@
-// Runs scripts/reference.py (PyTorch, the reference implementation of docs/api.md) on a batch of cases
-// and reads its results back. One Python process serves all cases because importing torch is slow.
+// Runs reference/cases.py (the test oracle over reference/perceptual.py, the PyTorch reference
+// implementation of docs/api.md) on a batch of cases and reads its results back. One Python process
+// serves all cases because importing torch is slow.
 
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -7,14 +8,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
-import { readEnv } from '../../lib/env';
 
 const execFileAsync = promisify(execFile);
 
 // Debian's interpreter carries torch; the python3 on PATH may not.
-export const PYTHON = readEnv('PL_REFERENCE_PYTHON') ?? '/usr/bin/python3';
+export const PYTHON = process.env.PL_REFERENCE_PYTHON ?? '/usr/bin/python3';
 // vitest (vite-node) defines __dirname in test modules, as CommonJS does.
-const SCRIPT = path.resolve(__dirname, '../../scripts/reference.py');
+const SCRIPT = path.resolve(__dirname, '../../reference/cases.py');
 
 export type Arch = 'vgg11' | 'vgg13' | 'vgg16' | 'vgg19' | readonly (number | 'M')[];
 export type Init =
@@ -106,7 +106,7 @@ interface RawResult {
 export async function runReference(cases: readonly RefCase[]): Promise<Map<string, RefResult>> {
   // Raw files are written and read in host byte order; the reference uses little-endian.
   if (os.endianness() !== 'LE') throw new Error('runReference needs a little-endian host');
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-ref-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-ref-'));
   try {
     const outDir = path.join(dir, 'out');
     const seen = new Set<string>();

@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""The test oracle: runs the PyTorch reference (reference/perceptual.py) on the cases of the
+parity tests (test/helpers/reference.ts writes them).
+
+Usage: /usr/bin/python3 reference/cases.py CASES.json OUTDIR
+
+Each case of CASES.json names its options, input shape and raw input files (paths relative to the
+directory of CASES.json). For each case this writes OUTDIR/<id>.json, plus raw little-endian float64
+files for the requested features and gradient. The tests compare the native implementation to these.
+Torch is imported once for all cases because the import is slow.
+
+A case: {"id", "options" (a user's options of docs/api.md), "shape" (in the options' layout),
+"pred" (float32 file), "target" (float32 file) or "labels" (int32 [N, H, W] class ids: a
+segmentation case, pred holds the logits) with "ignoreIndex" (default 255), optionally "mask"
+(float32 [N, 1, H, W] or [N, H, W]: pred and target are multiplied by it before the network),
+"autocast": "bfloat16", and "outputs" (of weights, features, loss, grad).
+"""
+
+import json
+import os
+import sys
+
+sys.dont_write_bytecode = True  # no reference/__pycache__ left in the working tree
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+# This script's folder is sys.path[0]: perceptual.py beside it is the reference.
+import perceptual as ref  # noqa: E402
+
+OUTPUTS = {"weights", "features", "loss", "grad"}
+
+
+class CaseError(Exception):
+    pass
+
+
+def read_raw(base, name, dtype, count, what):
+    path = os.path.join(base, name)
+    data = np.fromfile(path, dtype=dtype)
+    if data.size != count:
+        raise CaseError(f"{what} file {path} holds {data.size} values, shape needs {count}")
+    return torch.from_numpy(data)
+
+
+def to_layout(t, layout):
+    """NCHW tensor -> the case's layout (nhwc gives [N, H, W, C])."""
+    return t.permute(0, 2, 3, 1) if layout == "nhwc" else t
+
+
+def write_f64(outdir, name, t):
+    t.detach().to(torch.float64).contiguous().numpy().astype("<f8").tofile(os.path.join(outdir, name))
+
+
+def run_case(case, base, outdir):
+    cid = case["id"]
+    opts = ref.resolve_options(case.get("options"))
+    outputs = set(case.get("outputs", []))
+    if not outputs <= OUTPUTS:
+        raise CaseError(f"unknown outputs {sorted(outputs - OUTPUTS)}; allowed: {sorted(OUTPUTS)}")
+    shape = case["shape"]
+    if len(shape) != 4:
+        raise CaseError(f"shape must have 4 dims, got {shape}")
+    layout, dtype = opts["layout"], ref.DTYPES[opts["dtype"]]
+    nchw = [shape[0], shape[3], shape[1], shape[2]] if layout == "nhwc" else list(shape)
+    n, c, h, w = nchw
+    if c != opts["inChannels"]:
+        raise CaseError(f"input has {c} channels, inChannels is {opts['inChannels']}")
+
+    tap_k = opts["tapModules"]
+    # Drawn in float32 on the CPU; the digest is of those weights, before the move to dtype.
+    net = ref.build_network(opts["arch"], opts["inChannels"], max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"])
+    result = {"id": cid, "stateDictNames": ref.state_dict_names(net)}
+    if "weights" in outputs:
+        result["weightsSha256"] = ref.weights_sha256(net)
+    if not outputs & {"features", "loss", "grad"}:
+        return result
+    net = net.to(dtype)
+
+    def load(key):
+        return read_raw(base, case[key], "<f4", n * c * h * w, key).reshape(shape)
+
+    # The leaf that receives the gradient: pred, or the logits of a segmentation case.
+    leaf = load("pred").to(dtype).requires_grad_(True)
+    x = leaf.permute(0, 3, 1, 2) if layout == "nhwc" else leaf
+    if "labels" in case:
+        labels = read_raw(base, case["labels"], "<i4", n * h * w, "labels").reshape(n, h, w)
+        pred_in, target_in = ref.segmentation_inputs(x, labels, case.get("ignoreIndex", 255))
+    else:
+        pred_in = x
+        target_in = load("target").to(dtype)
+        if layout == "nhwc":
+            target_in = target_in.permute(0, 3, 1, 2)
+    if "mask" in case:
+        mask_file = read_raw(base, case["mask"], "<f4", n * h * w, "mask")
+        mask = mask_file.reshape(n, 1, h, w)
+        pred_in, target_in = ref.apply_mask(pred_in, mask), ref.apply_mask(target_in, mask)
+
+    # "autocast": "bfloat16" runs the network as a PyTorch user would under
+    # torch.autocast("cpu", torch.bfloat16): float32 weights and inputs, bf16 convs; the loss in
+    # float32 from the features cast back.
+    autocast = case.get("autocast")
+    if autocast not in (None, "bfloat16"):
+        raise CaseError(f"unknown autocast {autocast!r}; allowed: 'bfloat16'")
+    if autocast and dtype != torch.float32:
+        raise CaseError("autocast needs dtype float32")
+
+    pred_feats = ref.features(net, pred_in, tap_k, autocast)
+    if "features" in outputs:
+        result["features"] = []
+        for name, f in zip(opts["layers"], pred_feats):
+            f = to_layout(f, layout)
+            fname = f"{cid}.feat.{name}.f64"
+            write_f64(outdir, fname, f)
+            result["features"].append({"name": name, "shape": list(f.shape), "file": fname})
+    if not outputs & {"loss", "grad"}:
+        return result
+
+    with torch.no_grad():
+        target_feats = ref.features(net, target_in, tap_k, autocast)
+    loss = ref.perceptual_loss(
+        pred_feats,
+        target_feats,
+        opts["layerWeights"],
+        criterion=opts["criterion"],
+        reduction=opts["reduction"],
+        feature_weight=opts["featureWeight"],
+        style_weight=opts["styleWeight"],
+    )
+    if "loss" in outputs:
+        result["loss"] = loss.tolist() if opts["reduction"] == "none" else loss.item()
+    if "grad" in outputs:
+        grad = ref.input_grad(loss, leaf)
+        fname = f"{cid}.grad.f64"
+        write_f64(outdir, fname, grad)
+        result["grad"], result["gradShape"] = fname, list(grad.shape)
+    return result
+
+
+def main(argv):
+    if len(argv) != 3:
+        sys.exit("usage: cases.py CASES.json OUTDIR")
+    cases_path, outdir = argv[1], argv[2]
+    with open(cases_path) as f:
+        cases = json.load(f)["cases"]
+    base = os.path.dirname(os.path.abspath(cases_path))
+    os.makedirs(outdir, exist_ok=True)
+    # Same inputs must give the same bytes from run to run.
+    torch.use_deterministic_algorithms(True)
+    for case in cases:
+        cid = case.get("id", "<no id>")
+        try:
+            result = run_case(case, base, outdir)
+        except Exception as e:  # noqa: BLE001 - any failure is reported with the case id
+            sys.exit(f"cases.py: case {cid}: {type(e).__name__}: {e}")
+        with open(os.path.join(outdir, f"{cid}.json"), "w") as f:
+            json.dump(result, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -13,7 +13,7 @@ export default defineConfig({
     include: ['test/**/*.test.ts'],
     // dist/ (and a local addon build) rebuilt from the sources when older: no suite runs stale code.
     globalSetup: ['test/global-setup.ts'],
-    // GPL_TEST_FLAVOUR=<flavour>: the suites against that libtorch flavour's prebuild and PyTorch.
+    // PL_TEST_FLAVOUR=<flavour>: the suites against that libtorch flavour's prebuild and PyTorch.
     setupFiles: ['test/helpers/flavour-setup.ts'],
     // Each test file gets its own process: the addon and libtorch load once per file.
     pool: 'forks',

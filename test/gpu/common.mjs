@@ -14,16 +14,16 @@ export const packageDir = process.env.PL_PACKAGE ?? path.resolve(here, '../..');
 export const MODE = process.env.PL_SUITE_MODE ?? 'gpu';
 export const CUDA = MODE === 'gpu';
 export const DEVICE = CUDA ? 'cuda:0' : 'cpu';
-export const OUT = process.env.PL_SUITE_OUT ?? fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-gpu-out-'));
+export const OUT = process.env.PL_SUITE_OUT ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pl-gpu-out-'));
 // The GPU machine's python3 has its CUDA PyTorch; here Debian's python3-torch is the reference.
 export const PYTHON = process.env.PL_PYTHON ?? (CUDA ? 'python3' : '/usr/bin/python3');
 
-export const gpl = require(path.join(packageDir, 'dist/index.js'));
+export const pkg = require(path.join(packageDir, 'dist/index.js'));
 export const native = require(path.join(packageDir, 'dist/binding.js')).native();
 export const { resolveOptions } = require(path.join(packageDir, 'dist/options.js'));
 
 // The CPU dry run shares a small machine: libtorch's spinning OpenMP threads would only compete.
-if (!CUDA) gpl.setNumThreads(1);
+if (!CUDA) pkg.setNumThreads(1);
 
 /** Fresh uniform values in [-1, 1): fast enough for 40M-element inputs, never all zeros. */
 export function rand(n, seed) {
@@ -86,7 +86,7 @@ export async function codeOfAsync(fn) {
  * answer holds the loss and the gradient (float32) computed by test/gpu/torch_ref.py.
  */
 export function torchReference(cases) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-ref-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pkg-ref-'));
   const spec = cases.map((c, i) => {
     const files = {};
     const write = (name, array) => {

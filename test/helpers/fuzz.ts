@@ -1,4 +1,4 @@
-// Shared pieces of the property-based tests (test/fuzz-*.test.ts, and the file and concurrency
+// Shared pieces of the property-based tests (test/fuzz/*.test.ts, and the file and concurrency
 // suites): the fast-check settings (a fixed seed, replayable failures, the run count of each
 // property), each fuzz file's set-up and closing totals, seeded input data, small valid loss
 // configurations, the checks of one error, and the checks of results against the JavaScript
@@ -10,7 +10,6 @@ import { native } from '../../lib/binding';
 import { PerceptualLossError, PreparedTarget, Tensor, runtime, setNumThreads, type ErrorCode, type PerceptualLossOptions } from '../../lib/index';
 import * as ref from './js-reference';
 import { minSizeOf, tapNames, type ArchEntry, type JsOptions } from './js-reference';
-import { readEnv } from '../../lib/env';
 import { mulberry32 } from './random';
 
 /**
@@ -18,13 +17,13 @@ import { mulberry32 } from './random';
  *   PL_FUZZ_SEED=<seed> PL_FUZZ_PATH=<path> npx vitest run <file> -t '<test name>'
  * PL_FUZZ_RUNS_SCALE multiplies every run count (e.g. 10 for a long local run, 0.2 under ASan).
  */
-export const FUZZ_SEED = Number(readEnv('PL_FUZZ_SEED') ?? 20261126);
-export const RUNS_SCALE = Number(readEnv('PL_FUZZ_RUNS_SCALE') ?? 1);
-const REPLAY_PATH = readEnv('PL_FUZZ_PATH');
+export const FUZZ_SEED = Number(process.env.PL_FUZZ_SEED ?? 20261126);
+export const RUNS_SCALE = Number(process.env.PL_FUZZ_RUNS_SCALE ?? 1);
+const REPLAY_PATH = process.env.PL_FUZZ_PATH;
 
 /**
  * fast-check runs of each property, before RUNS_SCALE: 11,700 generated cases over the
- * test/fuzz-*.test.ts files. Each file checks that its properties ran all of theirs.
+ * test/fuzz/*.test.ts files. Each file checks that its properties ran all of theirs.
  */
 export const FUZZ_RUNS = {
   options: 2500,

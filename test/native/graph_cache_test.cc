@@ -1,14 +1,14 @@
 // The CUDA graph cache's rules (native/graph_cache.h), without CUDA: built and run by
-// test/cuda.test.ts. Prints one line per check and exits non-zero on the first failure.
+// test/native/cuda.test.ts. Prints one line per check and exits non-zero on the first failure.
 #include "../../native/graph_cache.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
-using gpl::cuda::GraphAction;
-using gpl::cuda::GraphCache;
-using gpl::cuda::GraphKey;
+using perceptual::cuda::GraphAction;
+using perceptual::cuda::GraphCache;
+using perceptual::cuda::GraphKey;
 
 namespace {
 

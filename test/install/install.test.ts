@@ -1,0 +1,273 @@
+// The user's path: `npm pack`, then `npm install` of the tarball in a new folder outside the
+// repository, and `require` / `import` of the package from there.
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PerceptualLoss } from '../../lib/index';
+import { FLAVOURS, flavour, type Flavour } from '../helpers/flavours';
+import { repoRoot } from '../helpers/package-copy';
+import { run } from '../helpers/run';
+
+const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-install-'));
+afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
+
+const COMPILERS = /^(cmake|make|gmake|ninja|cc|c\+\+|gcc|g\+\+|clang|clang\+\+|x86_64-linux-gnu-(gcc|g\+\+|cpp)(-\d+)?|(gcc|g\+\+|cpp)-\d+|nvcc)$/;
+
+/** A PATH with every tool of the current one except compilers and build tools. */
+function pathWithoutCompilers(): string {
+  const bin = path.join(scratch, 'no-compilers-bin');
+  fs.mkdirSync(bin, { recursive: true });
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    let entries: string[] = [];
+    try {
+      entries = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of entries) {
+      const link = path.join(bin, name);
+      if (COMPILERS.test(name) || fs.existsSync(link)) continue;
+      fs.symlinkSync(path.join(dir, name), link);
+    }
+  }
+  return bin;
+}
+
+function newApp(name: string, allowScriptsFor?: string): string {
+  const dir = path.join(scratch, name);
+  fs.mkdirSync(dir);
+  const pkg: Record<string, unknown> = { name, version: '1.0.0', private: true };
+  // npm 11 runs a dependency's install script only once the project allows it.
+  if (allowScriptsFor) pkg.allowScripts = { [`file:${allowScriptsFor}`]: true };
+  fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify(pkg, null, 2));
+  return dir;
+}
+
+function npmInstall(app: string, tarball: string, env: NodeJS.ProcessEnv = process.env): Promise<string> {
+  return run('npm', ['install', tarball, '--prefer-offline', '--no-audit', '--no-fund', '--foreground-scripts'], { cwd: app, env });
+}
+
+const N = 2 * 3 * 16 * 16;
+const PROBE = `
+  const pred = Float32Array.from({ length: ${N} }, (_, i) => Math.sin(i * 0.37));
+  const target = Float32Array.from({ length: ${N} }, (_, i) => Math.cos(i * 0.11));
+  const loss = new PerceptualLoss({ inChannels: 3, arch: 'vgg11' });
+  const r = loss.lossAndGrad({ data: pred, shape: [2, 3, 16, 16] }, { data: target, shape: [2, 3, 16, 16] });
+  const info = runtime();
+  console.log(JSON.stringify({ loss: r.loss, grad: Array.from(r.grad), binary: info.binary, libtorch: info.libtorch, reason: info.binaryReason }));
+`;
+
+interface ProbeResult {
+  loss: number;
+  grad: number[];
+  binary: string;
+  libtorch: { version: string; flavour?: string; cuda: boolean; gpu: boolean };
+  reason: string;
+}
+
+function probe(app: string, mode: 'require' | 'import', env: NodeJS.ProcessEnv = process.env, from = 'generic-perceptual-loss'): ProbeResult {
+  const args =
+    mode === 'require'
+      ? ['-e', `const { PerceptualLoss, runtime } = require(${JSON.stringify(from)});${PROBE}`]
+      : ['--input-type=module', '-e', `import { PerceptualLoss, runtime } from ${JSON.stringify(from)};${PROBE}`];
+  return JSON.parse(execFileSync(process.execPath, args, { cwd: app, env, encoding: 'utf8' })) as ProbeResult;
+}
+
+/** The environment that reaches a flavour by its own route, with no compiler on PATH. */
+function flavourEnv(f: Flavour, noCompilers: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, PATH: noCompilers };
+  for (const name of ['LIBTORCH', 'LIBTORCH_PYTHON', 'LIBTORCH_USE_PYTORCH']) delete env[name];
+  if (f.flavour === 'torch2.13-cpu-cxx11') {
+    // python3 on PATH is the 2.13 environment's, as after `source .venv/torch2.13-cpu/bin/activate`.
+    env.PATH = `${path.dirname(f.python)}:${noCompilers}`;
+  } else if (f.flavour === 'torch2.14-cu130-cxx11') {
+    env.LIBTORCH = f.env.LIBTORCH;
+  } else {
+    // The system's libtorch: a python3 on PATH that has no torch of its own.
+    env.LIBTORCH_USE_PYTORCH = '0';
+  }
+  return env;
+}
+
+/** The same computation in the repository. */
+function inRepo(): { loss: number; grad: number[] } {
+  const pred = Float32Array.from({ length: N }, (_, i) => Math.sin(i * 0.37));
+  const target = Float32Array.from({ length: N }, (_, i) => Math.cos(i * 0.11));
+  const loss = new PerceptualLoss({ inChannels: 3, arch: 'vgg11' });
+  const r = loss.lossAndGrad({ data: pred, shape: [2, 3, 16, 16] }, { data: target, shape: [2, 3, 16, 16] });
+  return { loss: r.loss as number, grad: Array.from(r.grad) };
+}
+
+let tarball: string;
+
+beforeAll(async () => {
+  // npm pack runs prepack: the prebuild of every flavour from the current sources (incremental builds).
+  const out = await run('npm', ['pack', '--pack-destination', scratch, '--json'], { cwd: repoRoot });
+  // prepack's build log comes first; npm's JSON report is last.
+  const [{ filename }] = JSON.parse(out.slice(out.lastIndexOf('[\n  {'))) as Array<{ filename: string }>;
+  tarball = path.join(scratch, filename);
+}, 1_800_000);
+
+describe('npm install of the packed tarball', () => {
+  it('packs a prebuild for each of the three flavours, and no libtorch library', () => {
+    const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
+    expect(listing.filter((f) => f.endsWith('.node'))).toEqual(
+      Object.keys(FLAVOURS).map((tag) => `package/prebuilds/${tag}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`),
+    );
+    expect(listing.filter((f) => /lib(torch|c10)[^/]*\.so/.test(f))).toEqual([]);
+  });
+
+  describe('with no compiler or CMake on PATH', () => {
+    let app: string;
+    let env: NodeJS.ProcessEnv;
+
+    beforeAll(async () => {
+      app = newApp('prebuilt-app');
+      env = { ...process.env, PATH: pathWithoutCompilers() };
+      expect(spawnSync('cmake', ['--version'], { env }).error).toBeDefined();
+      expect(spawnSync('g++', ['--version'], { env }).error).toBeDefined();
+      await npmInstall(app, tarball, env);
+    }, 600_000);
+
+    it('require() loads the matching prebuild and computes what the repository computes', () => {
+      const result = probe(app, 'require', env);
+      expect(result.binary).toBe(
+        path.join(fs.realpathSync(app), 'node_modules/generic-perceptual-loss/prebuilds/torch1.13-cpu-cxx11/prebuilds/linux-x64/generic-perceptual-loss.glibc.node'),
+      );
+      const expected = inRepo();
+      expect(result.loss).toBe(expected.loss);
+      expect(result.grad).toEqual(expected.grad);
+    });
+
+    it('import loads it too, with the same results', () => {
+      const viaImport = probe(app, 'import', env);
+      const viaRequire = probe(app, 'require', env);
+      expect(viaImport).toEqual(viaRequire);
+    });
+
+    it('`doctor` reports the binary and exits 0; `--json` says the same', () => {
+      const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
+      const text = spawnSync(bin, ['doctor'], { cwd: app, env, encoding: 'utf8' });
+      expect(text.status).toBe(0);
+      expect(text.stdout).toMatch(/^Node.js +v20/m);
+      expect(text.stdout).toContain('* system: libtorch 1.13.0 at /usr/lib/x86_64-linux-gnu, CPU only, C++ ABI cxx11, C++17');
+      expect(text.stdout).toContain('why          prebuild torch1.13-cpu-cxx11');
+      expect(text.stdout).toMatch(/^verdict +OK: libtorch 1\.13\.0 via prebuild torch1\.13-cpu-cxx11, CPU only$/m);
+      const json = JSON.parse(spawnSync(bin, ['doctor', '--json'], { cwd: app, env, encoding: 'utf8' }).stdout) as { binary: { reason: string }; check: { loss: number } };
+      expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: Object.keys(FLAVOURS), cuda: { devices: [] } });
+      expect(json.binary.reason).toMatch(/^prebuild torch1\.13-cpu-cxx11/);
+      expect(json.check.loss).toBeGreaterThan(0);
+    });
+
+    // Each flavour by its own route, from the same installed package: its prebuild, not a source build.
+    const cpuReference: Record<string, ProbeResult> = {};
+    for (const tag of Object.keys(FLAVOURS)) {
+      describe(`flavour ${tag} (${FLAVOURS[tag].route})`, () => {
+        const f = () => flavour(tag);
+        const prebuild = () => path.join(fs.realpathSync(app), `node_modules/generic-perceptual-loss/prebuilds/${tag}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`);
+
+        it('require() and import load its prebuild and compute what the repository computes with that libtorch', () => {
+          const flavourEnvironment = flavourEnv(f(), env.PATH!);
+          const viaRequire = probe(app, 'require', flavourEnvironment);
+          expect(viaRequire.binary).toBe(prebuild());
+          expect(viaRequire.reason).toMatch(new RegExp(`^prebuild ${tag} for `));
+          expect(viaRequire.libtorch).toMatchObject({ version: f().version, flavour: tag, cuda: f().cuda, gpu: false });
+          expect(probe(app, 'import', flavourEnvironment)).toEqual(viaRequire);
+          // The repository's own build for this libtorch (build/Release for 1.13, otherwise
+          // the flavour's build in build/flavours/, of which the prebuild is a stripped copy).
+          const repoEnv = flavourEnv(f(), process.env.PATH!);
+          const inRepository = probe(repoRoot, 'require', repoEnv, path.join(repoRoot, 'dist/index.js'));
+          expect(inRepository.libtorch.flavour).toBe(tag);
+          expect(viaRequire.loss).toBe(inRepository.loss);
+          expect(viaRequire.grad).toEqual(inRepository.grad);
+          if (!f().cuda) cpuReference[tag] = viaRequire;
+        });
+
+        it('`doctor` names the prebuild and why', () => {
+          const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
+          const text = spawnSync(bin, ['doctor'], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' });
+          expect(text.status).toBe(0);
+          expect(text.stdout).toContain(`binary         ${prebuild()}`);
+          expect(text.stdout).toMatch(new RegExp(`^  why          prebuild ${tag} for \\S+: libtorch ${f().version.replace(/\./g, '\\.')} at `, 'm'));
+          expect(text.stdout).toContain(`flavour        ${tag}`);
+          expect(text.stdout).toMatch(new RegExp(`^verdict +OK: libtorch ${f().version.replace(/\./g, '\\.')} via prebuild ${tag}, `, 'm'));
+        });
+
+        if (FLAVOURS[tag].cuda) {
+          it('without a GPU: warns PL_NO_GPU, computes on the CPU within 1e-5 of the CPU flavour, and device cuda is ERR_DEVICE naming the cause', () => {
+            const script = `
+              const warnings = [];
+              process.on('warning', (w) => warnings.push(w.code));
+              const { PerceptualLoss } = require('generic-perceptual-loss');
+              const loss = new PerceptualLoss({ inChannels: 3 });
+              let error;
+              try { new PerceptualLoss({ inChannels: 3, device: 'cuda' }); } catch (e) { error = { code: e.code, message: e.message }; }
+              setImmediate(() => console.log(JSON.stringify({ device: loss.options.device, warnings, error })));`;
+            const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' })) as { device: string; warnings: string[]; error: { code: string; message: string } };
+            expect(out.warnings).toContain('PL_NO_GPU');
+            expect(out.device).toBe('cpu');
+            expect(out.error.code).toBe('ERR_DEVICE');
+            expect(out.error.message).toContain('sees no CUDA device');
+            const cuda = probe(app, 'require', flavourEnv(f(), env.PATH!));
+            const cpu = cpuReference['torch2.13-cpu-cxx11'] ?? probe(app, 'require', flavourEnv(flavour('torch2.13-cpu-cxx11'), env.PATH!));
+            expect(Math.abs(cuda.loss - cpu.loss) / Math.abs(cpu.loss)).toBeLessThan(1e-5);
+            const norm = (g: number[]) => Math.sqrt(g.reduce((s, v) => s + v * v, 0));
+            const diff = norm(cuda.grad.map((g, i) => g - cpu.grad[i]));
+            expect(diff / norm(cpu.grad)).toBeLessThan(1e-5);
+          });
+        }
+      });
+    }
+
+    it('`doctor` exits non-zero and explains when no binary fits', () => {
+      const bin = path.join(app, 'node_modules/.bin/generic-perceptual-loss');
+      const empty = fs.mkdtempSync(path.join(scratch, 'doctor-empty-'));
+      const result = spawnSync(bin, ['doctor'], { cwd: app, env: { ...env, LIBTORCH: empty }, encoding: 'utf8' });
+      expect(result.status).toBe(1);
+      expect(result.stdout).toContain('verdict        NOT WORKING (ERR_LIBTORCH)');
+      expect(result.stdout).toContain('npm rebuild generic-perceptual-loss --build-from-source');
+    });
+
+    it('with LIBTORCH at an empty folder, require() fails with ERR_LIBTORCH and the fixes', () => {
+      const empty = fs.mkdtempSync(path.join(scratch, 'empty-libtorch-'));
+      const child = spawnSync(
+        process.execPath,
+        ['-e', "try { require('generic-perceptual-loss') } catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, message: e.message })) }"],
+        { cwd: app, env: { ...env, LIBTORCH: empty }, encoding: 'utf8' },
+      );
+      const error = JSON.parse(child.stdout) as { name: string; code: string; message: string };
+      expect(error.name).toBe('PerceptualLossError');
+      expect(error.code).toBe('ERR_LIBTORCH');
+      expect(error.message).toContain(`LIBTORCH: ${empty}: no libtorch headers`);
+      expect(error.message).toContain(`prebuilds in this package: ${Object.keys(FLAVOURS).join(', ')}`);
+      for (const fix of [
+        'apt-get install libtorch-dev',
+        'pip install torch',
+        'LIBTORCH=/path/to/libtorch',
+        'npm rebuild generic-perceptual-loss --build-from-source',
+      ]) {
+        expect(error.message).toContain(fix);
+      }
+    });
+  });
+
+  it('without a prebuild, the install builds from source', async () => {
+    // The same tarball, less its prebuilds.
+    const unpacked = path.join(scratch, 'unpacked');
+    fs.mkdirSync(unpacked);
+    execFileSync('tar', ['-xzf', tarball, '-C', unpacked]);
+    fs.rmSync(path.join(unpacked, 'package/prebuilds'), { recursive: true });
+    const bare = path.join(scratch, 'no-prebuilds.tgz');
+    execFileSync('tar', ['-czf', bare, '-C', unpacked, 'package']);
+
+    const app = newApp('source-build-app', bare);
+    const log = await npmInstall(app, bare);
+    expect(log).toContain('generic-perceptual-loss: building from source');
+    const result = probe(app, 'require');
+    expect(result.binary).toBe(path.join(fs.realpathSync(app), 'node_modules/generic-perceptual-loss/build/Release/generic_perceptual_loss.node'));
+    const expected = inRepo();
+    expect(result.loss).toBeCloseTo(expected.loss, 6);
+  }, 600_000);
+});

@@ -31,7 +31,7 @@ export interface RenderJob {
 
 /** Renders the job's PNGs in a fresh Node process; throws if it fails. */
 export function render(job: RenderJob): void {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-demo-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-demo-'));
   const jobFile = path.join(dir, 'job.json');
   try {
     fs.writeFileSync(jobFile, JSON.stringify(job));

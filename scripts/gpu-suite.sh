@@ -22,7 +22,7 @@ esac
 out="${OUT:-$root/gpu-out}"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-work=$(mktemp -d "${TMPDIR:-/tmp}/gpl-gpu-suite.XXXXXX")
+work=$(mktemp -d "${TMPDIR:-/tmp}/pl-gpu-suite.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 started=$(date +%s)
 log() { echo "gpu-suite [$(($(date +%s) - started))s] $*"; }

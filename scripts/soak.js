@@ -101,7 +101,7 @@ async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.threads) setNumThreads(args.threads);
   const rand = random(20261126);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gpl-soak-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-soak-'));
   const shape = [2, 3, 32, 32];
   const count = shape.reduce((a, b) => a * b, 1);
   const data = (/** @type {number} */ n) => Float32Array.from({ length: n }, () => rand() * 2 - 1);

@@ -10,10 +10,10 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CUDA, DEVICE, PYTHON, pkg, native, numel, rand } from '../test/gpu/common.mjs';
+import { CUDA, DEVICE, PYTHON, perceptual, native, numel, rand } from '../test/gpu/common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const { PerceptualLoss, Tensor } = pkg;
+const { PerceptualLoss, Tensor } = perceptual;
 const args = process.argv.slice(2);
 const out = path.resolve(args[args.indexOf('--out') + 1] ?? 'gpu-out');
 fs.mkdirSync(out, { recursive: true });

@@ -1,5 +1,5 @@
 // PerceptualLoss: the typed API over the native loss.
-import { deviceInfo, native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTargetHandle, type NativeTensorHandle } from './binding';
+import { deviceInfo, native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTensorHandle } from './binding';
 import { PerceptualLossError } from './errors';
 import {
   nchwDims,

@@ -23,6 +23,7 @@ for (const dir of dirs) {
 }
 
 /** Depth-first search; a module met again on the current path closes a circle. */
+/** @type {string[][]} */
 const cycles = [];
 const done = new Set();
 function visit(/** @type {string} */ file, /** @type {string[]} */ trail) {

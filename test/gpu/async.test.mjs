@@ -2,9 +2,9 @@
 // steps compute.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CUDA, DEVICE, cudaMemory, pkg, host, native } from './common.mjs';
+import { CUDA, DEVICE, cudaMemory, perceptual, host, native } from './common.mjs';
 
-const { PerceptualLoss, Tensor } = pkg;
+const { PerceptualLoss, Tensor } = perceptual;
 const STEPS = 1000;
 
 async function run(options, shape) {

@@ -18,12 +18,12 @@ export const OUT = process.env.PL_SUITE_OUT ?? fs.mkdtempSync(path.join(os.tmpdi
 // The GPU machine's python3 has its CUDA PyTorch; here Debian's python3-torch is the reference.
 export const PYTHON = process.env.PL_PYTHON ?? (CUDA ? 'python3' : '/usr/bin/python3');
 
-export const pkg = require(path.join(packageDir, 'dist/index.js'));
+export const perceptual = require(path.join(packageDir, 'dist/index.js'));
 export const native = require(path.join(packageDir, 'dist/binding.js')).native();
 export const { resolveOptions } = require(path.join(packageDir, 'dist/options.js'));
 
 // The CPU dry run shares a small machine: libtorch's spinning OpenMP threads would only compete.
-if (!CUDA) pkg.setNumThreads(1);
+if (!CUDA) perceptual.setNumThreads(1);
 
 /** Fresh uniform values in [-1, 1): fast enough for 40M-element inputs, never all zeros. */
 export function rand(n, seed) {
@@ -86,7 +86,7 @@ export async function codeOfAsync(fn) {
  * answer holds the loss and the gradient (float32) computed by test/gpu/torch_ref.py.
  */
 export function torchReference(cases) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pkg-ref-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-ref-'));
   const spec = cases.map((c, i) => {
     const files = {};
     const write = (name, array) => {

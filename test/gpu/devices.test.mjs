@@ -2,9 +2,9 @@
 // (ERR_DEVICE, ERR_OUT_OF_MEMORY, ERR_NONFINITE) and the process and the loss keep working.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CUDA, DEVICE, codeOf, codeOfAsync, pkg, host, native } from './common.mjs';
+import { CUDA, DEVICE, codeOf, codeOfAsync, perceptual, host, native } from './common.mjs';
 
-const { PerceptualLoss, Tensor, runtime } = pkg;
+const { PerceptualLoss, Tensor, runtime } = perceptual;
 const SMALL = { inChannels: 3, arch: [8, 'M', 16], device: DEVICE };
 const shape = [2, 3, 16, 16];
 const pred = host(shape, 3);

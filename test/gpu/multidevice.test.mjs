@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Worker } from 'node:worker_threads';
-import { CUDA, pkg, packageDir } from './common.mjs';
+import { CUDA, perceptual, packageDir } from './common.mjs';
 
-const devices = pkg.runtime().devices.filter((d) => d.startsWith('cuda'));
+const devices = perceptual.runtime().devices.filter((d) => d.startsWith('cuda'));
 const workers = CUDA ? [...devices, ...(devices.length === 1 ? ['cuda:0'] : []), 'cpu'] : ['cpu', 'cpu'];
 
 const source = `
@@ -45,6 +45,6 @@ describe('one loss per device in worker threads', () => {
     const reference = results.at(-1).loss;
     for (const r of results) assert.ok(Math.abs(r.loss - reference) <= 1e-5 * reference, `${r.device}: ${r.loss} vs ${reference}`);
     // The main thread's copy of the package stays usable alongside.
-    assert.ok(new pkg.PerceptualLoss({ inChannels: 3 }).loss({ data: new Float32Array(3 * 16 * 16).fill(0.5), shape: [1, 3, 16, 16] }, { data: new Float32Array(3 * 16 * 16), shape: [1, 3, 16, 16] }) > 0);
+    assert.ok(new perceptual.PerceptualLoss({ inChannels: 3 }).loss({ data: new Float32Array(3 * 16 * 16).fill(0.5), shape: [1, 3, 16, 16] }, { data: new Float32Array(3 * 16 * 16), shape: [1, 3, 16, 16] }) > 0);
   });
 });

@@ -4,9 +4,9 @@
 // and on the gradient's norm of the difference). Figures go to $OUT/parity.json.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { CUDA, DEVICE, pkg, host, recordParity, relErr, resolveOptions, torchReference } from './common.mjs';
+import { CUDA, DEVICE, perceptual, host, recordParity, relErr, resolveOptions, torchReference } from './common.mjs';
 
-const { PerceptualLoss, Tensor } = pkg;
+const { PerceptualLoss, Tensor } = perceptual;
 const SHAPE = CUDA ? [4, 3, 64, 64] : [1, 3, 16, 16];
 const pred = host(SHAPE, 1);
 const target = host(SHAPE, 2);

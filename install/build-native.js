@@ -22,7 +22,7 @@ function buildNative(cmakeJsArgs = [], env = process.env) {
   const release = path.join(buildDir, 'Release');
   const record = path.join(release, 'libtorch.json');
   const { findLibtorch } = require('../dist/libtorch.js');
-  const chosen = findLibtorch(env).chosen;
+  const chosen = findLibtorch(env, { forBuild: true }).chosen;
   // CMake reads libtorch's paths and flags when it configures: another libtorch than last time
   // needs a fresh configure, not an incremental build.
   let previous;

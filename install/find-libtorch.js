@@ -26,7 +26,8 @@ try {
   process.exit(2);
 }
 
-const search = findLibtorch();
+// For a build: the bundled runtime (libraries only, no headers) is listed but cannot be chosen.
+const search = findLibtorch(process.env, { forBuild: true });
 const chosen = search.chosen;
 
 if (mode.json) {

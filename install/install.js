@@ -18,6 +18,7 @@ if (!fs.existsSync(path.join(root, 'dist', 'loader.js'))) {
 }
 
 const { planLoad, testLoad, libtorchError } = require('../dist/loader.js');
+const { findLibtorch } = require('../dist/libtorch.js');
 const forced = ['true', '1', ''].includes(process.env.npm_config_build_from_source ?? 'unset') ||
   process.argv.includes('--build-from-source');
 
@@ -39,7 +40,8 @@ const has = (/** @type {string} */ tool) => {
     return false;
   }
 };
-const chosen = plan.search.chosen;
+// A source build needs headers: the bundled runtime has none, so the build's own search decides.
+const chosen = findLibtorch(process.env, { forBuild: true }).chosen;
 const missing = [
   ...(chosen ? [] : ['libtorch']),
   ...(has('cmake') ? [] : ['cmake']),

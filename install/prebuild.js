@@ -63,7 +63,7 @@ function libcTag() {
 
 const built = new Map();
 for (const route of routes) {
-  const chosen = findLibtorch(route.env).chosen;
+  const chosen = findLibtorch(route.env, { forBuild: true }).chosen;
   if (!chosen || chosen.source !== route.source) continue;
   if (!chosen.flavour) {
     say(`skipping ${describeCandidate(chosen)} (via ${route.name}): its flavour is unknown`);

@@ -1,5 +1,6 @@
 // Finds libtorch, for the builds (CMake and node-gyp) and the loader alike, in one order:
-// $LIBTORCH, the `torch` package of the python3 on PATH, then the system's CMake config.
+// $LIBTORCH, the `torch` package of the python3 on PATH, the bundled runtime (the npm package
+// @generic-perceptual-loss/libtorch-linux-x64, libraries only), then the system's CMake config.
 // It also says what each libtorch is (version, device flavour, C++ ABI) and how code must be
 // compiled against it (the C++ standard): the one place that knows how libtorch versions differ
 // for the build.
@@ -8,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-export type LibtorchSource = 'LIBTORCH' | 'python' | 'system';
+export type LibtorchSource = 'LIBTORCH' | 'python' | 'bundled' | 'system';
 
 export interface LibtorchCandidate {
   source: LibtorchSource;
@@ -30,6 +31,16 @@ export interface LibtorchCandidate {
   cxxStandard?: number;
   /** The prebuild flavour, e.g. `torch2.14-cu130-cxx11`; absent when the version or CUDA version is unknown. */
   flavour?: string;
+  /** The bundled runtime only: its npm package, `name@version`. */
+  runtimePackage?: string;
+}
+
+export interface FindOptions {
+  /**
+   * For a source build: a libtorch without headers (the bundled runtime) cannot be built
+   * against, so it is listed but not usable.
+   */
+  forBuild?: boolean;
 }
 
 export interface LibtorchSearch {
@@ -307,6 +318,103 @@ function fromSystem(): LibtorchCandidate {
   });
 }
 
+/** The npm package that carries libtorch's CPU libraries for this platform (sharp's way). */
+export const RUNTIME_PACKAGE = '@generic-perceptual-loss/libtorch-linux-x64';
+/** The platform npm installs RUNTIME_PACKAGE on: its package.json's os, cpu and libc. */
+const RUNTIME_PLATFORM = { platform: 'linux', arch: 'x64', libc: 'glibc' };
+
+/** This package's folder (dist/.. once built, lib/.. under the tests). */
+const packageRoot = path.resolve(__dirname, '..');
+
+/** The runtime package's version that this package asks for (its optionalDependencies entry). */
+export function runtimePackageVersion(): string | undefined {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { optionalDependencies?: Record<string, string> };
+    return pkg.optionalDependencies?.[RUNTIME_PACKAGE];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The bundled runtime as a candidate, from the runtime package's package.json (its `libtorch`
+ * field says the version, device and C++ ABI) and the libraries in its lib/. It has no headers:
+ * prebuilds load against it, source builds cannot use it.
+ */
+export function bundledCandidate(manifestFile: string, options: FindOptions = {}): LibtorchCandidate {
+  const root = path.dirname(manifestFile);
+  const libraryDir = path.join(root, 'lib');
+  let pkg: { name?: string; version?: string; libtorch?: { version?: string; cuda?: boolean; cxx11Abi?: boolean } } = {};
+  try {
+    pkg = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as typeof pkg;
+  } catch {
+    // Described below as a package without its libraries.
+  }
+  const has = (lib: string) => fs.existsSync(path.join(libraryDir, `lib${lib}.so`));
+  const candidate: LibtorchCandidate = {
+    source: 'bundled',
+    location: root,
+    usable: false,
+    version: releaseOf(pkg.libtorch?.version ?? pkg.version),
+    includeDirs: [],
+    libraryDir,
+    libraries: ['c10', 'torch_cpu'],
+    cuda: pkg.libtorch?.cuda ?? false,
+    cxx11Abi: pkg.libtorch?.cxx11Abi ?? (has('c10') ? abiFromLibrary(path.join(libraryDir, 'libc10.so')) : undefined),
+    runtimePackage: `${pkg.name ?? RUNTIME_PACKAGE}@${pkg.version ?? '(no version)'}`,
+  };
+  if (!has('torch_cpu') || !has('c10')) {
+    candidate.problem = `${candidate.runtimePackage}: no libtorch_cpu.so / libc10.so in ${libraryDir}`;
+  } else if (options.forBuild) {
+    candidate.problem = `${candidate.runtimePackage} holds libraries only, no headers: a source build needs a libtorch with its headers (pip install torch, apt-get install libtorch-dev, or LIBTORCH)`;
+  } else {
+    candidate.usable = true;
+    candidate.cxxStandard = cxxStandardFor(path.join(root, 'include'), candidate.version);
+    candidate.flavour = flavourTag(candidate);
+  }
+  return candidate;
+}
+
+/** The runtime package as npm installed it beside this package (or not), resolved from here. */
+function fromBundled(options: FindOptions): LibtorchCandidate {
+  let manifest: string;
+  try {
+    // From this package's own folder, as Node resolves its dependencies (hoisted or nested).
+    manifest = require.resolve(`${RUNTIME_PACKAGE}/package.json`, { paths: [packageRoot] });
+  } catch {
+    return { source: 'bundled', location: RUNTIME_PACKAGE, usable: false, problem: runtimeMissing(), includeDirs: [], libraries: [], cuda: false };
+  }
+  return bundledCandidate(manifest, options);
+}
+
+/** Why there is no bundled runtime here, and what to do: the platform decides. */
+export function runtimeMissing(platform: string = process.platform, arch: string = process.arch, libc: string = libcFamily()): string {
+  const { platform: p, arch: a, libc: l } = RUNTIME_PLATFORM;
+  if (platform === p && arch === a && libc === l) {
+    return `not installed: npm installs it with this package unless optional dependencies are omitted (npm install ${RUNTIME_PACKAGE}@${runtimePackageVersion() ?? 'latest'})`;
+  }
+  return `none for ${platform}-${arch}${libc ? ` (${libc})` : ''}: the runtime package and the prebuilds are for ${p}-${a} with ${l}`;
+}
+
+/**
+ * The fix the ERR_LIBTORCH message offers for a missing runtime: install it where npm has it for
+ * this platform; elsewhere, a libtorch of one's own and a source build.
+ */
+export function runtimeAdvice(platform: string = process.platform, arch: string = process.arch, libc: string = libcFamily()): string {
+  const { platform: p, arch: a, libc: l } = RUNTIME_PLATFORM;
+  if (platform === p && arch === a && libc === l) {
+    return `npm install ${RUNTIME_PACKAGE}@${runtimePackageVersion() ?? 'latest'}   (libtorch 2.13 for the CPU, 117 MB; npm installs it with this package unless optional dependencies are omitted)`;
+  }
+  return `on ${platform}-${arch}${libc ? ` (${libc})` : ''}, with no bundled runtime or prebuild: pip install torch (or an unpacked libtorch and LIBTORCH=/path/to/libtorch), then the source build below`;
+}
+
+/** 'glibc' or 'musl' on Linux, as node-gyp-build and npm tell them apart; '' elsewhere. */
+export function libcFamily(): string {
+  if (process.platform !== 'linux') return '';
+  const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+  return report?.header?.glibcVersionRuntime ? 'glibc' : 'musl';
+}
+
 /**
  * The prebuild folder name for a libtorch: version (major.minor), device flavour (cpu or cuNNN)
  * and C++ ABI. Undefined when any of them is unknown: such a libtorch matches no prebuild.
@@ -318,11 +426,17 @@ export function flavourTag(c: Pick<LibtorchCandidate, 'version' | 'cuda' | 'cuda
   return `torch${major}.${minor}-${device}-${c.cxx11Abi ? 'cxx11' : 'precxx11'}`;
 }
 
-/** All candidates in order; the first usable one is chosen. */
-export function findLibtorch(env: NodeJS.ProcessEnv = process.env): LibtorchSearch {
+/**
+ * All candidates in order; the first usable one is chosen. The order: an explicit LIBTORCH; the
+ * user's own PyTorch (the libtorch their Python code uses, perhaps a CUDA one); the bundled
+ * runtime (pinned, tested with this version, and always matched by a prebuild); the system's
+ * (Debian's libtorch 1.13, often there for other reasons: skip the runtime to use it).
+ */
+export function findLibtorch(env: NodeJS.ProcessEnv = process.env, options: FindOptions = {}): LibtorchSearch {
   const candidates: LibtorchCandidate[] = [];
   if (env.LIBTORCH) candidates.push(fromFolder(path.resolve(env.LIBTORCH)));
   if (env.LIBTORCH_USE_PYTORCH !== '0') candidates.push(fromPython(env.LIBTORCH_PYTHON ?? 'python3', env));
+  candidates.push(fromBundled(options));
   candidates.push(fromSystem());
   // An explicit LIBTORCH is a decision: never fall back silently past it.
   const chosen = env.LIBTORCH ? (candidates[0].usable ? candidates[0] : undefined) : candidates.find((c) => c.usable);
@@ -333,5 +447,6 @@ export function describeCandidate(c: LibtorchCandidate): string {
   if (!c.usable) return `${c.source}: ${c.location}: ${c.problem}`;
   const abi = c.cxx11Abi === undefined ? 'unknown' : c.cxx11Abi ? 'cxx11' : 'pre-cxx11';
   const cuda = c.cuda ? `CUDA ${c.cudaVersion ?? '(version unknown)'}` : 'CPU only';
+  if (c.source === 'bundled') return `bundled: libtorch ${c.version ?? '(version unknown)'} at ${c.libraryDir}, ${cuda}, C++ ABI ${abi}, from ${c.runtimePackage} (libraries only)`;
   return `${c.source}: libtorch ${c.version ?? '(version unknown)'} at ${c.libraryDir}, ${cuda}, C++ ABI ${abi}, C++${c.cxxStandard}`;
 }

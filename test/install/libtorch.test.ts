@@ -1,4 +1,4 @@
-// libtorch discovery: $LIBTORCH, then python3's torch, then the system's CMake config.
+// libtorch discovery: $LIBTORCH, then python3's torch, the bundled runtime, then the system's CMake config.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -40,9 +40,9 @@ describe('libtorch discovery', () => {
     expect(chosen!.libraries).toEqual(['c10', 'torch_cpu']);
   });
 
-  it('looks at LIBTORCH first, then python3, then the system', () => {
+  it('looks at LIBTORCH first, then python3, then the bundled runtime, then the system', () => {
     const { candidates } = findLibtorch({ ...base, LIBTORCH: fakeLibtorchFolder() });
-    expect(candidates.map((c) => c.source)).toEqual(['LIBTORCH', 'python', 'system']);
+    expect(candidates.map((c) => c.source)).toEqual(['LIBTORCH', 'python', 'bundled', 'system']);
   });
 
   it('uses a libtorch folder given in LIBTORCH', () => {
@@ -60,7 +60,7 @@ describe('libtorch discovery', () => {
 
   it('skips python3 with LIBTORCH_USE_PYTORCH=0', () => {
     const { candidates } = findLibtorch({ ...base, LIBTORCH_USE_PYTORCH: '0' });
-    expect(candidates.map((c) => c.source)).toEqual(['system']);
+    expect(candidates.map((c) => c.source)).toEqual(['bundled', 'system']);
   });
 
   it("takes the torch package of python3 before the system (Debian's python3-torch links the system's files)", () => {

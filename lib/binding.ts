@@ -3,6 +3,7 @@
 import * as os from 'node:os';
 import { PerceptualLossError } from './errors';
 import { loadNative, type Loaded } from './loader';
+import { setWaitPolicy } from './openmp';
 import type { Device, Layout, NativeConfig } from './options';
 
 export interface NativeTensorHandle {
@@ -108,6 +109,8 @@ let loaded: (Loaded<NativeBinding> & { file: string }) | undefined;
 /** Loads the native addon once per process (and per worker thread). */
 export function loadBinding(): Loaded<NativeBinding> & { file: string } {
   if (loaded) return loaded;
+  // Before any libtorch library (and its OpenMP) is opened: OpenMP reads its settings as it loads.
+  setWaitPolicy();
   const result = loadNative<NativeBinding>();
   const { binding, choice } = result;
   binding.setErrorClass(PerceptualLossError);
@@ -126,7 +129,7 @@ export function native(): NativeBinding {
   return loadBinding().binding;
 }
 
-export type DeviceInfo = Pick<NativeRuntime, 'cudaDeviceCount' | 'cudaDevices'>;
+export type DeviceInfo = Pick<NativeRuntime, 'cudaDeviceCount' | 'cudaDevices' | 'cudaBuild'>;
 
 let devices: DeviceInfo | undefined;
 
@@ -136,8 +139,8 @@ let devices: DeviceInfo | undefined;
  */
 export function deviceInfo(): DeviceInfo {
   if (devices === undefined) {
-    const { cudaDeviceCount, cudaDevices } = native().runtimeInfo();
-    devices = { cudaDeviceCount, cudaDevices };
+    const { cudaDeviceCount, cudaDevices, cudaBuild } = native().runtimeInfo();
+    devices = { cudaDeviceCount, cudaDevices, cudaBuild };
   }
   return devices;
 }

@@ -1,8 +1,18 @@
 import { loadBinding } from './binding';
 
 export { PerceptualLossError, type ErrorCode } from './errors';
-export { PerceptualLoss, PreparedTarget, type CallOptions, type Feature, type LossAndGrad, type LossTerm, type SegmentationOptions } from './loss';
-export type { HostTensor, LabelsLike, ResultFor, TensorLike } from './input';
+export {
+  PerceptualLoss,
+  PreparedTarget,
+  type CallOptions,
+  type Feature,
+  type LossAndGrad,
+  type LossCallOptions,
+  type LossTerm,
+  type LossValue,
+  type SegmentationOptions,
+} from './loss';
+export type { HostTensor, LabelsLike, PerSampleFor, ResultFor, TensorLike } from './input';
 export type {
   ArchName,
   ArchSpec,
@@ -18,6 +28,7 @@ export type {
   Reduction,
   ResolvedOptions,
 } from './options';
+export type { OpenMPInfo } from './openmp';
 export { runtime, setNumThreads, type RuntimeInfo } from './runtime';
 export {
   denseLoss,
@@ -32,7 +43,7 @@ export {
   type SegmentationLossOptions,
   type TaskLossOptions,
 } from './tasks';
-export { Tensor, type TensorData, type TensorOptions } from './tensor';
+export { Tensor, type DtypeOf, type TensorArrayTypes, type TensorData, type TensorDtype, type TensorOptions } from './tensor';
 
 // Fail at require time, with the whole story, rather than at the first call.
 loadBinding();

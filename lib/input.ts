@@ -1,7 +1,7 @@
 // Reads the tensor-like arguments (images, labels, masks) and checks them against the network
 // before they reach native code.
 import type { NativeTargetHandle, NativeTensorHandle } from './binding';
-import { PerceptualLossError, show } from './errors';
+import { PerceptualLossError, show, withArticle } from './errors';
 import type { Layout } from './options';
 import { Tensor } from './tensor';
 import { elementCount, hostTensor } from './validate';
@@ -17,12 +17,25 @@ export interface HostTensor<A extends Float32Array | Float64Array = Float32Array
 
 export type TensorLike = Tensor | HostTensor;
 
-/** What a result derived from an input P is: a Tensor for a Tensor, else P's array type. */
-export type ResultFor<P> = P extends Tensor ? Tensor : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
+/** The host array of a float dtype. */
+type FloatArrayOf<D> = D extends 'float64' ? Float64Array : D extends 'float32' ? Float32Array : never;
+
+/**
+ * What a result derived from an input P is (the gradient, the features): a Tensor of P's dtype on
+ * P's device for a Tensor, else P's array type.
+ */
+export type ResultFor<P> = P extends Tensor<infer D> ? Tensor<D> : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
+
+/**
+ * The per-sample losses of reduction 'none' for an input P: always a host array, P's array type
+ * for a host value, the array of its dtype for a Tensor.
+ */
+export type PerSampleFor<P> = P extends Tensor<infer D> ? FloatArrayOf<D> : P extends HostTensor<infer A> ? A : Float32Array | Float64Array;
 
 /** Integer class ids [N, H, W]: a host value or an int32 / uint8 Tensor. */
 export type LabelsLike = Tensor | { data: Int32Array | Uint8Array; shape: readonly number[] };
 
+/** @internal */
 export interface Operand {
   value: Float32Array | Float64Array | Int32Array | Uint8Array | NativeTensorHandle | NativeTargetHandle;
   shape: number[];
@@ -42,17 +55,20 @@ export type MaskLike =
   | { data: Uint8Array | Float32Array | Float64Array; shape: readonly number[] }
   | Tensor;
 
-/** A mask as native code takes it: its data, shaped to broadcast over pred in the call's layout. */
+/** @internal A mask as native code takes it: its data, shaped to broadcast over pred in the call's layout. */
 export interface MaskOperand {
   value: Uint8Array | Float32Array | Float64Array | NativeTensorHandle;
   shape: number[];
 }
 
+/** @internal */
 export interface ImageCheck {
   layout: Layout;
   inChannels: number;
   minSize: number;
   device: string;
+  /** The taps in use that an input whose smaller side is `size` reaches (for the message of a too-small input). */
+  tapsWithin?: (size: number) => string[];
 }
 
 function host(x: unknown, role: string, types: Array<new (n: number) => ArrayBufferView>): Operand {
@@ -75,23 +91,63 @@ function checkTensor(x: Tensor, role: string, device: string, dtypes: readonly s
     );
   }
   if (!dtypes.includes(handle.dtype)) {
-    throw new PerceptualLossError('ERR_DTYPE', `${role} is a ${handle.dtype} Tensor; expected ${dtypes.join(' or ')}.`);
+    throw new PerceptualLossError('ERR_DTYPE', `${role} is ${withArticle(handle.dtype)} Tensor; expected ${dtypes.join(' or ')}.`);
   }
   return { value: handle, shape: handle.shape, tensor: true };
 }
 
-/** [N, C, H, W] in the call's layout, checked against inChannels and the deepest tap. */
+const channels = (n: number) => `${n} channel${n === 1 ? '' : 's'}`;
+
+/**
+ * Where a 3-D shape is one image without its batch axis: the shape to pass, and for pixels as
+ * image decoders give them ([H, W, C]) the layout.
+ */
+function batchHint(dims: readonly number[], check: ImageCheck): string {
+  if (dims.length !== 3) return '';
+  const hint = ` For one image, add the batch axis: shape ${show([1, ...dims])}.`;
+  if (check.layout === 'nchw' && dims[0] !== check.inChannels && dims[2] === check.inChannels) {
+    return `${hint} Pixels as image decoders give them (sharp's raw output, a canvas's getImageData) are [H, W, C]: pass [1, H, W, C] with layout: 'nhwc'.`;
+  }
+  return hint;
+}
+
+/** Where the channel count sits on the other axis: the layout the data has; RGBA for RGB. */
+function channelHint(dims: readonly number[], c: number, check: ImageCheck): string {
+  const { layout, inChannels } = check;
+  const second = dims[1];
+  const last = dims[3];
+  const rgba = inChannels === 3 && ' RGBA pixels (a canvas\'s getImageData, sharp with an alpha channel) need their alpha dropped (sharp: .removeAlpha()).';
+  if (layout === 'nchw' && second !== inChannels && (last === inChannels || (rgba && last === 4))) {
+    return (
+      ` The last axis has ${last}: for data laid out [N, H, W, C] (TensorFlow.js tensors, pixels as sharp or a canvas decode them)` +
+      ` pass layout: 'nhwc', to the constructor or to this call.${last === 4 && rgba ? rgba : ''}`
+    );
+  }
+  if (layout === 'nhwc' && last !== inChannels && second === inChannels) {
+    return ` The second axis has ${inChannels}: for data laid out [N, C, H, W] pass layout: 'nchw'.`;
+  }
+  return c === 4 && rgba ? rgba : '';
+}
+
+/** Where an input is too small for the deepest tap: the taps that fit, or a network with fewer pools. */
+function sizeHint(h: number, w: number, check: ImageCheck): string {
+  const taps = check.tapsWithin?.(Math.min(h, w)) ?? [];
+  const shallower = taps.length > 0 ? `shallower taps (at ${h}x${w}: layers: [${taps.map((t) => `'${t}'`).join(', ')}], ${taps[taps.length - 1]} the deepest that fits), ` : '';
+  return ` Use ${shallower}an arch with fewer pools (each 'M' halves H and W), or a larger input.`;
+}
+
+/** @internal [N, C, H, W] in the call's layout, checked against inChannels and the deepest tap. */
 export function readImage(x: unknown, role: string, check: ImageCheck): Operand {
   const operand =
     x instanceof Tensor
-      ? checkTensor(x, role, check.device, ['float32', 'float64'])
+      ? checkTensor(x as Tensor, role, check.device, ['float32', 'float64'])
       : host(x, role, [Float32Array, Float64Array]);
   const dims = operand.shape;
   const order = check.layout === 'nhwc' ? '[N, H, W, C]' : '[N, C, H, W]';
   if (dims.length !== 4) {
     throw new PerceptualLossError(
       'ERR_SHAPE',
-      `${role} must be 4-D ${order} (layout '${check.layout}'); got shape ${show(dims)}.`,
+      `${role} must be 4-D ${order} (layout '${check.layout}'); got shape ${show(dims)}.${batchHint(dims, check)}`,
     );
   }
   const [n, c, h, w] = nchwDims(dims, check.layout);
@@ -101,13 +157,13 @@ export function readImage(x: unknown, role: string, check: ImageCheck): Operand 
   if (c !== check.inChannels) {
     throw new PerceptualLossError(
       'ERR_SHAPE',
-      `${role} has ${c} channels (shape ${show(dims)}, ${order}) but the loss was built with inChannels: ${check.inChannels}.`,
+      `${role} has ${channels(c)} (shape ${show(dims)}, ${order}) but the loss was built with inChannels: ${check.inChannels}.${channelHint(dims, c, check)}`,
     );
   }
   if (h < check.minSize || w < check.minSize) {
     throw new PerceptualLossError(
       'ERR_SHAPE',
-      `${role} is ${h}x${w} but the deepest tap needs H and W of at least ${check.minSize} (minimum size ${check.minSize}x${check.minSize}).`,
+      `${role} is ${h}x${w} but the deepest tap needs H and W of at least ${check.minSize} (minimum size ${check.minSize}x${check.minSize}).${sizeHint(h, w, check)}`,
     );
   }
   return operand;
@@ -119,11 +175,11 @@ export function sameShape(a: readonly number[], b: readonly number[], what: stri
   }
 }
 
-/** Labels [N, H, W] matching the logits' N, H and W. */
+/** @internal Labels [N, H, W] matching the logits' N, H and W. */
 export function readLabels(x: unknown, logits: Operand, check: ImageCheck): Operand {
   const operand =
     x instanceof Tensor
-      ? checkTensor(x, 'labels', check.device, ['int32', 'uint8'])
+      ? checkTensor(x as Tensor, 'labels', check.device, ['int32', 'uint8'])
       : host(x, 'labels', [Int32Array, Uint8Array]);
   const [n, , h, w] = nchwDims(logits.shape, check.layout);
   sameShape(operand.shape, [n, h, w], 'labels must be [N, H, W] of the logits');
@@ -133,7 +189,7 @@ export function readLabels(x: unknown, logits: Operand, check: ImageCheck): Oper
 const MASK_ARRAYS = [Uint8Array, Float32Array, Float64Array];
 const MASK_DTYPES = ['uint8', 'float32', 'float64'];
 
-/** A mask for pred of `shape`: one value per pixel or per element, shaped to broadcast over pred. */
+/** @internal A mask for pred of `shape`: one value per pixel or per element, shaped to broadcast over pred. */
 export function readMask(mask: MaskLike, shape: readonly number[], layout: Layout, device: string): MaskOperand {
   let value: MaskOperand['value'];
   let given: number[] | undefined;

@@ -12,16 +12,27 @@ import {
   type MaskLike,
   type MaskOperand,
   type Operand,
+  type PerSampleFor,
   type ResultFor,
   type TensorLike,
 } from './input';
 import { checkFits, hostMemoryBytes } from './memory';
-import { stateDictLayout } from './network';
-import { resolveLayout, resolveOptions, validateSeed, type Layout, type PerceptualLossOptions, type Resolved, type ResolvedOptions } from './options';
+import { stateDictLayout, tapsWithin } from './network';
+import {
+  resolveLayout,
+  resolveOptions,
+  validateSeed,
+  type Layout,
+  type PerceptualLossOptions,
+  type Reduction,
+  type Resolved,
+  type ResolvedOptions,
+} from './options';
 import { readLossFile, saveLoss, type LoadedFile } from './persistence';
 import { PreparedTarget, targetOf } from './prepared-target';
 import { Tensor } from './tensor';
 import { checkIgnoreIndex, checkOptionalObject } from './validate';
+import './disposable';
 
 export type { MaskLike } from './input';
 export { PreparedTarget } from './prepared-target';
@@ -52,9 +63,16 @@ export interface LossTerm {
   style: number;
 }
 
-export interface LossAndGrad<G> {
+/**
+ * The loss of a call with input P under reduction R: a number for 'mean' and 'sum', one value per
+ * sample for 'none' (a host array of pred's type; see `PerSampleFor`). With R unknown (the
+ * `Reduction` union), either.
+ */
+export type LossValue<R extends Reduction = Reduction, P = TensorLike> = R extends 'none' ? PerSampleFor<P> : number;
+
+export interface LossAndGrad<G, L = number | Float32Array | Float64Array> {
   /** A number, or one value per sample (an array of pred's type) with reduction 'none'. */
-  loss: number | Float32Array | Float64Array;
+  loss: L;
   /** d loss / d pred, in pred's shape and layout. */
   grad: G;
   /** Per-tap contributions (summed over samples with reduction 'none'). */
@@ -80,13 +98,19 @@ function cpuBfloat16Missing(): string {
   return bfloat16Missing;
 }
 
-export class PerceptualLoss implements Disposable {
+/**
+ * The perceptual loss. `R`, its reduction, types the loss values: a `number` for 'mean' (the
+ * default) and 'sum', per-sample arrays for 'none'. It is read from the options given to the
+ * constructor; a variable that may hold a loss of any reduction is a `PerceptualLoss<Reduction>`.
+ */
+export class PerceptualLoss<R extends Reduction = 'mean' | 'sum'> {
   readonly #resolved: Resolved;
   #native: NativeLossHandle | undefined;
 
-  constructor(options: PerceptualLossOptions) {
+  constructor(options: PerceptualLossOptions & { reduction?: R }) {
     const loaded = fromFile.get(options);
-    this.#resolved = loaded?.resolved ?? resolveOptions(options, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
+    const { cudaDeviceCount, cudaBuild } = deviceInfo();
+    this.#resolved = loaded?.resolved ?? resolveOptions(options, cudaDeviceCount, cpuBfloat16Missing(), cudaBuild);
     const binding = native();
     this.#native = new binding.NativeLoss(this.#resolved.native, loaded?.weights);
   }
@@ -96,17 +120,18 @@ export class PerceptualLoss implements Disposable {
     return structuredClone(this.#resolved.options);
   }
 
-  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: LossCallOptions): number | Float32Array | Float64Array {
+  /** The loss: a number, or one value per sample for reduction 'none'. */
+  loss<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: LossCallOptions): LossValue<R, P> {
     const [p, t, layout, m] = this.#pair(pred, target, call);
-    return this.#handle().loss(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape);
+    return this.#handle().loss(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape) as LossValue<R, P>;
   }
 
-  async lossAsync(pred: TensorLike, target: TensorLike | PreparedTarget, call?: LossCallOptions): Promise<number | Float32Array | Float64Array> {
+  async lossAsync<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: LossCallOptions): Promise<LossValue<R, P>> {
     const [p, t, layout, m] = this.#pair(pred, target, call);
-    return this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape);
+    return (await this.#handle().lossAsync(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape)) as LossValue<R, P>;
   }
 
-  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: LossCallOptions): LossAndGrad<ResultFor<P>> {
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: LossCallOptions): LossAndGrad<ResultFor<P>, LossValue<R, P>> {
     const [p, t, layout, m] = this.#pair(pred, target, call);
     return this.#result(this.#handle().lossAndGrad(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape));
   }
@@ -115,7 +140,7 @@ export class PerceptualLoss implements Disposable {
     pred: P,
     target: TensorLike | PreparedTarget,
     call?: LossCallOptions,
-  ): Promise<LossAndGrad<ResultFor<P>>> {
+  ): Promise<LossAndGrad<ResultFor<P>, LossValue<R, P>>> {
     const [p, t, layout, m] = this.#pair(pred, target, call);
     return this.#result(await this.#handle().lossAndGradAsync(p.value, p.shape, t.value, t.shape, layout, m?.value, m?.shape));
   }
@@ -128,7 +153,7 @@ export class PerceptualLoss implements Disposable {
     logits: P,
     labels: LabelsLike,
     options?: SegmentationOptions,
-  ): LossAndGrad<ResultFor<P>> {
+  ): LossAndGrad<ResultFor<P>, LossValue<R, P>> {
     const [l, y, ignoreIndex, layout] = this.#segmentationArgs(logits, labels, options);
     return this.#result(this.#handle().lossAndGradSegmentation(l.value, l.shape, y.value, y.shape, ignoreIndex, layout));
   }
@@ -137,7 +162,7 @@ export class PerceptualLoss implements Disposable {
     logits: P,
     labels: LabelsLike,
     options?: SegmentationOptions,
-  ): Promise<LossAndGrad<ResultFor<P>>> {
+  ): Promise<LossAndGrad<ResultFor<P>, LossValue<R, P>>> {
     const [l, y, ignoreIndex, layout] = this.#segmentationArgs(logits, labels, options);
     const handle = this.#handle();
     return this.#result(await handle.lossAndGradSegmentationAsync(l.value, l.shape, y.value, y.shape, ignoreIndex, layout));
@@ -175,11 +200,14 @@ export class PerceptualLoss implements Disposable {
   /**
    * Loads a file written by save() (or any safetensors file with the right names and shapes).
    * `options` override the ones stored in the file; `inChannels` is needed when the file has none.
+   * The reduction is the file's unless `options` give one, so the loss is typed
+   * `PerceptualLoss<Reduction>` unless they do.
    */
-  static load(source: string | URL, options: Partial<PerceptualLossOptions> = {}): PerceptualLoss {
-    const loaded = readLossFile(source, options, deviceInfo().cudaDeviceCount, cpuBfloat16Missing());
+  static load<R extends Reduction = Reduction>(source: string | URL, options: Partial<PerceptualLossOptions> & { reduction?: R } = {}): PerceptualLoss<R> {
+    const { cudaDeviceCount, cudaBuild } = deviceInfo();
+    const loaded = readLossFile(source, options, cudaDeviceCount, cpuBfloat16Missing(), cudaBuild);
     fromFile.set(loaded.merged, loaded);
-    return new PerceptualLoss(loaded.merged);
+    return new PerceptualLoss(loaded.merged) as PerceptualLoss<R>;
   }
 
   /** Draws the weights again from `seed`, as the constructor does. */
@@ -206,7 +234,8 @@ export class PerceptualLoss implements Disposable {
 
   #check(layout: Layout): ImageCheck {
     const { inChannels, device } = this.#resolved.options;
-    return { layout, inChannels, device, minSize: this.#resolved.minSize };
+    const { modules, options } = this.#resolved;
+    return { layout, inChannels, device, minSize: this.#resolved.minSize, tapsWithin: (size) => tapsWithin(modules, options.layers, size) };
   }
 
   #layout(call: CallOptions | undefined): Layout {
@@ -265,14 +294,14 @@ export class PerceptualLoss implements Disposable {
     return [l, y, ignored, layout];
   }
 
-  #result<G>(raw: NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>): LossAndGrad<G> {
+  #result<G, L>(raw: NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>): LossAndGrad<G, L> {
     const terms = this.#resolved.options.layers.map((name, i) => ({
       name,
       feature: raw.terms[2 * i],
       style: raw.terms[2 * i + 1],
     }));
     const grad = ArrayBuffer.isView(raw.grad) ? raw.grad : Tensor.wrap(raw.grad);
-    return { loss: raw.loss, grad: grad as G, terms };
+    return { loss: raw.loss as L, grad: grad as G, terms };
   }
 
   #features<T>(raw: NativeFeature[]): Feature<T>[] {

@@ -65,3 +65,15 @@ export function defaultLayers(modules: readonly ModuleInfo[]): string[] {
   });
   return layers;
 }
+
+/**
+ * The taps of `layers` that an input whose smaller side is `size` reaches (each pool before a tap
+ * halves H and W); where none does, the deepest ReLU it reaches.
+ */
+export function tapsWithin(modules: readonly ModuleInfo[], layers: readonly string[], size: number): string[] {
+  const fits = (m: ModuleInfo | undefined) => m !== undefined && 2 ** m.poolsSoFar <= size;
+  const kept = layers.filter((name) => fits(modules.find((m) => m.name === name)));
+  if (kept.length > 0) return kept;
+  const relus = modules.filter((m) => m.kind === 'relu' && fits(m));
+  return relus.length > 0 ? [relus[relus.length - 1].name] : [];
+}

@@ -200,7 +200,29 @@ function resolveInit(value: unknown): InitScheme {
   return invalidOption('init', value, `${oneOf(INIT_NAMES)} or { normal: std } with std > 0`);
 }
 
-export function resolveDevice(value: unknown, cudaDevices: number): Device {
+/**
+ * Why a CUDA device cannot be had, and the fix: `cudaBuild` says whether the loaded libtorch is a
+ * CUDA build (undefined: not known).
+ */
+function noCudaDevice(cudaBuild: boolean | undefined): string {
+  const instead = "or use device: 'cpu' or 'auto'";
+  if (cudaBuild === false) {
+    return (
+      'the loaded libtorch is a CPU-only build (see runtime().libtorch, or npx generic-perceptual-loss doctor). For a GPU, ' +
+      'install a CUDA build of PyTorch, for example pip install torch --index-url https://download.pytorch.org/whl/cu130, so that ' +
+      `python3's torch is found, or point LIBTORCH at a CUDA libtorch folder; ${instead}.`
+    );
+  }
+  if (cudaBuild === true) {
+    return (
+      'the loaded libtorch is a CUDA build but sees no CUDA device: check the NVIDIA driver (nvidia-smi) and ' +
+      `CUDA_VISIBLE_DEVICES (an empty value or a wrong index hides every GPU); ${instead}.`
+    );
+  }
+  return `the loaded libtorch sees no CUDA device; use device: 'cpu' or 'auto'.`;
+}
+
+export function resolveDevice(value: unknown, cudaDevices: number, cudaBuild?: boolean): Device {
   const spec = value === undefined ? 'auto' : value;
   const allowed = `'auto' | 'cpu' | 'cuda' | 'cuda:N'`;
   if (typeof spec !== 'string') invalidOption('device', spec, allowed);
@@ -210,10 +232,7 @@ export function resolveDevice(value: unknown, cudaDevices: number): Device {
   if (!match) invalidOption('device', spec, allowed);
   const index = match[1] === undefined ? 0 : Number(match[1]);
   if (cudaDevices === 0) {
-    throw new PerceptualLossError(
-      'ERR_DEVICE',
-      `Device ${show(spec)} was requested, but the loaded libtorch sees no CUDA device; use device: 'cpu' or 'auto'.`,
-    );
+    throw new PerceptualLossError('ERR_DEVICE', `Device ${show(spec)} was requested, but ${noCudaDevice(cudaBuild)}`);
   }
   if (index >= cudaDevices) {
     throw new PerceptualLossError(
@@ -290,10 +309,12 @@ export interface Resolved {
 }
 
 /**
+ * `cudaBuild`: whether the loaded libtorch is a CUDA build, for the message of a CUDA device it
+ * cannot reach (left out: not said).
  * `cpuBfloat16Missing`: what this CPU (and libtorch) lacks for bfloat16, '' where it has it; the
  * native core reads it with cpuid at run time.
  */
-export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16Missing = 'a check of the CPU (not made)'): Resolved {
+export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16Missing = 'a check of the CPU (not made)', cudaBuild?: boolean): Resolved {
   checkObject(input, 'Options', '{ inChannels: 3 }');
   const raw = input as Record<string, unknown>;
   for (const key of Object.keys(raw)) {
@@ -315,7 +336,7 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
   const init = resolveInit(raw.init);
   const seed = raw.seed === undefined ? 0 : validateSeed(raw.seed);
   const pool = pick('pool', raw.pool, POOLS, 'max');
-  const device = resolveDevice(raw.device, cudaDevices);
+  const device = resolveDevice(raw.device, cudaDevices, cudaBuild);
   const dtype = pick('dtype', raw.dtype, DTYPES, 'float32');
   if (dtype === 'float16' && device === 'cpu') {
     throw new PerceptualLossError(

@@ -35,13 +35,14 @@ export function saveLoss(
 
 /**
  * Reads a file written by save() (or any safetensors file with the right names and shapes).
- * `options` override the stored ones; `cudaDevices` and `cpuBfloat16Missing` as resolveOptions takes them.
+ * `options` override the stored ones; `cudaDevices`, `cpuBfloat16Missing` and `cudaBuild` as resolveOptions takes them.
  */
 export function readLossFile(
   source: string | URL,
   options: Partial<PerceptualLossOptions>,
   cudaDevices: number,
   cpuBfloat16Missing: string,
+  cudaBuild?: boolean,
 ): LoadedFile {
   const file = filePath(source, 'PerceptualLoss.load');
   checkObject(options, 'PerceptualLoss.load options');
@@ -71,7 +72,7 @@ export function readLossFile(
   const merged = { ...stored, ...options } as PerceptualLossOptions;
   let resolved: Resolved;
   try {
-    resolved = resolveOptions(merged, cudaDevices, cpuBfloat16Missing);
+    resolved = resolveOptions(merged, cudaDevices, cpuBfloat16Missing, cudaBuild);
   } catch (error) {
     // An invalid option that came from the file makes a bad file; the caller's own stay ERR_OPTIONS.
     const option = optionOf(error);

@@ -2,9 +2,11 @@
 import type { NativeTargetHandle } from './binding';
 import { PerceptualLossError } from './errors';
 import type { Layout } from './options';
+import './disposable';
 
 const targets = new WeakMap<PreparedTarget, { handle: NativeTargetHandle; owner: object }>();
 
+/** @internal */
 export function targetOf(target: PreparedTarget): { handle: NativeTargetHandle; owner: object } {
   const entry = targets.get(target);
   if (!entry) throw new PerceptualLossError('ERR_FOREIGN_OBJECT', 'not a prepared target of this package (make one with loss.prepareTarget()).');
@@ -12,7 +14,7 @@ export function targetOf(target: PreparedTarget): { handle: NativeTargetHandle; 
 }
 
 /** A target whose features were computed once; pass it as `target` again and again. */
-export class PreparedTarget implements Disposable {
+export class PreparedTarget {
   /** @internal */
   constructor(
     handle: NativeTargetHandle,

@@ -47,6 +47,24 @@ function bad(file: string, why: string): never {
   throw new PerceptualLossError('ERR_FILE', `${file} is not a valid safetensors file: ${why}.`);
 }
 
+/** What a file that is plainly another format is, by its first bytes, with the way to safetensors. */
+function formatOf(bytes: Buffer): string {
+  const convert = 'write the weights with safetensors.torch.save_file(model.state_dict(), path)';
+  if (bytes.subarray(0, 4).equals(Buffer.from('PK\x03\x04', 'latin1'))) {
+    return ` (it is a zip archive, as torch.save and torch.jit.save write: ${convert})`;
+  }
+  if (bytes[0] === 0x80 && bytes[1] >= 2 && bytes[1] <= 5) return ` (it is a Python pickle, as torch.save writes: ${convert})`;
+  return '';
+}
+
+/** A file whose first 8 bytes cannot be a safetensors header length: another format. */
+function notSafetensors(file: string, bytes: Buffer, why: string): never {
+  throw new PerceptualLossError(
+    'ERR_FILE',
+    `${file} is not a safetensors file${formatOf(bytes)}: ${why}. A safetensors file starts with an 8-byte little-endian header length and that many bytes of JSON.`,
+  );
+}
+
 export function readSafetensors(file: string): SafetensorsFile {
   let bytes: Buffer;
   try {
@@ -56,8 +74,11 @@ export function readSafetensors(file: string): SafetensorsFile {
   }
   if (bytes.length < 8) bad(file, `it is ${bytes.length} bytes long, shorter than the 8-byte header length`);
   const headerLength = bytes.readBigUInt64LE(0);
-  if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - 8))) {
-    bad(file, `the header length ${headerLength} exceeds the file (${bytes.length} bytes) or ${MAX_HEADER_BYTES} bytes`);
+  if (headerLength > BigInt(bytes.length - 8)) {
+    notSafetensors(file, bytes, `the header length ${headerLength} read from its first 8 bytes exceeds the file (${bytes.length} bytes)`);
+  }
+  if (headerLength > BigInt(MAX_HEADER_BYTES)) {
+    bad(file, `the header length ${headerLength} exceeds ${MAX_HEADER_BYTES} bytes`);
   }
   const dataStart = 8 + Number(headerLength);
   let header: unknown;

@@ -3,9 +3,19 @@
 // right `inChannels` and computes { loss, grad } with respect to the prediction.
 import { PerceptualLossError } from './errors';
 import type { LabelsLike, ResultFor, TensorLike } from './input';
-import { PerceptualLoss, PreparedTarget, type CallOptions, type LossAndGrad, type LossCallOptions, type MaskLike, type SegmentationOptions } from './loss';
-import type { PerceptualLossOptions } from './options';
+import {
+  PerceptualLoss,
+  PreparedTarget,
+  type CallOptions,
+  type LossAndGrad,
+  type LossCallOptions,
+  type LossValue,
+  type MaskLike,
+  type SegmentationOptions,
+} from './loss';
+import type { PerceptualLossOptions, Reduction } from './options';
 import { checkIgnoreIndex, checkObject, checkOptionalObject, positiveInteger } from './validate';
+import './disposable';
 
 /** The perceptual loss options, less `inChannels`, which the task fixes. */
 export type TaskLossOptions = Omit<PerceptualLossOptions, 'inChannels'>;
@@ -31,13 +41,13 @@ export interface SegmentationLossOptions extends TaskLossOptions {
  * Segmentation: pred = softmax(logits) over channels, target = one_hot(labels), both zeroed where
  * labels == ignoreIndex; the gradient is with respect to the logits.
  */
-export class SegmentationLoss implements Disposable {
+export class SegmentationLoss<R extends Reduction = 'mean' | 'sum'> {
   readonly classes: number;
   readonly ignoreIndex: number;
 
   constructor(
     /** The underlying loss (inChannels = classes), for its other methods and options. */
-    readonly perceptual: PerceptualLoss,
+    readonly perceptual: PerceptualLoss<R>,
     ignoreIndex: number,
   ) {
     this.classes = perceptual.options.inChannels;
@@ -45,12 +55,12 @@ export class SegmentationLoss implements Disposable {
   }
 
   /** logits [N, classes, H, W] (or NHWC with `layout: 'nhwc'`) and integer labels [N, H, W]. */
-  lossAndGrad<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): LossAndGrad<ResultFor<P>> {
+  lossAndGrad<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): LossAndGrad<ResultFor<P>, LossValue<R, P>> {
     return this.perceptual.lossAndGradSegmentation(logits, labels, withIgnoreIndex(call, this.ignoreIndex));
   }
 
   /** The same, off the JavaScript thread. */
-  async lossAndGradAsync<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): Promise<LossAndGrad<ResultFor<P>>> {
+  async lossAndGradAsync<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): Promise<LossAndGrad<ResultFor<P>, LossValue<R, P>>> {
     return this.perceptual.lossAndGradSegmentationAsync(logits, labels, withIgnoreIndex(call, this.ignoreIndex));
   }
 
@@ -76,12 +86,12 @@ function withIgnoreIndex(call: CallOptions | undefined, ignoreIndex: number): Se
  * const { loss, grad } = seg.lossAndGrad(logits, labels); // grad: d loss / d logits
  * ```
  */
-export function segmentationLoss(options: SegmentationLossOptions): SegmentationLoss {
+export function segmentationLoss<R extends Reduction = 'mean' | 'sum'>(options: SegmentationLossOptions & { reduction?: R }): SegmentationLoss<R> {
   checkTaskOptions(options, 'segmentationLoss');
   const { classes, ignoreIndex, ...rest } = options;
   positiveInteger('classes', classes);
   const ignored = checkIgnoreIndex(ignoreIndex);
-  return new SegmentationLoss(new PerceptualLoss({ ...rest, inChannels: classes }), ignored);
+  return new SegmentationLoss(new PerceptualLoss<R>({ ...rest, inChannels: classes }), ignored);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -106,23 +116,23 @@ type FloatArray = Float32Array | Float64Array;
  * loss(mask * pred, mask * target). pred, target and the mask may be host arrays or Tensors; the
  * masking runs on the loss's device.
  */
-export class DenseLoss implements Disposable {
+export class DenseLoss<R extends Reduction = 'mean' | 'sum'> {
   readonly channels: number;
 
   constructor(
     /** The underlying loss (inChannels = channels), for its other methods and options. */
-    readonly perceptual: PerceptualLoss,
+    readonly perceptual: PerceptualLoss<R>,
   ) {
     this.channels = perceptual.options.inChannels;
   }
 
   /** The loss alone. */
-  loss(pred: TensorLike, target: TensorLike | PreparedTarget, call?: DenseCallOptions): number | FloatArray {
+  loss<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: DenseCallOptions): LossValue<R, P> {
     return this.perceptual.loss(pred, target, checkCall(call));
   }
 
   /** The loss and d loss / d pred (zero where the mask is 0). */
-  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: DenseCallOptions): LossAndGrad<ResultFor<P>> {
+  lossAndGrad<P extends TensorLike>(pred: P, target: TensorLike | PreparedTarget, call?: DenseCallOptions): LossAndGrad<ResultFor<P>, LossValue<R, P>> {
     return this.perceptual.lossAndGrad(pred, target, checkCall(call));
   }
 
@@ -131,7 +141,7 @@ export class DenseLoss implements Disposable {
     pred: P,
     target: TensorLike | PreparedTarget,
     call?: DenseCallOptions,
-  ): Promise<LossAndGrad<ResultFor<P>>> {
+  ): Promise<LossAndGrad<ResultFor<P>, LossValue<R, P>>> {
     return (await this.perceptual.lossAndGradAsync(pred, target, checkCall(call)));
   }
 
@@ -157,11 +167,11 @@ function checkCall(call: DenseCallOptions | undefined): DenseCallOptions | undef
  * const { loss, grad } = normals.lossAndGrad(pred, target, { mask }); // mask: [N, H, W]
  * ```
  */
-export function denseLoss(options: DenseLossOptions): DenseLoss {
+export function denseLoss<R extends Reduction = 'mean' | 'sum'>(options: DenseLossOptions & { reduction?: R }): DenseLoss<R> {
   checkTaskOptions(options, 'denseLoss');
   const { channels, ...rest } = options;
   positiveInteger('channels', channels);
-  return new DenseLoss(new PerceptualLoss({ ...rest, inChannels: channels }));
+  return new DenseLoss(new PerceptualLoss<R>({ ...rest, inChannels: channels }));
 }
 
 /**
@@ -173,16 +183,17 @@ export function denseLoss(options: DenseLossOptions): DenseLoss {
  * const { loss, grad } = depth.lossAndGrad(pred, target, { mask: depthValidMask(target) });
  * ```
  */
-export function depthLoss(options: TaskLossOptions = {}): DenseLoss {
+export function depthLoss<R extends Reduction = 'mean' | 'sum'>(options: TaskLossOptions & { reduction?: R } = {}): DenseLoss<R> {
   checkTaskOptions(options, 'depthLoss');
-  return new DenseLoss(new PerceptualLoss({ ...options, inChannels: 1 }));
+  return new DenseLoss(new PerceptualLoss<R>({ ...options, inChannels: 1 }));
 }
 
 /**
  * The usual valid-depth mask: 1 where the target is finite and in (min, max], else 0. With the
- * default min 0, missing values stored as 0 (sparse LiDAR, Kinect holes) are invalid.
+ * default min 0, missing values stored as 0 (sparse LiDAR, Kinect holes) are invalid. `target` is
+ * a host value `{ data, shape }` (the shape is not needed: the mask has one value per element).
  */
-export function depthValidMask(target: { data: FloatArray }, range: { min?: number; max?: number } = {}): Uint8Array {
+export function depthValidMask(target: { readonly data: FloatArray; readonly shape?: readonly number[] }, range: { min?: number; max?: number } = {}): Uint8Array {
   const { min = 0, max = Infinity } = range;
   const data = target.data;
   const mask = new Uint8Array(data.length);

@@ -3,8 +3,31 @@ import { deviceInfo, native, type NativeTensorHandle } from './binding';
 import { PerceptualLossError, show } from './errors';
 import { resolveDevice, type Device, type DeviceSpec } from './options';
 import { checkObject, checkShape, elementCount } from './validate';
+import './disposable';
 
 export type TensorData = Float32Array | Float64Array | Int32Array | Uint8Array;
+
+/** The element type of a Tensor. */
+export type TensorDtype = 'float32' | 'float64' | 'int32' | 'uint8';
+
+/** The host array of each dtype: what `toArray()` gives. */
+export interface TensorArrayTypes {
+  float32: Float32Array;
+  float64: Float64Array;
+  int32: Int32Array;
+  uint8: Uint8Array;
+}
+
+/** The dtype of a Tensor made from an array of type A. */
+export type DtypeOf<A extends TensorData> = A extends Float32Array
+  ? 'float32'
+  : A extends Float64Array
+    ? 'float64'
+    : A extends Int32Array
+      ? 'int32'
+      : A extends Uint8Array
+        ? 'uint8'
+        : TensorDtype;
 
 export interface TensorOptions {
   /** Default 'auto': the first CUDA device if there is one, else the CPU (as the loss). */
@@ -13,13 +36,18 @@ export interface TensorOptions {
 
 const handles = new WeakMap<Tensor, NativeTensorHandle>();
 
-export class Tensor implements Disposable {
+/**
+ * A tensor in libtorch memory. `D`, its dtype, is known where the tensor was made from a typed
+ * array (`Tensor.from(Float32Array, ...)` is a `Tensor<'float32'>`) or derived from such a tensor
+ * (a gradient or features of a `Tensor<'float32'>` pred); a plain `Tensor` may have any dtype.
+ */
+export class Tensor<D extends TensorDtype = TensorDtype> {
   private constructor(handle: NativeTensorHandle) {
     handles.set(this, handle);
   }
 
   /** Copies `data` (row-major, `shape`) into a new tensor on the device. */
-  static from(data: TensorData, shape: readonly number[], options: TensorOptions = {}): Tensor {
+  static from<A extends TensorData>(data: A, shape: readonly number[], options: TensorOptions = {}): Tensor<DtypeOf<A>> {
     const types = [Float32Array, Float64Array, Int32Array, Uint8Array];
     if (!types.some((type) => data instanceof type)) {
       throw new PerceptualLossError(
@@ -35,7 +63,8 @@ export class Tensor implements Disposable {
       );
     }
     checkObject(options, 'Tensor.from options');
-    const device = resolveDevice(options.device, deviceInfo().cudaDeviceCount);
+    const { cudaDeviceCount, cudaBuild } = deviceInfo();
+    const device = resolveDevice(options.device, cudaDeviceCount, cudaBuild);
     return new Tensor(native().NativeTensor.fromHost(data, dims, device));
   }
 
@@ -60,8 +89,8 @@ export class Tensor implements Disposable {
     return Tensor.handle(this).device;
   }
 
-  get dtype(): string {
-    return Tensor.handle(this).dtype;
+  get dtype(): D {
+    return Tensor.handle(this).dtype as D;
   }
 
   get disposed(): boolean {
@@ -70,9 +99,9 @@ export class Tensor implements Disposable {
     return handle.disposed;
   }
 
-  /** Copies the data to the host. */
-  toArray(): TensorData {
-    return Tensor.handle(this).toArray();
+  /** Copies the data to the host, as the array type of its dtype. */
+  toArray(): TensorArrayTypes[D] {
+    return Tensor.handle(this).toArray() as TensorArrayTypes[D];
   }
 
   /** Frees the memory now; the garbage collector would free it later. Safe to call twice. */

@@ -3,8 +3,9 @@
 // tfjs-core is an optional peer dependency: only its types are imported here, and the module
 // itself is required when a loss function is made, so the rest of the package works without it.
 import type * as tf from '@tensorflow/tfjs-core';
-import { PerceptualLossError, show } from './errors';
+import { PerceptualLossError, show, withArticle } from './errors';
 import type { CallOptions, PerceptualLoss } from './loss';
+import type { Reduction } from './options';
 import { checkIgnoreIndex, checkOptionalObject, nonNegative } from './validate';
 
 export interface TfjsLossOptions {
@@ -55,7 +56,7 @@ function checkWeight(options: TfjsLossOptions | undefined): number {
 }
 
 /** The tfjs op must return one number per call: per-sample losses have no place in a Scalar. */
-function checkReduction(loss: PerceptualLoss): void {
+function checkReduction(loss: PerceptualLoss<Reduction>): void {
   const { reduction } = loss.options;
   if (reduction === 'none') {
     throw new PerceptualLossError(
@@ -70,7 +71,7 @@ function checkFloat(tfc: Tf, x: unknown, role: string): asserts x is tf.Tensor {
     throw new PerceptualLossError('ERR_SHAPE', `${role} must be a tf.Tensor4D [N, H, W, C]; got ${show(x)}.`);
   }
   if (x.dtype !== 'float32') {
-    throw new PerceptualLossError('ERR_DTYPE', `${role} must be a float32 tf.Tensor; got a ${x.dtype} tensor.`);
+    throw new PerceptualLossError('ERR_DTYPE', `${role} must be a float32 tf.Tensor; got ${withArticle(x.dtype)} tensor.`);
   }
 }
 
@@ -123,7 +124,7 @@ function backward(tfc: Tf, dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor {
  * The loss and its gradient are computed together in the forward pass, synchronously, on the
  * loss's device; the gradient is kept until the backward pass. `target` receives a zero gradient.
  */
-export function tfjsPerceptualLoss(loss: PerceptualLoss, options?: TfjsLossOptions): TfjsPerceptualLossFn {
+export function tfjsPerceptualLoss(loss: PerceptualLoss<Reduction>, options?: TfjsLossOptions): TfjsPerceptualLossFn {
   const tfc = loadTf();
   const weight = checkWeight(options);
   checkReduction(loss);
@@ -157,7 +158,7 @@ export function tfjsPerceptualLoss(loss: PerceptualLoss, options?: TfjsLossOptio
  * const total = tf.add(tf.losses.softmaxCrossEntropy(tf.oneHot(labels, classes), logits), tf.mul(lambda, perceptual(logits, labels)));
  * ```
  */
-export function tfjsSegmentationLoss(loss: PerceptualLoss, options?: TfjsSegmentationOptions): TfjsSegmentationLossFn {
+export function tfjsSegmentationLoss(loss: PerceptualLoss<Reduction>, options?: TfjsSegmentationOptions): TfjsSegmentationLossFn {
   const tfc = loadTf();
   const weight = checkWeight(options);
   checkReduction(loss);
@@ -170,7 +171,7 @@ export function tfjsSegmentationLoss(loss: PerceptualLoss, options?: TfjsSegment
     if (labels.dtype !== 'int32') {
       throw new PerceptualLossError(
         'ERR_DTYPE',
-        `labels must be an int32 tf.Tensor of class ids; got a ${labels.dtype} tensor (use tf.cast(labels, 'int32')).`,
+        `labels must be an int32 tf.Tensor of class ids; got ${withArticle(labels.dtype)} tensor (use tf.cast(labels, 'int32')).`,
       );
     }
     // The labels are not an input of the op: class ids have no gradient.

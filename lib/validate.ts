@@ -1,6 +1,6 @@
 // The argument checks that the API shares, in the spirit of sharp's is.js. Each one throws a
 // PerceptualLossError whose message names the argument, the value given and what is allowed.
-import { PerceptualLossError, show } from './errors';
+import { PerceptualLossError, show, withArticle } from './errors';
 
 // The option each invalidOption error names: load tells the file's options from the caller's by it.
 const failedOption = new WeakMap<PerceptualLossError, string>();
@@ -81,6 +81,18 @@ export function elementCount(shape: readonly number[]): number {
 type ArrayType = new (n: number) => ArrayBufferView;
 
 /**
+ * For 8-bit pixels where floats are needed: image decoders (sharp's raw output, a canvas's
+ * getImageData) give interleaved bytes, H x W x C.
+ */
+function imageBytesHint(data: unknown, types: readonly ArrayType[]): string {
+  if (!types.includes(Float32Array) || !(data instanceof Uint8Array || data instanceof Uint8ClampedArray)) return '';
+  return (
+    ' Image decoders (sharp, canvas) give interleaved 8-bit pixels, [H, W, C]: convert them to floats, for example' +
+    " Float32Array.from(bytes, (v) => v / 255), and pass shape [N, H, W, C] with layout: 'nhwc'."
+  );
+}
+
+/**
  * A host tensor `{ data, shape }`: `data` one of `types` (ERR_DTYPE otherwise), holding exactly
  * the elements that `shape` needs (ERR_SHAPE otherwise).
  */
@@ -91,7 +103,7 @@ export function hostTensor<A extends ArrayBufferView>(x: unknown, role: string, 
   const { data, shape } = x;
   if (!types.some((t) => data instanceof t)) {
     const names = types.map((t) => t.name).join(' or ');
-    throw new PerceptualLossError('ERR_DTYPE', `${role}.data must be a ${names}; got ${show(data)}.`);
+    throw new PerceptualLossError('ERR_DTYPE', `${role}.data must be ${withArticle(names)}; got ${show(data)}.${imageBytesHint(data, types)}`);
   }
   const dims = checkShape(shape, role);
   const length = (data as ArrayLike<number>).length;

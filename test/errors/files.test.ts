@@ -78,6 +78,26 @@ describe('safetensors files', () => {
     expectError(small, load(file), 'ERR_FILE', [file]);
   });
 
+  // Another format's first 8 bytes, read as a length, exceed the file: it is not safetensors at all.
+  it('says "not a safetensors file" for a text file, keeping the detail (ERR_FILE)', () => {
+    const file = path.join(dir, 'notes.safetensors');
+    fs.writeFileSync(file, 'These are not weights.\n');
+    const bytes = fs.readFileSync(file);
+    expectError(small, load(file), 'ERR_FILE', [
+      `${file} is not a safetensors file: the header length ${bytes.readBigUInt64LE(0)} read from its first 8 bytes exceeds the file (23 bytes).`,
+      'A safetensors file starts with an 8-byte little-endian header length',
+    ]);
+  });
+
+  it.each([
+    ['a zip archive (torch.save)', Buffer.from('PK\x03\x04\x14\x00\x00\x00\x08\x00archive/data.pkl', 'latin1'), 'it is a zip archive, as torch.save and torch.jit.save write'],
+    ['a pickle (an old torch.save)', Buffer.from('\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.', 'latin1'), 'it is a Python pickle, as torch.save writes'],
+  ])('names %s and how to write safetensors (ERR_FILE)', (_, bytes, what) => {
+    const file = path.join(dir, 'weights.pt');
+    fs.writeFileSync(file, bytes);
+    expectError(small, load(file), 'ERR_FILE', [`is not a safetensors file (${what}: write the weights with safetensors.torch.save_file(model.state_dict(), path))`, 'header length']);
+  });
+
   it('rejects a header that is not JSON (ERR_FILE)', () => {
     const file = path.join(dir, 'not-json.safetensors');
     const body = Buffer.from('{"features.0.weight": nope}', 'utf8');

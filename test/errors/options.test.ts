@@ -3,6 +3,7 @@
 // "Errors"): options of the wrong type or out of range, taps no architecture has, devices and dtypes.
 import { beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss, Tensor, runtime, type PerceptualLossOptions } from '../../lib/index';
+import { resolveDevice } from '../../lib/options';
 import { construct, expectError, smallSubject, type Subject } from '../helpers/errors';
 
 let small: Subject;
@@ -144,6 +145,27 @@ describe('devices and dtypes', () => {
       expect(loss.options.dtype).toBe('bfloat16');
       expect(loss.options.device).toBe('cpu');
       loss.dispose();
+    });
+  });
+
+  // The fix depends on why there is no CUDA device: a libtorch built without CUDA needs another
+  // libtorch; a CUDA build that sees no GPU needs its driver or CUDA_VISIBLE_DEVICES looked at.
+  describe('a CUDA device that cannot be had: the message says why, and the fix', () => {
+    it('with a CPU-only libtorch: says so, and how to get a CUDA one', () => {
+      expect(() => resolveDevice('cuda', 0, false)).toThrow(
+        "Device \"cuda\" was requested, but the loaded libtorch is a CPU-only build (see runtime().libtorch, or npx generic-perceptual-loss doctor). For a GPU, install a CUDA build of PyTorch, for example pip install torch --index-url https://download.pytorch.org/whl/cu130, so that python3's torch is found, or point LIBTORCH at a CUDA libtorch folder; or use device: 'cpu' or 'auto'.",
+      );
+    });
+
+    it('with a CUDA libtorch and no visible GPU: says so, and names the driver and CUDA_VISIBLE_DEVICES', () => {
+      expect(() => resolveDevice('cuda:1', 0, true)).toThrow(
+        "Device \"cuda:1\" was requested, but the loaded libtorch is a CUDA build but sees no CUDA device: check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES (an empty value or a wrong index hides every GPU); or use device: 'cpu' or 'auto'.",
+      );
+    });
+
+    it.runIf(!runtime().libtorch.cuda)('the loaded libtorch here (a CPU-only build): new PerceptualLoss and Tensor.from say it is one (ERR_DEVICE)', () => {
+      expectError(small, construct({ inChannels: 3, device: 'cuda' }), 'ERR_DEVICE', ['CPU-only build', 'pip install torch --index-url', 'LIBTORCH']);
+      expectError(small, () => Tensor.from(new Float32Array(4), [4], { device: 'cuda:0' }), 'ERR_DEVICE', ['CPU-only build']);
     });
   });
 

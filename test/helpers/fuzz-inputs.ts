@@ -3,7 +3,7 @@
 // code each must give; the random case; and how a defect is applied to an operand and made real.
 import fc from 'fast-check';
 import { expect } from 'vitest';
-import { PerceptualLoss, PerceptualLossError, Tensor, type ErrorCode, type PerceptualLossOptions } from '../../lib/index';
+import { PerceptualLoss, PerceptualLossError, Tensor, type ErrorCode, type PerceptualLossOptions, type Reduction } from '../../lib/index';
 import {
   count,
   CUDA,
@@ -25,7 +25,8 @@ export interface PoolEntry {
   layout: Layout;
   dtype: Dtype;
   minSize: number;
-  loss: PerceptualLoss;
+  // Any reduction: the pool draws them all.
+  loss: PerceptualLoss<Reduction>;
   convs: ref.JsConv[];
   /** Fails unless the loss still gives, bit for bit, its first result. */
   expectUnchanged(): void;

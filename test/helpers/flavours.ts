@@ -1,6 +1,7 @@
 // The libtorch flavours the package is prebuilt and tested against, each with the route a user
 // would reach it by and the PyTorch that serves as its reference. `PL_TEST_FLAVOUR=<flavour>`
 // runs suites against one of them (test/helpers/flavour-setup.ts).
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 
@@ -20,7 +21,25 @@ export interface Flavour {
 }
 
 const venv = (name: string) => path.join(ROOT, '.venv', name);
-const site = (name: string) => path.join(venv(name), 'lib/python3.11/site-packages/torch');
+
+/**
+ * The site-packages folder of a virtual environment (or of the environment a venv's python
+ * belongs to: `<env>/lib/python3.X/site-packages`), whatever its Python version. Where there is
+ * none yet, a path under `lib/python3` that does not exist (flavour() then says how to make it).
+ */
+export function sitePackages(envDir: string): string {
+  const lib = path.join(envDir, 'lib');
+  let versions: string[] = [];
+  try {
+    versions = fs.readdirSync(lib).filter((d) => /^python3\.\d+$/.test(d) && fs.existsSync(path.join(lib, d, 'site-packages')));
+  } catch {
+    // No environment yet.
+  }
+  if (versions.length > 1) throw new Error(`${envDir} holds several Pythons (${versions.join(', ')}); expected one`);
+  return path.join(lib, versions[0] ?? 'python3', 'site-packages');
+}
+
+const site = (name: string) => path.join(sitePackages(venv(name)), 'torch');
 
 export const FLAVOURS: Record<string, Flavour> = {
   'torch1.13-cpu-cxx11': {
@@ -64,4 +83,26 @@ export function flavour(name: string): Flavour {
 export function selectedFlavour(): Flavour | undefined {
   const name = process.env.PL_TEST_FLAVOUR;
   return name ? flavour(name) : undefined;
+}
+
+const gpuAnswers = new Map<string, boolean>();
+
+/**
+ * Whether the torch of `python` sees a usable CUDA GPU on this machine (torch.cuda.is_available()),
+ * asked once per interpreter: the tests take this fact from PyTorch rather than assume a machine
+ * with or without a GPU.
+ */
+export function torchSeesGpu(python: string): boolean {
+  let answer = gpuAnswers.get(python);
+  if (answer === undefined) {
+    const out = execFileSync(python, ['-c', 'import torch; print(torch.cuda.is_available())'], { encoding: 'utf8', timeout: 300_000 });
+    answer = out.trim().split('\n').pop() === 'True';
+    gpuAnswers.set(python, answer);
+  }
+  return answer;
+}
+
+/** Whether a flavour can use a GPU here: a CUDA build whose torch sees one (false where its environment is missing). */
+export function flavourSeesGpu(f: Flavour): boolean {
+  return f.cuda && fs.existsSync(f.python) && torchSeesGpu(f.python);
 }

@@ -205,6 +205,25 @@ export function relError(actual: ArrayLike<number>, expected: ArrayLike<number>)
   return Math.sqrt(diff) / Math.max(Math.sqrt(norm), Number.MIN_VALUE);
 }
 
+/**
+ * max_i |a_i - b_i| / max_i |b_i| (the denominator kept above zero): an elementwise comparison of
+ * a whole array (a gradient), which a permuted or sign-flipped array fails by the order of 1 where
+ * a comparison of norms would pass it.
+ */
+export function maxElementError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
+  if (actual.length !== expected.length) {
+    throw new Error(`maxElementError: lengths differ (${actual.length} vs ${expected.length})`);
+  }
+  let worst = 0;
+  let scale = 0;
+  for (let i = 0; i < expected.length; i++) {
+    worst = Math.max(worst, Math.abs(actual[i] - expected[i]));
+    scale = Math.max(scale, Math.abs(expected[i]));
+  }
+  // (A NaN makes `worst`, and so the error, NaN, which fails every bound.)
+  return worst / Math.max(scale, Number.MIN_VALUE);
+}
+
 /** |a - b| / |b| (the denominator kept above zero). */
 export function relErrorScalar(actual: number, expected: number): number {
   return Math.abs(actual - expected) / Math.max(Math.abs(expected), Number.MIN_VALUE);

@@ -6,8 +6,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss } from '../../lib/index';
-import { FLAVOURS, flavour, type Flavour } from '../helpers/flavours';
+import { FLAVOURS, flavour, flavourSeesGpu, type Flavour } from '../helpers/flavours';
 import { repoRoot } from '../helpers/package-copy';
+import { maxElementError } from '../helpers/reference';
 import { run } from '../helpers/run';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-install-'));
@@ -91,13 +92,14 @@ function flavourEnv(f: Flavour, noCompilers: string): NodeJS.ProcessEnv {
   return env;
 }
 
+
 /** The same computation in the repository. */
 function inRepo(): { loss: number; grad: number[] } {
   const pred = Float32Array.from({ length: N }, (_, i) => Math.sin(i * 0.37));
   const target = Float32Array.from({ length: N }, (_, i) => Math.cos(i * 0.11));
   const loss = new PerceptualLoss({ inChannels: 3, arch: 'vgg11' });
   const r = loss.lossAndGrad({ data: pred, shape: [2, 3, 16, 16] }, { data: target, shape: [2, 3, 16, 16] });
-  return { loss: r.loss as number, grad: Array.from(r.grad) };
+  return { loss: r.loss, grad: Array.from(r.grad) };
 }
 
 let tarball: string;
@@ -173,7 +175,8 @@ describe('npm install of the packed tarball', () => {
           const viaRequire = probe(app, 'require', flavourEnvironment);
           expect(viaRequire.binary).toBe(prebuild());
           expect(viaRequire.reason).toMatch(new RegExp(`^prebuild ${tag} for `));
-          expect(viaRequire.libtorch).toMatchObject({ version: f().version, flavour: tag, cuda: f().cuda, gpu: false });
+          // Whether a GPU is usable: PyTorch's own answer with that libtorch, not an assumption.
+          expect(viaRequire.libtorch).toMatchObject({ version: f().version, flavour: tag, cuda: f().cuda, gpu: flavourSeesGpu(f()) });
           expect(probe(app, 'import', flavourEnvironment)).toEqual(viaRequire);
           // The repository's own build for this libtorch (build/Release for 1.13, otherwise
           // the flavour's build in build/flavours/, of which the prebuild is a stripped copy).
@@ -195,7 +198,8 @@ describe('npm install of the packed tarball', () => {
           expect(text.stdout).toMatch(new RegExp(`^verdict +OK: libtorch ${f().version.replace(/\./g, '\\.')} via prebuild ${tag}, `, 'm'));
         });
 
-        if (FLAVOURS[tag].cuda) {
+        // Where PyTorch with this libtorch sees no usable GPU.
+        if (FLAVOURS[tag].cuda && !flavourSeesGpu(FLAVOURS[tag])) {
           it('without a GPU: warns PL_NO_GPU, computes on the CPU within 1e-5 of the CPU flavour, and device cuda is ERR_DEVICE naming the cause', () => {
             const script = `
               const warnings = [];
@@ -216,6 +220,35 @@ describe('npm install of the packed tarball', () => {
             const norm = (g: number[]) => Math.sqrt(g.reduce((s, v) => s + v * v, 0));
             const diff = norm(cuda.grad.map((g, i) => g - cpu.grad[i]));
             expect(diff / norm(cpu.grad)).toBeLessThan(1e-5);
+            expect(maxElementError(cuda.grad, cpu.grad), 'the largest elementwise difference of the gradient, relative to its largest magnitude').toBeLessThanOrEqual(1e-5);
+          });
+        }
+
+        // Where PyTorch with this libtorch sees a usable GPU.
+        if (FLAVOURS[tag].cuda && flavourSeesGpu(FLAVOURS[tag])) {
+          it("with a GPU: no PL_NO_GPU, device 'auto' is cuda:0, and the GPU's loss and gradient (TF32 off) are within 1e-4 of the CPU flavour's", () => {
+            const script = `
+              const warnings = [];
+              process.on('warning', (w) => warnings.push(w.code));
+              const { PerceptualLoss } = require('generic-perceptual-loss');
+              const loss = new PerceptualLoss({ inChannels: 3, arch: 'vgg11', allowTF32: false });
+              const pred = Float32Array.from({ length: ${N} }, (_, i) => Math.sin(i * 0.37));
+              const target = Float32Array.from({ length: ${N} }, (_, i) => Math.cos(i * 0.11));
+              const r = loss.lossAndGrad({ data: pred, shape: [2, 3, 16, 16] }, { data: target, shape: [2, 3, 16, 16] });
+              const explicit = new PerceptualLoss({ inChannels: 3, device: 'cuda' }).options.device;
+              setImmediate(() => console.log(JSON.stringify({ device: loss.options.device, explicit, warnings, loss: r.loss, grad: Array.from(r.grad) })));`;
+            const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: app, env: flavourEnv(f(), env.PATH!), encoding: 'utf8' })) as {
+              device: string;
+              explicit: string;
+              warnings: string[];
+              loss: number;
+              grad: number[];
+            };
+            expect(out.warnings).not.toContain('PL_NO_GPU');
+            expect([out.device, out.explicit]).toEqual(['cuda:0', 'cuda:0']);
+            const cpu = cpuReference['torch2.13-cpu-cxx11'] ?? probe(app, 'require', flavourEnv(flavour('torch2.13-cpu-cxx11'), env.PATH!));
+            expect(Math.abs(out.loss - cpu.loss) / Math.abs(cpu.loss)).toBeLessThan(1e-4);
+            expect(maxElementError(out.grad, cpu.grad), 'the largest elementwise difference of the gradient, relative to its largest magnitude').toBeLessThanOrEqual(1e-4);
           });
         }
       });
@@ -269,5 +302,6 @@ describe('npm install of the packed tarball', () => {
     expect(result.binary).toBe(path.join(fs.realpathSync(app), 'node_modules/generic-perceptual-loss/build/Release/generic_perceptual_loss.node'));
     const expected = inRepo();
     expect(result.loss).toBeCloseTo(expected.loss, 6);
+    expect(maxElementError(result.grad, expected.grad), 'the largest elementwise difference of the gradient, relative to its largest magnitude').toBeLessThanOrEqual(1e-5);
   }, 600_000);
 });

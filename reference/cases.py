@@ -13,7 +13,9 @@ A case: {"id", "options" (a user's options of docs/api.md), "shape" (in the opti
 "pred" (float32 file), "target" (float32 file) or "labels" (int32 [N, H, W] class ids: a
 segmentation case, pred holds the logits) with "ignoreIndex" (default 255), optionally "mask"
 (float32 [N, 1, H, W] or [N, H, W]: pred and target are multiplied by it before the network),
-"autocast": "bfloat16", and "outputs" (of weights, features, loss, grad).
+"autocast": "bfloat16", "stateDict" ({"features.{k}.weight": {"file", "shape"}, ...}: float32 files
+of every kept conv's weight and bias, used instead of drawing them: loaded weights, biases not 0),
+and "outputs" (of weights, features, loss, grad).
 """
 
 import json
@@ -68,8 +70,16 @@ def run_case(case, base, outdir):
         raise CaseError(f"input has {c} channels, inChannels is {opts['inChannels']}")
 
     tap_k = opts["tapModules"]
+    # A given state dict (float32, as the package loads a file) replaces the draw.
+    state_dict = None
+    if "stateDict" in case:
+        state_dict = {}
+        for name, entry in case["stateDict"].items():
+            count = int(np.prod(entry["shape"])) if entry["shape"] else 1
+            state_dict[name] = read_raw(base, entry["file"], "<f4", count, name).reshape(entry["shape"])
     # Drawn in float32 on the CPU; the digest is of those weights, before the move to dtype.
-    net = ref.build_network(opts["arch"], opts["inChannels"], max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"])
+    net = ref.build_network(opts["arch"], opts["inChannels"], max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"],
+                            state_dict=state_dict)
     result = {"id": cid, "stateDictNames": ref.state_dict_names(net)}
     if "weights" in outputs:
         result["weightsSha256"] = ref.weights_sha256(net)

@@ -69,6 +69,11 @@ export interface RefCase {
   ignoreIndex?: number;
   /** Run the float32 network under torch.autocast('cpu', torch.bfloat16), as a PyTorch user would. */
   autocast?: 'bfloat16';
+  /**
+   * Every kept conv's weight and bias by its state-dict name (`features.{k}.weight`), used instead
+   * of drawing them: the weights a loss loaded from a file, biases not 0 included.
+   */
+  stateDict?: Readonly<Record<string, { readonly shape: readonly number[]; readonly data: Float32Array }>>;
   outputs: readonly RefOutput[];
 }
 
@@ -127,6 +132,11 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
         outputs: c.outputs,
       };
       if (c.autocast) entry.autocast = c.autocast;
+      if (c.stateDict) {
+        entry.stateDict = Object.fromEntries(
+          Object.entries(c.stateDict).map(([name, t], k) => [name, { file: writeRaw(dir, `${c.id}.state${k}.f32`, t.data), shape: t.shape }]),
+        );
+      }
       if (c.labels) {
         entry.labels = writeRaw(dir, `${c.id}.labels.i32`, c.labels);
         if (c.ignoreIndex !== undefined) entry.ignoreIndex = c.ignoreIndex;

@@ -186,7 +186,7 @@ async function call(loss: PerceptualLoss, method: Method, x: Inputs, tensors: bo
   }
 }
 
-describe.skipIf(!BF16)('bfloat16 on this CPU', () => {
+describe.skipIf(!BF16)('bfloat16 on this CPU (one with AVX512-BF16 or AMX-BF16)', () => {
   it('every method, sync and async, host arrays and Tensors, prepared targets, segmentation, both layouts: close to float32', async () => {
     await fc.assert(
       fc.asyncProperty(

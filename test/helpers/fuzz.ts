@@ -79,7 +79,7 @@ export function describeTotals(properties: readonly FuzzProperty[], cleanup?: ()
 
     if (properties.length === 0) return;
     // A replay runs one recorded path, not the full count.
-    it.skipIf(REPLAY_PATH !== undefined)(`ran every generated case of ${properties.join(', ')}`, () => {
+    it.skipIf(REPLAY_PATH !== undefined)(`ran every generated case of ${properties.join(', ')} (not when PL_FUZZ_PATH replays one)`, () => {
       console.log(`fuzz: ${properties.map((p) => `${p} ${ran.get(p) ?? 0}`).join(', ')}; seed ${FUZZ_SEED}`);
       for (const p of properties) expect(ran.get(p) ?? 0, p).toBe(fuzzParams(FUZZ_RUNS[p]).numRuns);
     });

@@ -210,7 +210,7 @@ describe('bfloat16 where the CPU lacks it', () => {
     expect(resolveOptions({ inChannels: 3, dtype: 'bfloat16', device: 'cpu' }, 0, '').options.dtype).toBe('bfloat16');
   });
 
-  it.skipIf(cpu.bfloat16)('on this CPU: new PerceptualLoss refuses it with what is missing', () => {
+  it.skipIf(cpu.bfloat16)('on this CPU (one without AVX512-BF16 or AMX-BF16): new PerceptualLoss refuses it with what is missing', () => {
     let thrown: unknown;
     try {
       new PerceptualLoss({ inChannels: 3, dtype: 'bfloat16', device: 'cpu' });

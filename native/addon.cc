@@ -2,10 +2,7 @@
 // and device info, the enum tables). The wrapped classes live in tensor.cc and
 // loss.cc, the tensor bridge in bridge.cc, async jobs in job.cc and the mapping
 // of C++ exceptions to PerceptualLossError in errors.cc.
-#include <ATen/Context.h>
-#include <ATen/Parallel.h>
 #include <napi.h>
-#include <torch/csrc/api/include/torch/version.h>
 
 #include <string>
 #include <vector>
@@ -17,6 +14,7 @@
 #include "env.h"
 #include "errors.h"
 #include "loss.h"
+#include "ops.h"
 #include "perceptual.h"
 #include "tensor.h"
 
@@ -30,7 +28,7 @@ Napi::Value setErrorClass(const Napi::CallbackInfo& info) {
 
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    at::set_num_threads(info[0].As<Napi::Number>().Int32Value());
+    ops::setNumThreads(info[0].As<Napi::Number>().Int32Value());
     return info.Env().Undefined();
   });
 }
@@ -39,10 +37,9 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Napi::Env env = info.Env();
     auto result = Napi::Object::New(env);
-    result.Set("torchVersion", std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
-                                   std::to_string(TORCH_VERSION_PATCH));
-    result.Set("cuda", at::hasCUDA());
-    result.Set("cudaDeviceCount", static_cast<double>(at::hasCUDA() ? at::getNumGPUs() : 0));
+    result.Set("torchVersion", ops::torchVersion());
+    result.Set("cuda", ops::hasCuda());
+    result.Set("cudaDeviceCount", static_cast<double>(ops::cudaDeviceCount()));
     result.Set("cudaBuild",
 #if defined(PL_WITH_CUDA)
                true
@@ -62,7 +59,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
     }
     result.Set("cudaDevices", cudaDevices);
     result.Set("cxx11Abi", static_cast<bool>(_GLIBCXX_USE_CXX11_ABI));
-    result.Set("mkldnn", at::hasMKLDNN());
+    result.Set("mkldnn", ops::hasOneDnn());
     const CpuFeatures& cpu = cpuFeatures();
     auto cpuInfo = Napi::Object::New(env);
     cpuInfo.Set("vendor", cpu.vendor);
@@ -70,11 +67,11 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
     cpuInfo.Set("avx512Bf16", cpu.avx512Bf16);
     cpuInfo.Set("amxBf16", cpu.amxBf16);
     // What bfloat16 on the CPU lacks here, or "" where it can run.
-    cpuInfo.Set("bfloat16Missing", at::hasMKLDNN() ? cpuBfloat16Missing() : "a libtorch built with oneDNN (MKLDNN)");
+    cpuInfo.Set("bfloat16Missing", ops::hasOneDnn() ? cpuBfloat16Missing() : "a libtorch built with oneDNN (MKLDNN)");
     cpuInfo.Set("prepackedWeights", prepackedOneDnnWeights());
     result.Set("cpu", cpuInfo);
-    result.Set("numThreads", at::get_num_threads());
-    result.Set("parallelInfo", at::get_parallel_info());
+    result.Set("numThreads", ops::numThreads());
+    result.Set("parallelInfo", ops::parallelInfo());
     return result;
   });
 }

@@ -1,9 +1,5 @@
 #include "bridge.h"
 
-#include <ATen/Context.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/from_blob.h>
-
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -17,13 +13,13 @@ std::vector<int64_t> readShape(const Napi::Value& value) {
   const auto array = value.As<Napi::Array>();
   for (uint32_t i = 0; i < array.Length(); ++i) {
     const double d = array.Get(i).As<Napi::Number>().DoubleValue();
-    TORCH_CHECK(d >= 0 && d == static_cast<double>(static_cast<int64_t>(d)), "bad dimension ", d);
+    PL_CHECK(d >= 0 && d == static_cast<double>(static_cast<int64_t>(d)), "bad dimension ", d);
     shape.push_back(static_cast<int64_t>(d));
   }
   return shape;
 }
 
-Napi::Array writeShape(Napi::Env env, at::IntArrayRef sizes) {
+Napi::Array writeShape(Napi::Env env, const ops::Shape& sizes) {
   auto array = Napi::Array::New(env, sizes.size());
   for (size_t i = 0; i < sizes.size(); ++i) array.Set(i, Napi::Number::New(env, static_cast<double>(sizes[i])));
   return array;
@@ -49,18 +45,18 @@ int64_t numelOf(const std::vector<int64_t>& shape) {
   return n;
 }
 
-at::ScalarType dtypeFromName(const std::string& name) {
+ops::ScalarType dtypeFromName(const std::string& name) {
   for (const DtypeEntry& entry : kDtypes) {
     if (name == entry.name) return entry.type;
   }
   throw Error(ErrorCode::Libtorch, "unknown dtype \"" + name + "\"");
 }
 
-std::string dtypeName(at::ScalarType type) {
+std::string dtypeName(ops::ScalarType type) {
   for (const DtypeEntry& entry : kDtypes) {
     if (entry.type == type) return entry.name;
   }
-  return c10::toString(type);
+  return ops::typeName(type);
 }
 
 std::vector<std::string> dtypeNames() {
@@ -71,7 +67,7 @@ std::vector<std::string> dtypeNames() {
 
 namespace {
 
-at::ScalarType typedArrayScalar(napi_typedarray_type array) {
+ops::ScalarType typedArrayScalar(napi_typedarray_type array) {
   for (const DtypeEntry& entry : kDtypes) {
     if (entry.hasArray && entry.array == array) return entry.type;
   }
@@ -79,14 +75,14 @@ at::ScalarType typedArrayScalar(napi_typedarray_type array) {
 }
 
 // The host type of a tensor's dtype: the table's TypedArray, else Float32Array.
-const DtypeEntry& hostEntry(at::ScalarType type) {
+const DtypeEntry& hostEntry(ops::ScalarType type) {
   for (const DtypeEntry& entry : kDtypes) {
     if (entry.type == type && entry.hasArray) return entry;
   }
   return kDtypes[0];
 }
 
-bool standardStrides(const at::Tensor& t) {
+bool standardStrides(const ops::Tensor& t) {
   int64_t expected = 1;
   for (int64_t d = t.dim() - 1; d >= 0; --d) {
     if (t.stride(d) != expected) return false;
@@ -97,34 +93,36 @@ bool standardStrides(const at::Tensor& t) {
 
 }  // namespace
 
-at::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64_t>& shape, bool owned, bool pinned) {
-  const at::ScalarType type = typedArrayScalar(array.TypedArrayType());
+ops::Tensor fromTypedArray(const Napi::TypedArray& array, const std::vector<int64_t>& shape, bool owned, bool pinned) {
+  const ops::ScalarType type = typedArrayScalar(array.TypedArrayType());
   // The one check native code must make itself: never read past the buffer.
-  TORCH_CHECK(static_cast<int64_t>(array.ElementLength()) == numelOf(shape), "buffer holds ", array.ElementLength(),
-              " elements but the shape needs ", numelOf(shape));
+  PL_CHECK(static_cast<int64_t>(array.ElementLength()) == numelOf(shape), "buffer holds ", array.ElementLength(),
+           " elements but the shape needs ", numelOf(shape));
   // napi_get_typedarray_info gives the data pointer of any backing store,
   // SharedArrayBuffer included (Napi::TypedArray::ArrayBuffer() refuses a
   // SharedArrayBuffer).
   void* raw = nullptr;
   NAPI_THROW_IF_FAILED(array.Env(),
                        napi_get_typedarray_info(array.Env(), array, nullptr, nullptr, &raw, nullptr, nullptr),
-                       at::Tensor());
-  at::Tensor view = at::from_blob(raw, shape, at::TensorOptions().dtype(type));
+                       ops::Tensor());
+  ops::Tensor view = ops::fromBlob(raw, shape, type);
   if (pinned) {
-    at::Tensor staged = at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(true));
-    if (view.numel() > 0) std::memcpy(staged.data_ptr(), raw, static_cast<size_t>(view.numel()) * view.element_size());
+    ops::Tensor staged = ops::emptyPinned(shape, type);
+    if (view.numel() > 0) {
+      std::memcpy(ops::dataPtr(staged), raw, static_cast<size_t>(view.numel()) * view.element_size());
+    }
     return staged;
   }
-  return owned ? view.clone() : view;
+  return owned ? ops::clone(view) : view;
 }
 
-Napi::Value toHostArray(Napi::Env env, const at::Tensor& tensor) {
+Napi::Value toHostArray(Napi::Env env, const ops::Tensor& tensor) {
   const DtypeEntry& entry = hostEntry(tensor.scalar_type());
-  const at::Tensor host = tensor.to(at::kCPU, entry.type).contiguous();
+  const ops::Tensor host = ops::contiguous(ops::to(tensor, ops::kCpu, entry.type));
   const size_t n = static_cast<size_t>(host.numel());
   const size_t bytes = n * host.element_size();
   auto copy = [&](auto array) {
-    if (bytes) std::memcpy(array.Data(), host.data_ptr(), bytes);
+    if (bytes) std::memcpy(array.Data(), ops::dataPtr(host), bytes);
     return array;
   };
   switch (entry.array) {
@@ -135,49 +133,48 @@ Napi::Value toHostArray(Napi::Env env, const at::Tensor& tensor) {
   }
 }
 
-at::Tensor toCompute(const at::Tensor& x, Layout layout, at::Device device, at::ScalarType dtype, bool channelsLast) {
-  TORCH_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
-  const at::Tensor nchw = layout == Layout::NHWC ? x.permute({0, 3, 1, 2}) : x;
+ops::Tensor toCompute(const ops::Tensor& x, Layout layout, ops::Device device, ops::ScalarType dtype,
+                      bool channelsLast) {
+  PL_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
+  const ops::Tensor nchw = layout == Layout::NHWC ? ops::permute(x, {0, 3, 1, 2}) : x;
   // The CPU's oneDNN path runs channels-last: an NHWC input goes in as it is, with no permute.
-  if (layout == Layout::NHWC && device.is_cpu() && (dtype == at::kFloat || dtype == at::kBFloat16) && at::hasMKLDNN()) {
-    return nchw.to(dtype).contiguous(at::MemoryFormat::ChannelsLast);
+  if (layout == Layout::NHWC && device.is_cpu() &&
+      (dtype == ops::ScalarType::Float || dtype == ops::ScalarType::BFloat16) && ops::hasOneDnn()) {
+    return ops::contiguous(ops::to(nchw, dtype), true);
   }
   // Non-blocking: from pinned host memory the upload is queued on the loss's
   // stream.
-  if (device.is_cuda() && channelsLast) {
-    return nchw.to(device, dtype, true).contiguous(at::MemoryFormat::ChannelsLast);
-  }
-  at::Tensor out = nchw.to(device, dtype, true).contiguous();
+  if (device.is_cuda() && channelsLast) return ops::contiguous(ops::to(nchw, device, dtype, true), true);
+  ops::Tensor out = ops::contiguous(ops::to(nchw, device, dtype, true));
   // A permuted tensor with size-1 dims counts as contiguous with channels-last
   // strides, which sends conv2d to another kernel: give it the strides of a
   // plain NCHW tensor.
-  if (!standardStrides(out)) out = out.clone(at::MemoryFormat::Contiguous);
+  if (!standardStrides(out)) out = ops::clone(out);
   return out;
 }
 
-at::Tensor fromCompute(const at::Tensor& x, Layout layout, const at::Tensor& like, const at::Tensor& mask) {
-  at::Tensor laid = layout == Layout::NHWC ? x.permute({0, 2, 3, 1}) : x;
+ops::Tensor fromCompute(const ops::Tensor& x, Layout layout, const ops::Tensor& like, const ops::Tensor& mask) {
+  ops::Tensor laid = layout == Layout::NHWC ? ops::permute(x, {0, 2, 3, 1}) : x;
   // On the compute device, in the result's dtype, as the mask was applied to
   // the input.
-  if (mask.defined()) laid = applyMask(laid.to(like.scalar_type()), mask);
-  if (laid.is_cuda() && like.device().is_cpu()) {
+  if (mask.defined()) laid = applyMask(ops::to(laid, like.scalar_type()), mask);
+  if (laid.is_cuda() && like.is_cpu()) {
     // Down through pinned memory: a full-speed copy, then one wait for the
     // loss's stream.
-    at::Tensor host = at::empty(laid.sizes(), like.options().pinned_memory(true));
-    host.copy_(laid, true);
+    ops::Tensor host = ops::emptyPinned(ops::shapeOf(laid), like.scalar_type());
+    ops::copyInto(host, laid, true);
     cuda::synchronize();
     return host;
   }
-  return laid.to(like.device(), like.scalar_type()).contiguous();
+  return ops::contiguous(ops::to(laid, ops::deviceOf(like), like.scalar_type()));
 }
 
-at::Tensor applyMask(const at::Tensor& x, const at::Tensor& mask) {
-  const at::ScalarType type = c10::isFloatingType(mask.scalar_type())
-                                  ? c10::promoteTypes(x.scalar_type(), mask.scalar_type())
-                                  : x.scalar_type();
-  at::Tensor product = x.to(type).mul(mask.to(type));
-  product.masked_fill_(mask.eq(0), 0);
-  return product.to(x.scalar_type());
+ops::Tensor applyMask(const ops::Tensor& x, const ops::Tensor& mask) {
+  const ops::ScalarType type =
+      ops::isFloating(mask.scalar_type()) ? ops::promote(x.scalar_type(), mask.scalar_type()) : x.scalar_type();
+  ops::Tensor product = ops::mul(ops::to(x, type), ops::to(mask, type));
+  ops::maskedFillInPlace(product, ops::eq(mask, 0), 0);
+  return ops::to(product, x.scalar_type());
 }
 
 }  // namespace perceptual

@@ -37,7 +37,7 @@ namespace {
 constexpr size_t kAggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
 
 c10::DeviceIndex deviceIndex(int index) {
-  requireDevice(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index)));
+  requireDevice(ops::Device{true, index});
   return static_cast<c10::DeviceIndex>(index);
 }
 
@@ -122,7 +122,7 @@ struct Context::Impl {
 Context::Context(const Config& config) {
   if (!config.device.is_cuda()) return;
   requireDevice(config.device);
-  const auto index = static_cast<c10::DeviceIndex>(config.device.has_index() ? config.device.index() : 0);
+  const auto index = static_cast<c10::DeviceIndex>(config.device.ordinal());
   c10::cuda::CUDAGuard guard(index);
   impl_ = std::make_unique<Impl>(config, index);
 }

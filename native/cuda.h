@@ -5,8 +5,6 @@
 // once.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -15,22 +13,23 @@
 
 #include "cuda_device.h"
 #include "graph_cache.h"
+#include "ops.h"
 #include "perceptual.h"
 
 namespace perceptual::cuda {
 
 // Throws ERR_DEVICE unless `device` can be used here: a CUDA device needs a
 // libtorch with CUDA, a usable GPU, and an index below the device count.
-inline void requireDevice(const at::Device& device) {
+inline void requireDevice(const ops::Device& device) {
   if (!device.is_cuda()) return;
-  if (!at::hasCUDA()) {
+  if (!ops::hasCuda()) {
     throw Error(ErrorCode::Device, "device '" + device.str() +
                                        "' needs CUDA, but the loaded libtorch has no CUDA support "
                                        "or sees no usable GPU; "
                                        "use device: 'cpu' or 'auto'");
   }
-  const int count = static_cast<int>(at::getNumGPUs());
-  const int index = device.has_index() ? device.index() : 0;
+  const int count = ops::cudaDeviceCount();
+  const int index = device.ordinal();
   if (index < 0 || index >= count) {
     throw Error(ErrorCode::Device, "device '" + device.str() + "' is out of range: " + std::to_string(count) +
                                        " CUDA device(s), cuda:0 to cuda:" + std::to_string(count - 1));
@@ -43,12 +42,12 @@ inline void requireDevice(const at::Device& device) {
 // synchronization.
 struct Step {
   LossResult result;
-  at::Tensor finite;
+  ops::Tensor finite;
 };
 
 // Computes a step from the pred and target tensors as the user gave them
 // (already on the device).
-using StepFn = std::function<Step(const at::Tensor& pred, const at::Tensor& target)>;
+using StepFn = std::function<Step(const ops::Tensor& pred, const ops::Tensor& target)>;
 
 // What a captured graph must keep alive: the network's weights, a prepared
 // target's features.
@@ -76,12 +75,12 @@ class Context {
   // `alsoUsed` are further tensors fn made there that the current stream goes
   // on to use.
   TargetFeatures onTargetStream(const std::function<TargetFeatures()>& fn,
-                                const std::vector<at::Tensor>& alsoUsed) const;
+                                const std::vector<ops::Tensor>& alsoUsed) const;
 
   // A step through a CUDA graph when `cudaGraphs` is on and the key repeats;
   // else fn(pred, target). A graph's results are copied out of its static
   // buffers before they are handed back.
-  Step step(const GraphKey& key, uint64_t generation, const at::Tensor& pred, const at::Tensor& target,
+  Step step(const GraphKey& key, uint64_t generation, const ops::Tensor& pred, const ops::Tensor& target,
             const StepFn& fn, KeepAlive keep);
 
   // Whether step() may use graphs (a CUDA loss with `cudaGraphs` on).
@@ -99,10 +98,10 @@ class Context {
  public:
   explicit Context(const Config&) {}
   std::shared_ptr<void> enter() const { return nullptr; }
-  TargetFeatures onTargetStream(const std::function<TargetFeatures()>& fn, const std::vector<at::Tensor>&) const {
+  TargetFeatures onTargetStream(const std::function<TargetFeatures()>& fn, const std::vector<ops::Tensor>&) const {
     return fn();
   }
-  Step step(const GraphKey&, uint64_t, const at::Tensor& pred, const at::Tensor& target, const StepFn& fn,
+  Step step(const GraphKey&, uint64_t, const ops::Tensor& pred, const ops::Tensor& target, const StepFn& fn,
             const KeepAlive&) {
     return fn(pred, target);
   }

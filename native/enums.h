@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -18,6 +19,21 @@ struct Error : std::runtime_error {
   Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code(code) {}
   ErrorCode code;
 };
+
+// An internal invariant that native code checks for memory safety (the TS schema validated the
+// user's values before): ERR_LIBTORCH with the message, on either op layer.
+template <typename... Parts>
+[[noreturn]] void failedCheck(const Parts&... parts) {
+  std::ostringstream message;
+  message << "native check failed: ";
+  (message << ... << parts);
+  throw Error(ErrorCode::Libtorch, message.str());
+}
+
+#define PL_CHECK(condition, ...)                              \
+  do {                                                        \
+    if (!(condition)) ::perceptual::failedCheck(__VA_ARGS__); \
+  } while (false)
 
 enum class Criterion { L1, L2, SmoothL1 };
 enum class Reduction { Mean, Sum, None };

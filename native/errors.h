@@ -2,13 +2,13 @@
 // stable code.
 #pragma once
 
-#include <c10/core/InferenceMode.h>
 #include <napi.h>
 
 #include <exception>
 #include <string>
 
 #include "enums.h"
+#include "ops.h"
 
 namespace perceptual {
 
@@ -32,7 +32,7 @@ Napi::Value makeError(Napi::Env env, const Failure& failure);
 template <typename F>
 Napi::Value guarded(Napi::Env env, F&& body) {
   try {
-    c10::InferenceMode inference;
+    ops::InferenceGuard inference;
     return body();
   } catch (const Napi::Error&) {
     throw;

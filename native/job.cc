@@ -1,7 +1,5 @@
 #include "job.h"
 
-#include <ATen/Parallel.h>
-
 namespace perceptual {
 
 Job::Job(Napi::Env env, std::function<Finish()> run)
@@ -23,8 +21,8 @@ void Job::OnWorkComplete(Napi::Env env, napi_status status) {
 
 void Job::Execute() {
   try {
-    c10::InferenceMode inference;
-    at::init_num_threads();  // pick up setNumThreads() on this pool thread
+    ops::InferenceGuard inference;
+    ops::initThreadsHere();  // pick up setNumThreads() on this pool thread
     finish_ = run_();
   } catch (...) {
     failure_ = describe(std::current_exception());
@@ -41,7 +39,7 @@ void Job::OnOK() {
     return;
   }
   try {
-    c10::InferenceMode inference;
+    ops::InferenceGuard inference;
     deferred_.Resolve(finish_(env));
   } catch (const Napi::Error& e) {
     deferred_.Reject(e.Value());

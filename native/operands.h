@@ -5,9 +5,7 @@
 
 #include <napi.h>
 
-#include <atomic>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "bridge.h"
@@ -15,6 +13,7 @@
 #include "env.h"
 #include "errors.h"
 #include "perceptual.h"
+#include "step.h"
 #include "tensor.h"
 
 namespace perceptual {
@@ -22,30 +21,6 @@ namespace perceptual {
 inline const napi_type_tag kTargetTag = {0x1c2d3e4f5a6b7c8dULL, 0x8d7c6b5a4f3e2d1cULL};
 
 // ---------------------------------------------------------------- prepared targets
-
-inline uint64_t nextId() {
-  static std::atomic<uint64_t> counter{0};
-  return ++counter;
-}
-
-struct PreparedState {
-  const uint64_t id = nextId();  // never reused, unlike an address: part of a CUDA graph's key
-  at::Tensor input;              // NCHW, compute dtype, on the device: kept to redo the
-                                 // features after reseed()
-  std::vector<int64_t> userShape;
-  Layout layout = Layout::NCHW;
-  uint64_t owner = 0;
-  std::mutex mutex;
-  std::shared_ptr<const TargetFeatures> features;
-
-  std::shared_ptr<const TargetFeatures> current(const Network& net, const Config& config) {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (!features || features->generation != net.generation) {
-      features = std::make_shared<const TargetFeatures>(prepareTarget(net, config, input));
-    }
-    return features;
-  }
-};
 
 class NativeTarget : public Napi::ObjectWrap<NativeTarget> {
  public:
@@ -91,15 +66,8 @@ class NativeTarget : public Napi::ObjectWrap<NativeTarget> {
 
 // ---------------------------------------------------------------- operands
 
-// One tensor-like argument, resolved on the JS thread.
-struct Operand {
-  at::Tensor tensor;  // in the user's layout, dtype and device
-  bool host = false;  // came from a TypedArray: results go back as TypedArrays
-  std::shared_ptr<PreparedState> prepared;
-};
-
 // `device` is the loss's: host data for a CUDA loss is staged in pinned memory.
-inline Operand readOperand(const Napi::Value& value, const Napi::Value& shape, bool owned, const at::Device& device) {
+inline Operand readOperand(const Napi::Value& value, const Napi::Value& shape, bool owned, const ops::Device& device) {
   Operand operand;
   if (NativeTensor* t = NativeTensor::from(value)) {
     operand.tensor = t->tensor();
@@ -117,11 +85,11 @@ inline Operand readOperand(const Napi::Value& value, const Napi::Value& shape, b
 // An optional mask: undefined, or a Tensor or TypedArray with the shape it
 // takes in the call's layout (broadcast over the channels when it has one value
 // per pixel).
-inline at::Tensor readMask(const Napi::Value& value, const Napi::Value& shape, bool owned, const at::Device& device) {
-  if (value.IsUndefined() || value.IsNull()) return {};
+inline Tensor readMask(const Napi::Value& value, const Napi::Value& shape, bool owned, const ops::Device& device) {
+  if (value.IsUndefined() || value.IsNull()) return Tensor();
   Operand operand = readOperand(value, shape, owned, device);
   if (operand.prepared) throw Error(ErrorCode::Shape, "a mask cannot be a prepared target");
-  return operand.tensor.reshape(readShape(shape));
+  return ops::reshape(operand.tensor, readShape(shape));
 }
 
 inline Layout readLayout(const Napi::Value& value) {

@@ -1,11 +1,9 @@
-// The random-weight VGG network and the perceptual loss, over ATen alone.
+// The random-weight VGG network and the perceptual loss, written once over the op layer (ops.h).
 //
 // The network is frozen, so the pred branch needs only d loss / d input: the
-// backward pass is written out module by module with the same ATen kernels
+// backward pass is written out module by module with the same kernels
 // autograd would call, without recording a graph or any weight gradient.
 #pragma once
-
-#include <ATen/ATen.h>
 
 #include <cstdint>
 #include <memory>
@@ -14,8 +12,11 @@
 #include <vector>
 
 #include "enums.h"
+#include "ops.h"
 
 namespace perceptual {
+
+using ops::Tensor;
 
 struct Tap {
   int64_t module;  // index in the torchvision-style Sequential; features are its
@@ -35,8 +36,8 @@ struct Config {
   InitKind init = InitKind::KaimingNormal;
   double initStd = 0.0;  // for InitKind::Normal
   PoolKind pool = PoolKind::Max;
-  at::Device device = at::kCPU;
-  at::ScalarType dtype = at::kFloat;
+  ops::Device device;
+  ops::ScalarType dtype = ops::ScalarType::Float;
   bool checkFinite = true;
   // CUDA performance switches (no effect on the CPU); see native/cuda.h.
   bool cudnnBenchmark = false;
@@ -57,15 +58,15 @@ struct Module {
 struct Network {
   std::vector<Module> modules;  // truncated after the deepest tap
   std::vector<int64_t> moduleIndexOfConv;
-  std::vector<at::Tensor> masterWeights;  // float32 CPU, as drawn
-  std::vector<at::Tensor> weights;        // compute dtype, on the device
-  std::vector<at::Tensor> biases;         // dense, as stateDict() gives them
+  std::vector<Tensor> masterWeights;  // float32 CPU, as drawn
+  std::vector<Tensor> weights;        // compute dtype, on the device
+  std::vector<Tensor> biases;         // dense, as stateDict() gives them
   // CPU float32 and bfloat16: every conv runs on oneDNN, the input gradient as a forward conv
   // with these flipped, transposed weights (see perceptual.cc). Both weight sets are then in
   // oneDNN's own layout where the libtorch allows it (compat::prepareOneDnnWeight).
   bool oneDnn = false;
-  std::vector<at::Tensor> oneDnnBiases;  // the biases as the conv beside their weight takes them
-  std::vector<at::Tensor> backwardWeights;
+  std::vector<Tensor> oneDnnBiases;  // the biases as the conv beside their weight takes them
+  std::vector<Tensor> backwardWeights;
   uint64_t seed = 0;
   uint64_t generation = 0;  // bumps on every reseed/load, to invalidate prepared targets
 };
@@ -74,50 +75,50 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed,
 
 // The same network with given float32 CPU weights and biases (in conv order, any shape holding the
 // right number of values) instead of drawn ones: nothing is drawn. `seed` is only recorded.
-std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vector<at::Tensor>& weights,
-                                            const std::vector<at::Tensor>& biases, uint64_t seed, uint64_t generation);
+std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vector<Tensor>& weights,
+                                            const std::vector<Tensor>& biases, uint64_t seed, uint64_t generation);
 
 // Replaces the drawn weights by given float32 CPU tensors (in conv order).
-std::shared_ptr<const Network> withWeights(const Config& config, const Network& net,
-                                           const std::vector<at::Tensor>& weights,
-                                           const std::vector<at::Tensor>& biases, uint64_t generation);
+std::shared_ptr<const Network> withWeights(const Config& config, const Network& net, const std::vector<Tensor>& weights,
+                                           const std::vector<Tensor>& biases, uint64_t generation);
 
 // Features of a prepared target: computed once, reused by every call.
 struct TargetFeatures {
-  std::vector<at::Tensor> features;  // per tap, NCHW, compute dtype
-  std::vector<at::Tensor> grams;     // per tap when styleWeight > 0
+  std::vector<Tensor> features;  // per tap, NCHW, compute dtype
+  std::vector<Tensor> grams;     // per tap when styleWeight > 0
   uint64_t generation = 0;
 };
 
 struct LossResult {
-  at::Tensor loss;   // 0-d, or [N] for Reduction::None; float64 for the caller
-  at::Tensor terms;  // [taps, 2]: weighted feature and style contributions
-  at::Tensor grad;   // NCHW, compute dtype; undefined when not asked for
+  Tensor loss;   // 0-d, or [N] for Reduction::None; float64 for the caller
+  Tensor terms;  // [taps, 2]: weighted feature and style contributions
+  Tensor grad;   // NCHW, compute dtype; undefined when not asked for
 };
 
 // Every entry point takes NCHW tensors already in the compute dtype and on the
 // device.
-std::vector<at::Tensor> features(const Network& net, const Config& config, const at::Tensor& x);
+std::vector<Tensor> features(const Network& net, const Config& config, const Tensor& x);
 
-TargetFeatures prepareTarget(const Network& net, const Config& config, const at::Tensor& target);
+TargetFeatures prepareTarget(const Network& net, const Config& config, const Tensor& target);
 
-LossResult lossAndGrad(const Network& net, const Config& config, const at::Tensor& pred, const TargetFeatures& target,
+LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred, const TargetFeatures& target,
                        bool wantGrad);
 
 // The dtype the logits come in: the compute dtype, or float32 under a reduced one.
-at::ScalarType segmentationLogitsType(const Config& config);
+ops::ScalarType segmentationLogitsType(const Config& config);
 
 // pred = softmax(logits) and target = one_hot(labels), both masked where labels == ignoreIndex;
 // the gradient is with respect to the logits (in the logits' dtype).
-LossResult lossAndGradSegmentation(const Network& net, const Config& config, const at::Tensor& logits,
-                                   const at::Tensor& labels, int64_t ignoreIndex, bool wantGrad);
+LossResult lossAndGradSegmentation(const Network& net, const Config& config, const Tensor& logits, const Tensor& labels,
+                                   int64_t ignoreIndex, bool wantGrad);
 
 // Which CPU convs (float32, bfloat16) run with weights reordered once into oneDNN's layout: "all"
-// (libtorch 2.x, their ReLU fused), "wide" (1.13: Cin * Cout >= 256 * 512), "none" (no oneDNN).
+// (libtorch 2.x and the stable ABI, their ReLU fused), "wide" (1.13: Cin * Cout >= 256 * 512),
+// "none" (no oneDNN).
 std::string prepackedOneDnnWeights();
 
 // Throws ErrorCode::NonFinite when x holds NaN or Inf.
-void checkFinite(const at::Tensor& x, const char* what);
+void checkFinite(const Tensor& x, const char* what);
 Error nonFiniteError(const char* what);
 
 }  // namespace perceptual

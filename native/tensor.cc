@@ -29,7 +29,7 @@ NativeTensor::NativeTensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   info.This().As<Napi::Object>().TypeTag(&kTensorTag);
 }
 
-Napi::Object NativeTensor::wrap(Napi::Env env, at::Tensor tensor) {
+Napi::Object NativeTensor::wrap(Napi::Env env, ops::Tensor tensor) {
   Napi::Object object = addonData(env).tensorClass.New({});
   NativeTensor* self = Unwrap(object);
   self->tensor_ = std::move(tensor);
@@ -42,7 +42,7 @@ NativeTensor* NativeTensor::from(const Napi::Value& value) {
   return Unwrap(value.As<Napi::Object>());
 }
 
-const at::Tensor& NativeTensor::tensor() const {
+const ops::Tensor& NativeTensor::tensor() const {
   if (!tensor_.defined()) throw Error(ErrorCode::Disposed, "this Tensor has been disposed");
   return tensor_;
 }
@@ -53,21 +53,22 @@ int64_t NativeTensor::live() { return liveTensors.load(); }
 Napi::Value NativeTensor::fromHost(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     const auto array = info[0].As<Napi::TypedArray>();
-    const at::Device device(info[2].As<Napi::String>().Utf8Value());
+    const ops::Device device = ops::Device::parse(info[2].As<Napi::String>().Utf8Value());
     cuda::requireDevice(device);
-    at::Tensor host = fromTypedArray(array, readShape(info[1]), device.is_cpu(), device.is_cuda());
+    ops::Tensor host = fromTypedArray(array, readShape(info[1]), device.is_cpu(), device.is_cuda());
     // A non-blocking upload on the default stream; every loss's stream waits
     // for that stream first.
-    return wrap(info.Env(), device.is_cpu() ? host : host.to(host.options().device(device), true));
+    return wrap(info.Env(), device.is_cpu() ? host : ops::toDevice(host, device, true));
   });
 }
 
 Napi::Value NativeTensor::shape(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return writeShape(info.Env(), tensor().sizes()); });
+  return guarded(info.Env(), [&]() -> Napi::Value { return writeShape(info.Env(), ops::shapeOf(tensor())); });
 }
 
 Napi::Value NativeTensor::device(const Napi::CallbackInfo& info) {
-  return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), tensor().device().str()); });
+  return guarded(info.Env(),
+                 [&]() -> Napi::Value { return Napi::String::New(info.Env(), ops::deviceOf(tensor()).str()); });
 }
 
 Napi::Value NativeTensor::dtype(const Napi::CallbackInfo& info) {
@@ -90,7 +91,7 @@ Napi::Value NativeTensor::dispose(const Napi::CallbackInfo& info) {
 
 void NativeTensor::release() {
   if (tensor_.defined()) --liveTensors;
-  tensor_.reset();
+  tensor_ = ops::Tensor();
 }
 
 }  // namespace perceptual

@@ -1,10 +1,11 @@
-// The Tensor object: an at::Tensor resident on its device, wrapped for JS.
+// The Tensor object: a tensor resident on its device, wrapped for JS.
 #pragma once
 
-#include <ATen/core/Tensor.h>
 #include <napi.h>
 
 #include <cstdint>
+
+#include "ops.h"
 
 namespace perceptual {
 
@@ -15,13 +16,13 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   explicit NativeTensor(const Napi::CallbackInfo& info);
   ~NativeTensor() override { release(); }
 
-  static Napi::Object wrap(Napi::Env env, at::Tensor tensor);
+  static Napi::Object wrap(Napi::Env env, ops::Tensor tensor);
 
   // nullptr when `value` is not one of ours.
   static NativeTensor* from(const Napi::Value& value);
 
   // Throws ERR_DISPOSED after dispose().
-  const at::Tensor& tensor() const;
+  const ops::Tensor& tensor() const;
 
   // Tensors alive in this process, for the leak tests.
   static int64_t live();
@@ -36,7 +37,7 @@ class NativeTensor : public Napi::ObjectWrap<NativeTensor> {
   Napi::Value dispose(const Napi::CallbackInfo& info);
   void release();
 
-  at::Tensor tensor_;
+  ops::Tensor tensor_;
 };
 
 }  // namespace perceptual

@@ -1,0 +1,214 @@
+// The op layer over ATen, called directly: inline, so the exact-flavour builds pay nothing for
+// the layer. Version differences between libtorch 1.13 and 2.x stay in compat.h.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+#include <c10/core/ScalarType.h>
+#include <torch/csrc/api/include/torch/version.h>
+
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "compat.h"
+
+namespace perceptual::ops {
+
+using Tensor = at::Tensor;
+using ScalarType = at::ScalarType;
+
+inline constexpr const char* kBackend = "aten";
+
+inline at::Device toAten(const Device& d) {
+  return d.cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(d.index)) : at::Device(at::kCPU);
+}
+inline Device deviceOf(const Tensor& t) {
+  return t.is_cuda() ? Device{true, static_cast<int>(t.get_device())} : Device{};
+}
+inline at::MemoryFormat format(bool channelsLast) {
+  return channelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
+// ---------------------------------------------------------------- making and moving tensors
+
+inline Tensor empty(const Shape& shape, ScalarType type, const Device& device, bool channelsLast = false) {
+  return at::empty(shape, at::TensorOptions().dtype(type).device(toAten(device)).memory_format(format(channelsLast)));
+}
+inline Tensor emptyPinned(const Shape& shape, ScalarType type) {
+  return at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(true));
+}
+inline Tensor zeros(const Shape& shape, ScalarType type, const Device& device) {
+  return at::zeros(shape, at::TensorOptions().dtype(type).device(toAten(device)));
+}
+inline Tensor zerosLike(const Tensor& t) { return at::zeros_like(t); }
+// A CPU tensor over `data`, borrowed: it lives as long as the caller keeps `data`.
+inline Tensor fromBlob(void* data, const Shape& shape, ScalarType type) {
+  return at::from_blob(data, shape, at::TensorOptions().dtype(type));
+}
+inline Tensor to(const Tensor& t, ScalarType type) { return t.to(type); }
+inline Tensor to(const Tensor& t, const Device& device, ScalarType type, bool nonBlocking = false) {
+  return t.to(toAten(device), type, nonBlocking);
+}
+inline Tensor toDevice(const Tensor& t, const Device& device, bool nonBlocking = false) {
+  return t.to(toAten(device), t.scalar_type(), nonBlocking);
+}
+inline Tensor contiguous(const Tensor& t, bool channelsLast = false) { return t.contiguous(format(channelsLast)); }
+inline bool isContiguous(const Tensor& t, bool channelsLast = false) { return t.is_contiguous(format(channelsLast)); }
+inline Tensor clone(const Tensor& t, bool channelsLast = false) { return t.clone(format(channelsLast)); }
+inline void copyInto(Tensor& dst, const Tensor& src, bool nonBlocking = false) { dst.copy_(src, nonBlocking); }
+inline void* dataPtr(const Tensor& t) { return t.data_ptr(); }
+inline Shape shapeOf(const Tensor& t) { return t.sizes().vec(); }
+inline Shape stridesOf(const Tensor& t) { return t.strides().vec(); }
+
+// ---------------------------------------------------------------- views
+
+inline Tensor reshape(const Tensor& t, const Shape& shape) { return t.reshape(shape); }
+inline Tensor permute(const Tensor& t, const Shape& dims) { return t.permute(dims); }
+inline Tensor flip(const Tensor& t, const Shape& dims) { return t.flip(dims); }
+inline Tensor transpose(const Tensor& t, int64_t a, int64_t b) { return t.transpose(a, b); }
+inline Tensor unsqueeze(const Tensor& t, int64_t dim) { return t.unsqueeze(dim); }
+inline Tensor select(const Tensor& t, int64_t dim, int64_t index) { return t.select(dim, index); }
+
+// ---------------------------------------------------------------- arithmetic and reductions
+
+inline Tensor add(const Tensor& a, const Tensor& b) { return a + b; }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return a - b; }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return a * b; }
+inline Tensor mul(const Tensor& a, double s) { return a.mul(s); }
+inline void addInPlace(Tensor& a, const Tensor& b) { a.add_(b); }
+inline void mulInPlace(Tensor& a, double s) { a.mul_(s); }
+inline void mulInPlace(Tensor& a, const Tensor& b) { a.mul_(b); }
+inline void divInPlace(Tensor& a, double s) { a.div_(s); }
+inline void signInPlace(Tensor& a) { a.sign_(); }
+inline void clampInPlace(Tensor& a, double lo, double hi) { a.clamp_(lo, hi); }
+inline Tensor sum(const Tensor& t) { return t.sum(); }
+inline Tensor sum(const Tensor& t, int64_t dim, bool keepdim) { return t.sum(dim, keepdim); }
+inline Tensor mean(const Tensor& t, int64_t dim) { return t.mean(dim); }
+inline Tensor bmm(const Tensor& a, const Tensor& b) { return at::bmm(a, b); }
+inline Tensor stack(const std::vector<Tensor>& tensors) { return at::stack(tensors); }
+inline Tensor softmax(const Tensor& t, int64_t dim) { return at::softmax(t, dim); }
+inline Tensor oneHot(const Tensor& labels, int64_t classes) { return at::one_hot(labels, classes); }
+
+// ---------------------------------------------------------------- comparisons and masks
+
+inline Tensor eq(const Tensor& t, double v) { return t.eq(v); }
+inline Tensor ne(const Tensor& t, double v) { return t.ne(v); }
+inline Tensor lt(const Tensor& t, double v) { return t.lt(v); }
+inline Tensor ge(const Tensor& t, double v) { return t.ge(v); }
+inline Tensor logicalAnd(const Tensor& a, const Tensor& b) { return at::logical_and(a, b); }
+inline Tensor logicalOr(const Tensor& a, const Tensor& b) { return at::logical_or(a, b); }
+inline Tensor logicalNot(const Tensor& a) { return a.logical_not(); }
+inline Tensor maskedFill(const Tensor& t, const Tensor& mask, double v) { return t.masked_fill(mask, v); }
+inline void maskedFillInPlace(Tensor& t, const Tensor& mask, double v) { t.masked_fill_(mask, v); }
+inline Tensor maskedSelect(const Tensor& t, const Tensor& mask) { return t.masked_select(mask); }
+// 0-d bool tensors, left on the device until read.
+inline Tensor any(const Tensor& t) { return t.any(); }
+inline Tensor allFinite(const Tensor& t) { return at::isfinite(t).all(); }
+// One element, read on the host.
+inline bool itemBool(const Tensor& t) { return t.item<bool>(); }
+inline int64_t itemInt(const Tensor& t) { return t.item<int64_t>(); }
+inline double itemDouble(const Tensor& t) { return t.item<double>(); }
+
+inline bool isFloating(ScalarType t) { return c10::isFloatingType(t); }
+inline ScalarType promote(ScalarType a, ScalarType b) { return c10::promoteTypes(a, b); }
+inline std::string typeName(ScalarType t) { return c10::toString(t); }
+
+// ---------------------------------------------------------------- the network's ops
+
+// 3x3 convolution, stride 1, padding 1, with bias.
+inline Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b) { return at::conv2d(x, w, b, {1, 1}, {1, 1}); }
+inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, const Tensor& weight) {
+  return compat::conv3x3BackwardInput(gradOutput, input, weight);
+}
+inline Tensor relu(const Tensor& x) { return at::relu(x); }
+inline Tensor reluInPlace(Tensor& x) { return at::relu_(x); }
+inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
+  return at::threshold_backward(gradOutput, output, 0);
+}
+// 2x2 pools, stride 2.
+inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
+  auto [pooled, indices] = at::max_pool2d_with_indices(x, {2, 2}, {2, 2});
+  return {pooled, indices};
+}
+inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, const Tensor& indices) {
+  return at::max_pool2d_with_indices_backward(gradOutput, input, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false, indices);
+}
+inline Tensor avgPool(const Tensor& x) { return at::avg_pool2d(x, {2, 2}, {2, 2}); }
+inline Tensor avgPoolBackward(const Tensor& gradOutput, const Tensor& input) {
+  return compat::avgPool2x2Backward(gradOutput, input);
+}
+inline Tensor mseLoss(const Tensor& a, const Tensor& b, Reduce r) {
+  return at::mse_loss(a, b, static_cast<int64_t>(r));
+}
+inline Tensor l1Loss(const Tensor& a, const Tensor& b, Reduce r) { return at::l1_loss(a, b, static_cast<int64_t>(r)); }
+inline Tensor smoothL1Loss(const Tensor& a, const Tensor& b, Reduce r) {
+  return at::smooth_l1_loss(a, b, static_cast<int64_t>(r), 1.0);
+}
+
+// ---------------------------------------------------------------- oneDNN on the CPU
+
+inline bool hasOneDnn() { return at::hasMKLDNN(); }
+inline const char* prepackedOneDnnWeights() { return compat::kPrepackedOneDnnWeights; }
+inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
+  return compat::prepareOneDnnWeight(channelsLastWeight);
+}
+inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& preparedWeight) {
+  return compat::prepareOneDnnBias(bias, preparedWeight);
+}
+// `bias` may be undefined (the backward convs have none).
+inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, bool relu) {
+  return bias.defined() ? compat::oneDnnConv3x3(x, w, bias, relu) : compat::oneDnnConv3x3(x, w, compat::kNone, relu);
+}
+
+// ---------------------------------------------------------------- random weights
+
+// torch.Generator().manual_seed(seed) on the CPU: PyTorch's own generator and kernels.
+class CpuGenerator {
+ public:
+  explicit CpuGenerator(uint64_t seed) : gen_(at::detail::createCPUGenerator(seed)) {}
+  void normal(Tensor& t, double mean, double std) { t.normal_(mean, std, gen_); }
+  void uniform(Tensor& t, double from, double to) { t.uniform_(from, to, gen_); }
+
+ private:
+  at::Generator gen_;
+};
+
+// ---------------------------------------------------------------- the runtime
+
+inline void setNumThreads(int n) { at::set_num_threads(n); }
+inline int numThreads() { return at::get_num_threads(); }
+inline std::string parallelInfo() { return at::get_parallel_info(); }
+// A libuv pool thread picks up setNumThreads() once it calls this.
+inline void initThreadsHere() { at::init_num_threads(); }
+
+// No autograd bookkeeping while it lives.
+using InferenceGuard = c10::InferenceMode;
+
+inline bool hasCuda() { return at::hasCUDA(); }
+inline int cudaDeviceCount() { return at::hasCUDA() ? static_cast<int>(at::getNumGPUs()) : 0; }
+// The libtorch this binary was built against (the exact builds load only that one).
+inline std::string torchVersion() {
+  return std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
+         std::to_string(TORCH_VERSION_PATCH);
+}
+
+// Whether `error` is one of libtorch's (c10::Error), and if so what it says and whether an
+// allocator ran out of memory.
+inline bool libtorchError(const std::exception_ptr& error, std::string& message, bool& outOfMemory) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error& e) {
+    message = e.what_without_backtrace();
+    // The CPU allocator reports exhaustion as a plain c10::Error.
+    outOfMemory = dynamic_cast<const c10::OutOfMemoryError*>(&e) != nullptr ||
+                  message.find("can't allocate memory") != std::string::npos ||
+                  message.find("out of memory") != std::string::npos;
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace perceptual::ops

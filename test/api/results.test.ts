@@ -66,12 +66,12 @@ describe('reductions', () => {
     const mean = new PerceptualLoss({ ...SMALL, styleWeight });
     const result = none.lossAndGrad(pred, target);
     expect(result.loss).toBeInstanceOf(Float32Array);
-    expect((result.loss as Float32Array).length).toBe(3);
+    expect((result.loss).length).toBe(3);
     expect(none.loss(pred, target)).toEqual(result.loss);
     const size = count(pred.shape) / 3;
     for (let i = 0; i < 3; i++) {
       const alone = mean.lossAndGrad(sample(pred, i), sample(target, i));
-      expect(relErrorScalar((result.loss as Float32Array)[i], alone.loss as number)).toBeLessThan(1e-5);
+      expect(relErrorScalar((result.loss)[i], alone.loss as number)).toBeLessThan(1e-5);
       // The gradient of 'none' is that of the sum of the per-sample losses.
       expect(relError(result.grad.subarray(i * size, (i + 1) * size), alone.grad)).toBeLessThan(1e-5);
     }
@@ -79,8 +79,8 @@ describe('reductions', () => {
 
   it("'sum' sums where 'mean' averages: for one tap, sum = mean * the tap's element count", () => {
     const one = { inChannels: 3, arch: [8, 'M', 16] as Array<number | 'M'>, layers: ['relu2_1'] };
-    const mean = new PerceptualLoss(one).loss(pred, target) as number;
-    const sum = new PerceptualLoss({ ...one, reduction: 'sum' }).loss(pred, target) as number;
+    const mean = new PerceptualLoss(one).loss(pred, target);
+    const sum = new PerceptualLoss({ ...one, reduction: 'sum' }).loss(pred, target);
     expect(relErrorScalar(sum, mean * 3 * 16 * 8 * 8)).toBeLessThan(1e-5);
   });
 });
@@ -102,7 +102,7 @@ describe('terms', () => {
   it("gives each tap's weighted share: weight * the loss of that tap alone", () => {
     const result = new PerceptualLoss({ ...options, featureWeight: 1.5 }).lossAndGrad(pred, target);
     result.terms.forEach((term, i) => {
-      const alone = new PerceptualLoss({ inChannels: 3, arch: [8, 'M', 16], layers: [term.name] }).loss(pred, target) as number;
+      const alone = new PerceptualLoss({ inChannels: 3, arch: [8, 'M', 16], layers: [term.name] }).loss(pred, target);
       expect(relErrorScalar(term.feature, 1.5 * (options.layerWeights as number[])[i] * alone)).toBeLessThan(1e-6);
     });
   });
@@ -117,7 +117,7 @@ describe('terms', () => {
   it("sums over samples with reduction 'none'", () => {
     const result = new PerceptualLoss({ ...options, styleWeight: 1, reduction: 'none' }).lossAndGrad(pred, target);
     const total = result.terms.reduce((s, t) => s + t.feature + t.style, 0);
-    const perSample = Array.from(result.loss as Float32Array).reduce((a, b) => a + b, 0);
+    const perSample = Array.from(result.loss).reduce((a, b) => a + b, 0);
     expect(relErrorScalar(total, perSample)).toBeLessThan(1e-6);
   });
 });

@@ -29,7 +29,7 @@ describe('segmentationLoss', () => {
     const b = direct.lossAndGradSegmentation(logits, labels, { ignoreIndex: 7 });
     expect(a.loss).toBe(b.loss);
     expect(a.grad).toEqual(b.grad);
-    expect(a.loss as number).toBeGreaterThan(0);
+    expect(a.loss).toBeGreaterThan(0);
     // The ignored pixels (the first 16 of sample 0) get no gradient in any channel.
     for (let c = 0; c < 4; c++) for (let p = 0; p < 16; p++) expect(Math.abs(a.grad[c * 64 + p])).toBe(0);
   });
@@ -42,7 +42,7 @@ describe('segmentationLoss', () => {
     const clean = { data: labelData.map((v) => v % 4), shape: [2, 8, 8] };
     const a = seg.lossAndGrad(logits, clean);
     const b = await seg.lossAndGradAsync({ data: nhwc, shape: [2, 8, 8, 4] }, clean, { layout: 'nhwc' });
-    expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
+    expect(b.loss).toBeCloseTo(a.loss, 6);
   });
 
   it('gives the NHWC gradient in NHWC: the NCHW gradient, permuted, ignored pixels 0', () => {
@@ -69,7 +69,7 @@ describe('segmentationLoss', () => {
     {
       using seg = segmentationLoss({ classes: 4, ...SMALL });
       escaped = seg;
-      expect(seg.lossAndGrad(logits, { data: labelData.map((v) => v % 4), shape: [2, 8, 8] }).loss as number).toBeGreaterThan(0);
+      expect(seg.lossAndGrad(logits, { data: labelData.map((v) => v % 4), shape: [2, 8, 8] }).loss).toBeGreaterThan(0);
     }
     expectCode(() => escaped.lossAndGrad(logits, labels), 'ERR_DISPOSED', /^This PerceptualLoss has been disposed\.$/);
     const other = segmentationLoss({ classes: 4, ...SMALL });
@@ -153,7 +153,7 @@ describe('denseLoss', () => {
     expect(dense.perceptual.options.inChannels).toBe(3);
     const a = dense.lossAndGrad({ data: pred, shape: nchw }, { data: target, shape: nchw }, { mask: pixelMask });
     const b = dense.lossAndGrad({ data: toNhwc(pred), shape: nhwcShape }, { data: toNhwc(target), shape: nhwcShape }, { mask: pixelMask, layout: 'nhwc' });
-    expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
+    expect(b.loss).toBeCloseTo(a.loss, 6);
     const aNhwc = toNhwc(a.grad);
     for (let i = 0; i < aNhwc.length; i++) expect(b.grad[i]).toBeCloseTo(aNhwc[i], 7);
     // Masked pixels: zero gradient in all three channels.
@@ -168,7 +168,7 @@ describe('denseLoss', () => {
     const m = Float64Array.from(randn(pred.length, 8), (v) => Math.abs(v) / 2);
     const p64 = Float64Array.from(pred);
     const t64 = Float64Array.from(target);
-    const at = (d: Float64Array) => precise.loss({ data: d, shape: nchw }, { data: t64, shape: nchw }, { mask: m }) as number;
+    const at = (d: Float64Array) => precise.loss({ data: d, shape: nchw }, { data: t64, shape: nchw }, { mask: m });
     const { grad } = precise.lossAndGrad({ data: p64, shape: nchw }, { data: t64, shape: nchw }, { mask: m });
     expect(grad).toBeInstanceOf(Float64Array);
     const scale = Math.max(...Array.from(grad, Math.abs));
@@ -206,7 +206,7 @@ describe('denseLoss', () => {
       { data: toNhwc(target), shape: nhwcShape },
       { mask: { data: nhwcMask, shape: nhwcShape }, layout: 'nhwc' },
     );
-    expect(b.loss as number).toBeCloseTo(a.loss as number, 6);
+    expect(b.loss).toBeCloseTo(a.loss, 6);
     const expected = toNhwc(a.grad);
     const scale = Math.max(...Array.from(expected, Math.abs));
     for (let i = 0; i < expected.length; i++) {
@@ -216,7 +216,7 @@ describe('denseLoss', () => {
     // Equal to the plain loss of the masked inputs.
     const zeroed = (d: Float32Array) => d.map((v, i) => (nhwcMask[i] ? v : 0));
     const plain = dense.perceptual.loss({ data: zeroed(toNhwc(pred)), shape: nhwcShape }, { data: zeroed(toNhwc(target)), shape: nhwcShape }, { layout: 'nhwc' });
-    expect(b.loss as number).toBeCloseTo(plain as number, 6);
+    expect(b.loss).toBeCloseTo(plain, 6);
   });
 
   it('dispose() and `using` free the underlying loss', () => {
@@ -224,7 +224,7 @@ describe('denseLoss', () => {
     {
       using normals = denseLoss({ channels: 3, ...SMALL });
       escaped = normals;
-      expect(normals.loss({ data: pred, shape: nchw }, { data: target, shape: nchw }) as number).toBeGreaterThan(0);
+      expect(normals.loss({ data: pred, shape: nchw }, { data: target, shape: nchw })).toBeGreaterThan(0);
     }
     expectCode(() => escaped.loss({ data: pred, shape: nchw }, { data: target, shape: nchw }), 'ERR_DISPOSED', /^This PerceptualLoss has been disposed\.$/);
     const depth = depthLoss(SMALL);

@@ -117,7 +117,7 @@ describe('tfjsPerceptualLoss', () => {
     });
     const nchw = [SHAPE[0], SHAPE[3], SHAPE[1], SHAPE[2]];
     const own = loss.lossAndGrad({ data: toNchw(predData, SHAPE), shape: nchw }, { data: toNchw(targetData, SHAPE), shape: nchw });
-    expect(value).toBeCloseTo(own.loss as number, 6);
+    expect(value).toBeCloseTo(own.loss, 6);
     expect(maxRelError(grad, toNhwc(own.grad, nchw))).toBeLessThan(1e-5);
     tf.dispose([pred, target]);
   });
@@ -208,7 +208,7 @@ describe('tfjsPerceptualLoss', () => {
     const [v1, g1] = run(plain);
     const [v3, g3] = run(weighted);
     expect(v1).toBeGreaterThan(0);
-    expect(v3).toBe(Math.fround(0.3 * (loss.loss({ data: toNchw(predData, SHAPE), shape: [2, 2, 8, 8] }, { data: toNchw(targetData, SHAPE), shape: [2, 2, 8, 8] }) as number)));
+    expect(v3).toBe(Math.fround(0.3 * (loss.loss({ data: toNchw(predData, SHAPE), shape: [2, 2, 8, 8] }, { data: toNchw(targetData, SHAPE), shape: [2, 2, 8, 8] }))));
     expect(v3 / v1).toBeCloseTo(0.3, 6);
     expect(maxRelError(g3, g1.map((g) => 0.3 * g))).toBeLessThan(1e-6);
     // Forward only (no tape) is weighted too.
@@ -226,10 +226,10 @@ describe('tfjsPerceptualLoss', () => {
       return [value.dataSync()[0], grads[0].dataSync() as Float32Array] as const;
     });
     const own = loss.lossAndGrad({ data: predData, shape: SHAPE }, { data: targetData, shape: SHAPE }, { layout: 'nhwc' });
-    expect(value).toBe(Math.fround(own.loss as number));
+    expect(value).toBe(Math.fround(own.loss));
     expect(maxRelError(grad, own.grad)).toBe(0);
     // A sum over the elements of each tap, not a mean: far larger than the 'mean' loss.
-    const mean = make().loss({ data: predData, shape: SHAPE }, { data: targetData, shape: SHAPE }, { layout: 'nhwc' }) as number;
+    const mean = make().loss({ data: predData, shape: SHAPE }, { data: targetData, shape: SHAPE }, { layout: 'nhwc' });
     expect(value).toBeGreaterThan(100 * mean);
     tf.dispose([pred, target]);
   });
@@ -298,7 +298,7 @@ describe('tfjsSegmentationLoss', () => {
       { data: labelData, shape: [2, 8, 8] },
       { layout: 'nhwc', ignoreIndex: 255 },
     );
-    expect(value).toBeCloseTo(own.loss as number, 6);
+    expect(value).toBeCloseTo(own.loss, 6);
     expect(maxRelError(grad, own.grad)).toBe(0);
     // Ignored pixels get no gradient.
     for (let p = 10; p < 20; p++) for (let c = 0; c < classes; c++) expect(Math.abs(grad[p * classes + c])).toBe(0);

@@ -80,16 +80,16 @@ async function runNonFiniteCase(c: typeof nonFiniteCaseArb extends fc.Arbitrary<
       return;
     }
     let result: { loss: number | Float32Array; grad: Float32Array | Float64Array };
-    if (c.method === 'loss') result = { loss: loss.loss(pred, target) as number | Float32Array, grad: new Float32Array(0) };
-    else if (c.method === 'lossAndGradAsync') result = (await loss.lossAndGradAsync(pred, target)) as typeof result;
+    if (c.method === 'loss') result = { loss: loss.loss(pred, target), grad: new Float32Array(0) };
+    else if (c.method === 'lossAndGradAsync') result = (await loss.lossAndGradAsync(pred, target));
     else if (c.method === 'tensor') {
       const tp = Tensor.from(p, shape, { device: 'cpu' });
       const tt = Tensor.from(t, shape, { device: 'cpu' });
       owned.push(tp, tt);
       const a = loss.lossAndGrad(tp, tt);
       owned.push(a.grad);
-      result = { loss: a.loss as number | Float32Array, grad: a.grad.toArray() as Float32Array };
-    } else result = loss.lossAndGrad(pred, target) as typeof result;
+      result = { loss: a.loss, grad: a.grad.toArray() };
+    } else result = loss.lossAndGrad(pred, target);
 
     // The loss: NaN where the reference (PyTorch's rules) gives NaN; other samples are untouched.
     const losses = typeof result.loss === 'number' ? [result.loss] : Array.from(result.loss);

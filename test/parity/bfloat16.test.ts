@@ -59,10 +59,10 @@ function runOurs(c: Case, dtype: 'float32' | 'bfloat16'): Ours {
   if (labels) {
     const [n, , h, w] = c.shape;
     const r = loss.lossAndGradSegmentation(p, { data: labels, shape: [n, h, w] }, { ignoreIndex: c.segmentation!.ignoreIndex });
-    return { loss: r.loss as number, grad: r.grad };
+    return { loss: r.loss, grad: r.grad };
   }
   const r = loss.lossAndGrad(p, { data: target, shape: c.shape });
-  return { loss: r.loss as number | Float32Array, grad: r.grad };
+  return { loss: r.loss, grad: r.grad };
 }
 
 function lossError(actual: number | ArrayLike<number>, expected: number | ArrayLike<number> | undefined): number {

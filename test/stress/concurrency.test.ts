@@ -388,7 +388,7 @@ describe('the event loop', () => {
       const m = await timerLag(async () => {
         result = await loss.lossAndGradAsync(x, y);
       });
-      expect(Number.isFinite(result!.loss as number)).toBe(true);
+      expect(Number.isFinite(result!.loss)).toBe(true);
       const control = await busyControl(threads, m.duration);
       const trial = { side, ...m, control, bound: Math.max(20, control + 10) };
       trials.push(trial);

@@ -94,9 +94,28 @@ class Context {
 
 #else
 
+// Without ATen's CUDA layer (a CPU-only build, or the stable-ABI binary on any torch): work goes
+// on the current stream. A CUDA device there is the stable-ABI binary's, which reaches CUDA
+// kernels through the dispatcher but no graph capture, no stream of its own and none of ATen's
+// process-wide cuDNN switches: asking for them is refused, not ignored.
 class Context {
  public:
-  explicit Context(const Config&) {}
+  explicit Context(const Config& config) {
+    if (!config.device.is_cuda()) return;
+    const char* asked = config.cudaGraphs       ? "cudaGraphs: true"
+                        : config.targetStream   ? "targetStream: true"
+                        : config.cudnnBenchmark ? "cudnnBenchmark: true"
+                        : !config.allowTF32     ? "allowTF32: false"
+                                                : nullptr;
+    if (asked) {
+      throw Error(ErrorCode::Options,
+                  std::string(asked) +
+                      " needs a build of the addon for this exact libtorch: the stable-ABI binary in use (one "
+                      "binary for every torch from 2.10 on) has no CUDA graph capture, no CUDA streams of its own "
+                      "and no access to ATen's cuDNN settings. Leave the option at its default, or build for this "
+                      "torch: npm rebuild generic-perceptual-loss (needs CMake and a C++ compiler)");
+    }
+  }
   std::shared_ptr<void> enter() const { return nullptr; }
   TargetFeatures onTargetStream(const std::function<TargetFeatures()>& fn, const std::vector<ops::Tensor>&) const {
     return fn();

@@ -3,6 +3,7 @@
 // perceptual.cc. No Node-API here: loss.cc reads the arguments and writes the results.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>

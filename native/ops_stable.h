@@ -1,0 +1,431 @@
+// The op layer over libtorch's stable C ABI: every op is reached by name through
+// torch_call_dispatcher, tensors are torch::stable::Tensor handles, and nothing here includes
+// an ATen or c10 C++ header beyond what torch/headeronly and torch/csrc/stable pull in. Built
+// with TORCH_TARGET_VERSION (the build sets 2.10), the one binary loads on every torch from the
+// target on, CPU and CUDA builds alike.
+//
+// Three things the shims lack are looked up at run time in the loaded libtorch, checked before
+// use, and described where they are used (runtime_symbols.h): a seeded CPU generator, the
+// thread-count setters, and CUDA's device count.
+#pragma once
+
+#include <torch/csrc/inductor/aoti_torch/generated/c_shim_aten.h>
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/ops.h>
+#include <torch/csrc/stable/stableivalue_conversions.h>
+#include <torch/csrc/stable/tensor.h>
+#include <torch/headeronly/core/ScalarType.h>
+
+#include <array>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "runtime_symbols.h"
+
+namespace perceptual::ops {
+
+using Tensor = torch::stable::Tensor;
+using ScalarType = torch::headeronly::ScalarType;
+using torch::headeronly::MemoryFormat;
+
+inline constexpr const char* kBackend = "stable";
+
+// A failure inside libtorch, with its text where the loaded torch gives it (2.13 on).
+struct LibtorchFailure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] inline void failed(const char* what) {
+  const char* text = runtime::exceptionText();
+  throw LibtorchFailure(std::string(what) + (text && *text ? ": " + std::string(text) : " failed"));
+}
+
+namespace detail {
+
+template <typename T>
+StableIValue box(const T& value) {
+  return torch::stable::detail::from(value);
+}
+
+// Calls op.overload with `args` boxed on a stack large enough for its `outputs`; returns the stack.
+template <size_t Outputs, typename... Args>
+std::array<StableIValue, (sizeof...(Args) > Outputs ? sizeof...(Args) : Outputs)> dispatch(const char* op,
+                                                                                           const char* overload,
+                                                                                           const Args&... args) {
+  std::array<StableIValue, (sizeof...(Args) > Outputs ? sizeof...(Args) : Outputs)> stack{box(args)...};
+  if (torch_call_dispatcher(op, overload, stack.data(), TORCH_ABI_VERSION) != AOTI_TORCH_SUCCESS) failed(op);
+  return stack;
+}
+
+template <typename... Args>
+Tensor call(const char* op, const char* overload, const Args&... args) {
+  return torch::stable::detail::to<Tensor>(dispatch<1>(op, overload, args...)[0]);
+}
+
+// In-place ops hand back a new reference to their first argument: released here.
+template <typename... Args>
+void callInPlace(const char* op, const char* overload, const Args&... args) {
+  (void)torch::stable::detail::to<Tensor>(dispatch<1>(op, overload, args...)[0]);
+}
+
+using Ints = std::vector<int64_t>;
+inline const Ints k2{2, 2}, k1{1, 1}, k0{0, 0};
+
+// The dispatcher's stable stack cannot carry a Scalar argument (torch 2.13: "Not yet supported
+// conversion from StableIValue to IValue for schema type: Scalar"), so scalars go as 0-d CPU
+// tensors to the .Tensor overloads. ATen's kernels read any one-element CPU operand as a scalar
+// in their compute type; the 0-d tensor is float64 for a float64 operand and float32 otherwise
+// (the compute type of float32, float16 and bfloat16), so it neither promotes a 0-d float32
+// operand to float64 nor rounds the value through float16: the Scalar overloads' values.
+inline Tensor scalar(double value, ScalarType operand) {
+  AtenTensorHandle handle = nullptr;
+  const int64_t none = 0;
+  int32_t dtype = operand == ScalarType::Float || operand == ScalarType::Half || operand == ScalarType::BFloat16
+                      ? aoti_torch_dtype_float32()
+                      : aoti_torch_dtype_float64();
+  int32_t device = aoti_torch_device_type_cpu();
+  if (aoti_torch_aten_full(&none, 0, value, &dtype, nullptr, &device, 0, nullptr, &handle) != AOTI_TORCH_SUCCESS) {
+    failed("aten::full");
+  }
+  return Tensor(handle);
+}
+
+// self - alpha * other, through the generated shim that takes alpha as a double.
+inline Tensor subtract(const Tensor& a, const Tensor& b, double alpha) {
+  AtenTensorHandle out = nullptr;
+  if (aoti_torch_aten_subtract_Tensor(a.get(), b.get(), alpha, &out) != AOTI_TORCH_SUCCESS) failed("aten::subtract");
+  return Tensor(out);
+}
+
+}  // namespace detail
+
+inline torch::stable::Device toStable(const Device& d) {
+  return d.cuda ? torch::stable::Device(torch::headeronly::DeviceType::CUDA, static_cast<int8_t>(d.ordinal()))
+                : torch::stable::Device(torch::headeronly::DeviceType::CPU);
+}
+inline Device deviceOf(const Tensor& t) { return t.is_cuda() ? Device{true, t.get_device_index()} : Device{}; }
+inline MemoryFormat format(bool channelsLast) {
+  return channelsLast ? MemoryFormat::ChannelsLast : MemoryFormat::Contiguous;
+}
+inline Shape shapeOf(const Tensor& t) {
+  const auto s = t.sizes();
+  return Shape(s.begin(), s.end());
+}
+inline Shape stridesOf(const Tensor& t) {
+  const auto s = t.strides();
+  return Shape(s.begin(), s.end());
+}
+
+// ---------------------------------------------------------------- making and moving tensors
+
+inline Tensor empty(const Shape& shape, ScalarType type, const Device& device, bool channelsLast = false) {
+  return detail::call("aten::empty", "memory_format", shape, std::optional<ScalarType>(type),
+                      std::optional<torch::headeronly::Layout>(), std::optional(toStable(device)),
+                      std::optional<bool>(), std::optional(format(channelsLast)));
+}
+inline Tensor emptyPinned(const Shape& shape, ScalarType type) {
+  return detail::call("aten::empty", "memory_format", shape, std::optional<ScalarType>(type),
+                      std::optional<torch::headeronly::Layout>(), std::optional<torch::stable::Device>(),
+                      std::optional<bool>(true), std::optional<MemoryFormat>());
+}
+inline Tensor zeros(const Shape& shape, ScalarType type, const Device& device) {
+  return detail::call("aten::zeros", "", shape, std::optional<ScalarType>(type),
+                      std::optional<torch::headeronly::Layout>(), std::optional(toStable(device)),
+                      std::optional<bool>());
+}
+inline Tensor zerosLike(const Tensor& t) {
+  return detail::call("aten::zeros_like", "", t, std::optional<ScalarType>(),
+                      std::optional<torch::headeronly::Layout>(), std::optional<torch::stable::Device>(),
+                      std::optional<bool>(), std::optional<MemoryFormat>());
+}
+// A CPU tensor over `data`, borrowed: it lives as long as the caller keeps `data`.
+inline Tensor fromBlob(void* data, const Shape& shape, ScalarType type) {
+  Shape strides(shape.size(), 1);
+  for (size_t i = shape.size(); i-- > 1;) strides[i - 1] = strides[i] * std::max<int64_t>(shape[i], 1);
+  return torch::stable::from_blob(data, shape, strides, toStable(kCpu), type);
+}
+// Copies are synchronous here: with no stream of its own, a result is complete when it returns.
+inline Tensor to(const Tensor& t, ScalarType type) {
+  return detail::call("aten::to", "dtype", t, type, false, false, std::optional<MemoryFormat>());
+}
+inline Tensor to(const Tensor& t, const Device& device, ScalarType type, bool /*nonBlocking*/ = false) {
+  return detail::call("aten::to", "device", t, toStable(device), type, false, false, std::optional<MemoryFormat>());
+}
+inline Tensor toDevice(const Tensor& t, const Device& device, bool /*nonBlocking*/ = false) {
+  return to(t, device, t.scalar_type());
+}
+inline Tensor contiguous(const Tensor& t, bool channelsLast = false) {
+  return detail::call("aten::contiguous", "", t, format(channelsLast));
+}
+inline bool isContiguous(const Tensor& t, bool channelsLast = false) {
+  return torch::stable::detail::to<bool>(
+      detail::dispatch<1>("aten::is_contiguous", "memory_format", t, format(channelsLast))[0]);
+}
+inline Tensor clone(const Tensor& t, bool channelsLast = false) {
+  return detail::call("aten::clone", "", t, std::optional(format(channelsLast)));
+}
+inline void copyInto(Tensor& dst, const Tensor& src, bool /*nonBlocking*/ = false) {
+  detail::callInPlace("aten::copy_", "", dst, src, false);
+}
+inline void* dataPtr(const Tensor& t) { return t.mutable_data_ptr(); }
+
+// ---------------------------------------------------------------- views
+
+inline Tensor reshape(const Tensor& t, const Shape& shape) { return detail::call("aten::reshape", "", t, shape); }
+inline Tensor permute(const Tensor& t, const Shape& dims) { return detail::call("aten::permute", "", t, dims); }
+inline Tensor flip(const Tensor& t, const Shape& dims) { return detail::call("aten::flip", "", t, dims); }
+inline Tensor transpose(const Tensor& t, int64_t a, int64_t b) {
+  return detail::call("aten::transpose", "int", t, a, b);
+}
+inline Tensor unsqueeze(const Tensor& t, int64_t dim) { return detail::call("aten::unsqueeze", "", t, dim); }
+inline Tensor select(const Tensor& t, int64_t dim, int64_t index) {
+  return detail::call("aten::select", "int", t, dim, index);
+}
+
+// ---------------------------------------------------------------- arithmetic and reductions
+
+// a + b as a - (-1) * b: ATen's kernel computes a + 1 * b, exactly a + b.
+inline Tensor add(const Tensor& a, const Tensor& b) { return detail::subtract(a, b, -1.0); }
+inline Tensor sub(const Tensor& a, const Tensor& b) { return detail::subtract(a, b, 1.0); }
+inline Tensor mul(const Tensor& a, const Tensor& b) { return detail::call("aten::mul", "Tensor", a, b); }
+inline Tensor mul(const Tensor& a, double s) {
+  return detail::call("aten::mul", "Tensor", a, detail::scalar(s, a.scalar_type()));
+}
+// No in-place add without a Scalar alpha: the sum takes a's place.
+inline void addInPlace(Tensor& a, const Tensor& b) { a = add(a, b); }
+inline void mulInPlace(Tensor& a, double s) {
+  detail::callInPlace("aten::mul_", "Tensor", a, detail::scalar(s, a.scalar_type()));
+}
+inline void mulInPlace(Tensor& a, const Tensor& b) { detail::callInPlace("aten::mul_", "Tensor", a, b); }
+inline void divInPlace(Tensor& a, double s) {
+  detail::callInPlace("aten::div_", "Tensor", a, detail::scalar(s, a.scalar_type()));
+}
+inline void signInPlace(Tensor& a) { detail::callInPlace("aten::sign_", "", a); }
+inline void clampInPlace(Tensor& a, double lo, double hi) {
+  detail::callInPlace("aten::clamp_", "Tensor", a, std::optional<Tensor>(detail::scalar(lo, a.scalar_type())),
+                      std::optional<Tensor>(detail::scalar(hi, a.scalar_type())));
+}
+inline Tensor sum(const Tensor& t) { return detail::call("aten::sum", "", t, std::optional<ScalarType>()); }
+inline Tensor sum(const Tensor& t, int64_t dim, bool keepdim) {
+  return detail::call("aten::sum", "dim_IntList", t, std::optional<Shape>(Shape{dim}), keepdim,
+                      std::optional<ScalarType>());
+}
+inline Tensor mean(const Tensor& t, int64_t dim) {
+  return detail::call("aten::mean", "dim", t, std::optional<Shape>(Shape{dim}), false, std::optional<ScalarType>());
+}
+inline Tensor bmm(const Tensor& a, const Tensor& b) { return detail::call("aten::bmm", "", a, b); }
+inline Tensor stack(const std::vector<Tensor>& tensors) {
+  return detail::call("aten::stack", "", tensors, static_cast<int64_t>(0));
+}
+inline Tensor softmax(const Tensor& t, int64_t dim) {
+  return detail::call("aten::softmax", "int", t, dim, std::optional<ScalarType>());
+}
+inline Tensor oneHot(const Tensor& labels, int64_t classes) {
+  return detail::call("aten::one_hot", "", labels, classes);
+}
+
+// ---------------------------------------------------------------- comparisons and masks
+
+inline Tensor eq(const Tensor& t, double v) {
+  return detail::call("aten::eq", "Tensor", t, detail::scalar(v, t.scalar_type()));
+}
+inline Tensor ne(const Tensor& t, double v) {
+  return detail::call("aten::ne", "Tensor", t, detail::scalar(v, t.scalar_type()));
+}
+inline Tensor lt(const Tensor& t, double v) {
+  return detail::call("aten::lt", "Tensor", t, detail::scalar(v, t.scalar_type()));
+}
+inline Tensor ge(const Tensor& t, double v) {
+  return detail::call("aten::ge", "Tensor", t, detail::scalar(v, t.scalar_type()));
+}
+inline Tensor logicalAnd(const Tensor& a, const Tensor& b) { return detail::call("aten::logical_and", "", a, b); }
+inline Tensor logicalOr(const Tensor& a, const Tensor& b) { return detail::call("aten::logical_or", "", a, b); }
+inline Tensor logicalNot(const Tensor& a) { return detail::call("aten::logical_not", "", a); }
+inline Tensor maskedFill(const Tensor& t, const Tensor& mask, double v) {
+  return detail::call("aten::masked_fill", "Tensor", t, mask, detail::scalar(v, t.scalar_type()));
+}
+inline void maskedFillInPlace(Tensor& t, const Tensor& mask, double v) {
+  detail::callInPlace("aten::masked_fill_", "Tensor", t, mask, detail::scalar(v, t.scalar_type()));
+}
+inline Tensor maskedSelect(const Tensor& t, const Tensor& mask) {
+  return detail::call("aten::masked_select", "", t, mask);
+}
+inline Tensor any(const Tensor& t) { return detail::call("aten::any", "", t); }
+inline Tensor allFinite(const Tensor& t) {
+  return detail::call("aten::all", "", detail::call("aten::isfinite", "", t));
+}
+
+// One element, read on the host (aten::item gives a Scalar, which the stable stack cannot carry).
+inline double itemDouble(const Tensor& t) {
+  const Tensor host = to(t, kCpu, ScalarType::Double);
+  double value = 0;
+  std::memcpy(&value, host.const_data_ptr(), sizeof value);
+  return value;
+}
+inline bool itemBool(const Tensor& t) { return itemDouble(t) != 0; }
+inline int64_t itemInt(const Tensor& t) {
+  const Tensor host = to(t, kCpu, ScalarType::Long);
+  int64_t value = 0;
+  std::memcpy(&value, host.const_data_ptr(), sizeof value);
+  return value;
+}
+
+inline bool isFloating(ScalarType t) {
+  return t == ScalarType::Float || t == ScalarType::Double || t == ScalarType::Half || t == ScalarType::BFloat16;
+}
+// torch.promote_types for the pairs the package meets (a floating input and a floating mask).
+inline ScalarType promote(ScalarType a, ScalarType b) {
+  if (a == b) return a;
+  if (a == ScalarType::Double || b == ScalarType::Double) return ScalarType::Double;
+  return ScalarType::Float;
+}
+inline std::string typeName(ScalarType t) { return torch::headeronly::toString(t); }
+
+// ---------------------------------------------------------------- the network's ops
+
+inline Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b) {
+  return detail::call("aten::convolution", "", x, w, std::optional<Tensor>(b), detail::k1, detail::k1, detail::k1,
+                      false, detail::k0, static_cast<int64_t>(1));
+}
+inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, const Tensor& weight) {
+  // bool[3] crosses as a header-only array (a std::vector<bool> has no data()).
+  const std::array<bool, 3> mask{true, false, false};
+  auto stack = detail::dispatch<3>("aten::convolution_backward", "", gradOutput, input, weight, std::optional<Shape>(),
+                                   detail::k1, detail::k1, detail::k1, false, detail::k0, static_cast<int64_t>(1),
+                                   torch::headeronly::HeaderOnlyArrayRef<bool>(mask.data(), mask.size()));
+  Tensor gradInput = torch::stable::detail::to<Tensor>(stack[0]);
+  (void)torch::stable::detail::to<Tensor>(stack[1]);
+  (void)torch::stable::detail::to<Tensor>(stack[2]);
+  return gradInput;
+}
+inline Tensor relu(const Tensor& x) { return detail::call("aten::relu", "", x); }
+inline Tensor reluInPlace(Tensor& x) {
+  detail::callInPlace("aten::relu_", "", x);
+  return x;
+}
+// threshold_backward(g, out, 0) takes a Scalar: the same selection, 0 where out <= 0, by where().
+inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
+  const Tensor zero = detail::scalar(0.0, output.scalar_type());
+  return detail::call(
+      "aten::where", "self", detail::call("aten::gt", "Tensor", output, zero), gradOutput,
+      detail::call("aten::to", "dtype", zero, gradOutput.scalar_type(), false, false, std::optional<MemoryFormat>()));
+}
+inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
+  auto stack = detail::dispatch<2>("aten::max_pool2d_with_indices", "", x, detail::k2, detail::k2, detail::k0,
+                                   detail::k1, false);
+  Tensor pooled = torch::stable::detail::to<Tensor>(stack[0]);
+  return {pooled, torch::stable::detail::to<Tensor>(stack[1])};
+}
+inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, const Tensor& indices) {
+  return detail::call("aten::max_pool2d_with_indices_backward", "", gradOutput, input, detail::k2, detail::k2,
+                      detail::k0, detail::k1, false, indices);
+}
+inline Tensor avgPool(const Tensor& x) {
+  return detail::call("aten::avg_pool2d", "", x, detail::k2, detail::k2, detail::k0, false, true,
+                      std::optional<int64_t>());
+}
+inline Tensor avgPoolBackward(const Tensor& gradOutput, const Tensor& input) {
+  return detail::call("aten::avg_pool2d_backward", "", gradOutput, input, detail::k2, detail::k2, detail::k0, false,
+                      true, std::optional<int64_t>());
+}
+inline Tensor mseLoss(const Tensor& a, const Tensor& b, Reduce r) {
+  return detail::call("aten::mse_loss", "", a, b, static_cast<int64_t>(r));
+}
+inline Tensor l1Loss(const Tensor& a, const Tensor& b, Reduce r) {
+  return detail::call("aten::l1_loss", "", a, b, static_cast<int64_t>(r));
+}
+inline Tensor smoothL1Loss(const Tensor& a, const Tensor& b, Reduce r) {
+  return detail::call("aten::smooth_l1_loss", "", a, b, static_cast<int64_t>(r), 1.0);
+}
+
+// ---------------------------------------------------------------- oneDNN on the CPU
+
+// mkldnn::_reorder_convolution_weight and mkldnn::_convolution_pointwise, reached by name as the
+// 2.x exact build reaches them: weights reordered once, the ReLU a post-op.
+inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
+  return detail::call("mkldnn::_reorder_convolution_weight", "", channelsLastWeight, detail::k1, detail::k1, detail::k1,
+                      static_cast<int64_t>(1), std::optional<Shape>());
+}
+inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& /*preparedWeight*/) { return bias; }
+inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, bool relu) {
+  // The post-op's scalars: one None, as the 2.x exact build passes them.
+  static const std::vector<std::optional<double>> noScalars{std::nullopt};
+  return detail::call("mkldnn::_convolution_pointwise", "", x, w,
+                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), detail::k1, detail::k1,
+                      detail::k1, static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
+                      std::optional<std::string>(std::string()));
+}
+// Whether the loaded libtorch has oneDNN's ops: one tiny reorder, tried once.
+inline bool hasOneDnn() {
+  static const bool has = [] {
+    try {
+      (void)prepareOneDnnWeight(contiguous(zeros({1, 1, 3, 3}, ScalarType::Float, kCpu), true));
+      return true;
+    } catch (const LibtorchFailure&) {
+      return false;
+    }
+  }();
+  return has;
+}
+inline const char* prepackedOneDnnWeights() { return "all"; }
+
+// ---------------------------------------------------------------- random weights
+
+// torch.Generator().manual_seed(seed) on the CPU, drawn by the loaded torch's own kernels, so the
+// weights are those of that torch on this CPU bit for bit (see runtime_symbols.h).
+class CpuGenerator {
+ public:
+  explicit CpuGenerator(uint64_t seed) : generator_(runtime::CpuGenerator::seeded(seed)) {}
+  void normal(Tensor& t, double mean, double std) {
+    AtenGeneratorHandle handle = generator_.handle();
+    AtenTensorHandle out = nullptr;
+    if (runtime::normalFunctional()(t.get(), mean, std, &handle, &out) != AOTI_TORCH_SUCCESS) {
+      failed("aten::normal_functional");
+    }
+    t = Tensor(out);
+  }
+  void uniform(Tensor& t, double from, double to) {
+    AtenGeneratorHandle handle = generator_.handle();
+    AtenTensorHandle out = nullptr;
+    if (runtime::uniform()(t.get(), from, to, &handle, &out) != AOTI_TORCH_SUCCESS) failed("aten::uniform");
+    t = Tensor(out);
+  }
+
+ private:
+  runtime::CpuGenerator generator_;
+};
+
+// ---------------------------------------------------------------- the runtime
+
+inline void setNumThreads(int n) { runtime::setNumThreads(n); }
+inline int numThreads() { return static_cast<int>(torch::stable::get_num_threads()); }
+inline std::string parallelInfo() { return runtime::parallelInfo(); }
+inline void initThreadsHere() { runtime::initThreadsHere(); }
+
+// The stable ABI has no inference mode; nothing here requires a gradient, so autograd records
+// nothing either way.
+struct InferenceGuard {};
+
+inline bool hasCuda() { return runtime::cudaDeviceCount() > 0; }
+inline int cudaDeviceCount() { return runtime::cudaDeviceCount(); }
+// The loaded torch's version is discovery's to tell (lib/libtorch.ts); this binary knows its target.
+inline std::string torchVersion() { return ""; }
+
+inline bool libtorchError(const std::exception_ptr& error, std::string& message, bool& outOfMemory) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const LibtorchFailure& e) {
+    message = e.what();
+    outOfMemory = message.find("out of memory") != std::string::npos ||
+                  message.find("can't allocate memory") != std::string::npos;
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace perceptual::ops

@@ -3,7 +3,7 @@
 // @img/sharp-libvips-<platform>, for libtorch): the CPU libraries of PyTorch's pip wheel, in an
 // npm package that npm installs only on Linux x64 with glibc, with no install script.
 //
-//   node scripts/make-runtime-package.js [--wheel FILE] [--pack-destination DIR]
+//   node scripts/make-runtime-package.js [--wheel FILE] [--pack-destination DIR] [--prebuild FILE]
 //
 // 1. The wheel: --wheel, else `pip download --no-deps torch==<version>+cpu` (the version is the
 //    template's, npm/libtorch-linux-x64/package.json) into build/runtime-package/wheel/. The
@@ -13,7 +13,7 @@
 //    addon loads (libc10.so, libtorch_cpu.so, and libgomp.so.1, which libtorch_cpu.so links
 //    through its $ORIGIN run path), torch's LICENSE and third_party/ notices, each checked
 //    against the wheel's RECORD; package.json gains the wheel's name and the SHA-256s.
-// 3. A load test: the torch2.13-cpu-cxx11 prebuild loads against that lib/ alone, the way
+// 3. A load test: the torch2.13-cpu-cxx11 prebuild (or --prebuild) loads against that lib/ alone, the way
 //    lib/loader.ts loads it, and the libraries the process then maps are exactly those in lib/.
 // 4. `npm pack` into --pack-destination (default release/). Skipped when the inputs and the
 //    tarball are unchanged since the last run.
@@ -38,16 +38,15 @@ const fail = (/** @type {string} */ line) => {
 const WHEEL_TAGS = ['--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11', '--implementation', 'cp', '--abi', 'cp311'];
 /** Wheel member -> path in the package. */
 const LIBRARIES = { 'torch/lib/libc10.so': 'lib/libc10.so', 'torch/lib/libtorch_cpu.so': 'lib/libtorch_cpu.so', 'torch/lib/libgomp.so.1': 'lib/libgomp.so.1' };
-const PREBUILD = path.join(root, 'prebuilds', 'torch2.13-cpu-cxx11', 'prebuilds', 'linux-x64', 'generic-perceptual-loss.glibc.node');
-
-/** @type {{ wheel?: string, 'pack-destination'?: string }} */
+/** @type {{ wheel?: string, 'pack-destination'?: string, prebuild?: string }} */
 let args;
 try {
-  args = util.parseArgs({ options: { wheel: { type: 'string' }, 'pack-destination': { type: 'string' } } }).values;
+  args = util.parseArgs({ options: { wheel: { type: 'string' }, 'pack-destination': { type: 'string' }, prebuild: { type: 'string' } } }).values;
 } catch (error) {
-  fail(`${/** @type {Error} */ (error).message}\nusage: node scripts/make-runtime-package.js [--wheel FILE] [--pack-destination DIR]`);
+  fail(`${/** @type {Error} */ (error).message}\nusage: node scripts/make-runtime-package.js [--wheel FILE] [--pack-destination DIR] [--prebuild FILE]`);
   throw error;
 }
+const PREBUILD = path.resolve(args.prebuild ?? path.join(root, 'prebuilds', 'torch2.13-cpu-cxx11', 'prebuilds', 'linux-x64', 'generic-perceptual-loss.glibc.node'));
 const destination = path.resolve(args['pack-destination'] ?? path.join(root, 'release'));
 
 /** @typedef {{ name: string, version: string, license: string, libtorch: { version: string, cuda: boolean, cxx11Abi: boolean, wheel?: string, wheelSha256?: string, sha256?: Record<string, string> } }} RuntimeManifest */
@@ -149,7 +148,7 @@ function checkLoad() {
   if (JSON.stringify(loaded.libs) !== JSON.stringify(shipped)) {
     fail(`the load test mapped ${loaded.libs.join(', ')}; the package ships ${shipped.join(', ')}`);
   }
-  say(`load test: the torch2.13-cpu-cxx11 prebuild loads libtorch ${loaded.torchVersion} from lib/ alone (${loaded.libs.map((l) => path.basename(l)).join(', ')})`);
+  say(`load test: ${path.relative(root, PREBUILD)} loads libtorch ${loaded.torchVersion} from lib/ alone (${loaded.libs.map((l) => path.basename(l)).join(', ')})`);
 }
 
 const wheel = findWheel();

@@ -2,7 +2,9 @@
 // npm run prebuilds (and prepack): a Node-API binary for every libtorch flavour found here, stored as
 //   prebuilds/<torchX.Y>-<cpu|cuNNN>-<cxx11|precxx11>/prebuilds/<platform>-<arch>/generic-perceptual-loss.<libc>.node
 // The outer folder is the libtorch flavour (chosen by lib/loader.ts); the inner one is
-// node-gyp-build's own layout (platform, arch, libc).
+// node-gyp-build's own layout (platform, arch, libc). Beside them, prebuilds/stable-abi-torch2.10/:
+// one binary for every torch from 2.10 on (CPU and CUDA builds), built against the newest pip
+// torch here through libtorch's stable C ABI (CMake's PL_STABLE_ABI).
 //
 // The libtorches: the system's (Debian's libtorch-dev), each pip environment in .venv/ (made by
 // scripts/torch-envs.sh, which a checkout runs first), the torch of the python3 on PATH, and
@@ -83,6 +85,33 @@ for (const route of routes) {
     say('strip is not available; the binary keeps its symbols');
   }
   built.set(chosen.flavour, path.relative(root, file));
+}
+
+// The stable-ABI binary, from the newest torch >= 2.10 found above (its headers are a superset of
+// 2.10's; TORCH_TARGET_VERSION hides what is newer).
+const STABLE = 'stable-abi-torch2.10';
+/** @param {{ version?: string } | undefined} c */
+const minorOf = (c) => (/^2\.(\d+)\./.exec(c?.version ?? '') ? Number(/^2\.(\d+)\./.exec(c?.version ?? '')?.[1]) : -1);
+const stableRoute = routes
+  .map((route) => ({ route, chosen: findLibtorch(route.env, { forBuild: true }).chosen }))
+  .filter(({ route, chosen }) => chosen && chosen.source === route.source && minorOf(chosen) >= 10)
+  .sort((a, b) => minorOf(b.chosen) - minorOf(a.chosen) || Number(a.chosen?.cuda) - Number(b.chosen?.cuda))[0];
+if (stableRoute?.chosen && (!only || only.includes(STABLE))) {
+  say(`${STABLE} against ${describeCandidate(stableRoute.chosen)} (via ${stableRoute.route.name})`);
+  const binary = buildNative(['--out', path.join('build', 'flavours', STABLE), '--CDPL_STABLE_ABI=ON'], stableRoute.route.env);
+  const dir = path.join(root, 'prebuilds', STABLE, 'prebuilds', `${process.platform}-${process.arch}`);
+  fs.rmSync(path.join(root, 'prebuilds', STABLE), { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `generic-perceptual-loss.${libcTag()}.node`);
+  fs.copyFileSync(binary, file);
+  try {
+    execFileSync('strip', ['--strip-unneeded', file]);
+  } catch {
+    say('strip is not available; the binary keeps its symbols');
+  }
+  built.set(STABLE, path.relative(root, file));
+} else if (!stableRoute) {
+  say(`no torch >= 2.10 here: no ${STABLE} prebuild`);
 }
 
 if (built.size === 0) {

@@ -113,6 +113,12 @@ export function loadBinding(): Loaded<NativeBinding> & { file: string } {
   setWaitPolicy();
   const result = loadNative<NativeBinding>();
   const { binding, choice } = result;
+  // The stable-ABI binary serves every torch from 2.10 on and cannot name the one loaded: discovery does.
+  const runtimeInfo = binding.runtimeInfo.bind(binding);
+  binding.runtimeInfo = () => {
+    const info = runtimeInfo();
+    return info.torchVersion ? info : { ...info, torchVersion: choice.libtorch.version ?? 'unknown' };
+  };
   binding.setErrorClass(PerceptualLossError);
   binding.setNumThreads(os.availableParallelism());
   loaded = { ...result, file: choice.file };

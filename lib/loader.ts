@@ -1,8 +1,10 @@
 // Chooses, checks and loads the native binary for the libtorch on this machine.
 //
 // The order: a local source build (build/Release, recorded against the libtorch it was built
-// for), then the prebuild matching each libtorch candidate in the search order of
-// lib/libtorch.ts. node-gyp-build cannot tell a CPU build from a CUDA one, so the flavour
+// for; made only when no prebuild fitted, or on request), then for each libtorch candidate in the
+// search order of lib/libtorch.ts its exact-flavour prebuild, then the stable-ABI prebuild where
+// the candidate is a torch of its target version or later (one binary for them all, through
+// libtorch's stable C ABI; an exact build stays first, being built for those very headers). node-gyp-build cannot tell a CPU build from a CUDA one, so the flavour
 // folder is chosen here and node-gyp-build only picks the platform/arch/libc file inside it.
 // Every binary is first loaded in a child process, so an ABI mismatch that would crash cannot
 // take the user's process down. libtorch's shared libraries are opened by absolute path before
@@ -19,6 +21,10 @@ export const LOCAL_BUILD = path.join(packageRoot, 'build', 'Release', 'generic_p
 /** Written next to the local build by install/build-native.js: the libtorch it was built against. */
 export const LOCAL_BUILD_LIBTORCH = path.join(packageRoot, 'build', 'Release', 'libtorch.json');
 export const PREBUILDS = path.join(packageRoot, 'prebuilds');
+/** The stable-ABI prebuild's folder: one binary for every torch from STABLE_ABI_TARGET on, CPU and CUDA builds. */
+export const STABLE_ABI_FLAVOUR = 'stable-abi-torch2.10';
+/** The oldest torch the stable-ABI binary loads on (its TORCH_TARGET_VERSION). */
+export const STABLE_ABI_TARGET = '2.10';
 
 export interface BinaryChoice {
   file: string;
@@ -113,6 +119,33 @@ function prebuildFor(candidate: LibtorchCandidate, notes: string[]): BinaryChoic
   }
 }
 
+/** Whether `candidate` is a torch the stable-ABI binary serves: 2.10 or later, with the C++11 ABI. */
+export function servedByStableAbi(candidate: LibtorchCandidate): boolean {
+  const [major, minor] = (candidate.version ?? '').split('.').map(Number);
+  const [wantMajor, wantMinor] = STABLE_ABI_TARGET.split('.').map(Number);
+  const recent = major > wantMajor || (major === wantMajor && minor >= wantMinor);
+  return recent && candidate.cxx11Abi !== false;
+}
+
+function stableAbiPrebuildFor(candidate: LibtorchCandidate, notes: string[]): BinaryChoice | undefined {
+  const folder = path.join(PREBUILDS, STABLE_ABI_FLAVOUR);
+  if (!fs.existsSync(folder)) return undefined;
+  if (!servedByStableAbi(candidate)) {
+    notes.push(`the stable-ABI prebuild serves torch ${STABLE_ABI_TARGET} and later with the C++11 ABI, not ${describeCandidate(candidate)}`);
+    return undefined;
+  }
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only when a prebuild is considered
+    const nodeGypBuild = require('node-gyp-build') as { path(dir: string): string };
+    const file = nodeGypBuild.path(folder);
+    const why = candidate.flavour && fs.existsSync(path.join(PREBUILDS, candidate.flavour)) ? 'after the exact prebuild' : 'no exact prebuild';
+    return { file, libtorch: candidate, reason: `stable-ABI prebuild (every torch >= ${STABLE_ABI_TARGET}; ${why}) for ${describeCandidate(candidate)}` };
+  } catch (error) {
+    notes.push(`the stable-ABI prebuild has no binary for ${process.platform}-${process.arch}: ${(error as Error).message.split('\n')[0]}`);
+    return undefined;
+  }
+}
+
 export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
   const search = findLibtorch(env);
   const notes: string[] = [];
@@ -127,9 +160,18 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
     choices.push(local);
   }
   const candidates = env.LIBTORCH ? search.candidates.slice(0, 1) : search.candidates;
+  // PL_BINARY=exact or stable-abi keeps to that kind of prebuild (to compare them, or to try the
+  // stable-ABI binary where an exact one exists); unset, both are offered.
+  const only = env.PL_BINARY;
+  if (only !== undefined && only !== 'exact' && only !== 'stable-abi') {
+    throw new PerceptualLossError('ERR_OPTIONS', `Invalid environment setting PL_BINARY: got ${JSON.stringify(only)}; allowed: exact, stable-abi, or unset.`);
+  }
+  if (only) notes.push(`PL_BINARY=${only}: only ${only === 'exact' ? 'exact-flavour prebuilds' : 'the stable-ABI prebuild'} are offered`);
   for (const candidate of candidates.filter((c) => c.usable)) {
-    const prebuild = prebuildFor(candidate, notes);
+    const prebuild = only === 'stable-abi' ? undefined : prebuildFor(candidate, notes);
     if (prebuild) choices.push(prebuild);
+    const stable = only === 'exact' ? undefined : stableAbiPrebuildFor(candidate, notes);
+    if (stable) choices.push(stable);
   }
   return { search, choices, notes };
 }

@@ -307,12 +307,13 @@ inline Tensor reluInPlace(Tensor& x) {
   detail::callInPlace("aten::relu_", "", x);
   return x;
 }
-// threshold_backward(g, out, 0) takes a Scalar: the same selection, 0 where out <= 0, by where().
+// threshold_backward(g, out, 0) takes a Scalar: the same selection by where(), 0 where out <= 0
+// and g elsewhere (a NaN output keeps its gradient, as threshold_backward's does).
 inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
   const Tensor zero = detail::scalar(0.0, output.scalar_type());
-  return detail::call(
-      "aten::where", "self", detail::call("aten::gt", "Tensor", output, zero), gradOutput,
-      detail::call("aten::to", "dtype", zero, gradOutput.scalar_type(), false, false, std::optional<MemoryFormat>()));
+  const Tensor gradZero =
+      detail::call("aten::to", "dtype", zero, gradOutput.scalar_type(), false, false, std::optional<MemoryFormat>());
+  return detail::call("aten::where", "self", detail::call("aten::le", "Tensor", output, zero), gradZero, gradOutput);
 }
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
   auto stack = detail::dispatch<2>("aten::max_pool2d_with_indices", "", x, detail::k2, detail::k2, detail::k0,

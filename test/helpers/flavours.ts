@@ -18,6 +18,8 @@ export interface Flavour {
   env: NodeJS.ProcessEnv;
   /** The python whose torch is this libtorch (the PyTorch reference). */
   python: string;
+  /** How runtime().binaryReason must begin: this flavour's exact prebuild, or the stable-ABI one. */
+  reason: RegExp;
 }
 
 const venv = (name: string) => path.join(ROOT, '.venv', name);
@@ -50,6 +52,7 @@ export const FLAVOURS: Record<string, Flavour> = {
     route: "the system's libtorch-dev",
     env: { LIBTORCH_USE_PYTORCH: '0' },
     python: '/usr/bin/python3',
+    reason: /^prebuild torch1\.13-cpu-cxx11 /,
   },
   'torch2.13-cpu-cxx11': {
     flavour: 'torch2.13-cpu-cxx11',
@@ -59,6 +62,7 @@ export const FLAVOURS: Record<string, Flavour> = {
     route: "python3 on PATH being the 2.13 environment's",
     env: { LIBTORCH_PYTHON: path.join(venv('torch2.13-cpu'), 'bin/python') },
     python: path.join(venv('torch2.13-cpu'), 'bin/python'),
+    reason: /^prebuild torch2\.13-cpu-cxx11 /,
   },
   'torch2.14-cu130-cxx11': {
     flavour: 'torch2.14-cu130-cxx11',
@@ -68,13 +72,38 @@ export const FLAVOURS: Record<string, Flavour> = {
     route: "LIBTORCH at the 2.14 environment's torch/",
     env: { LIBTORCH: site('torch2.14-cu130'), LIBTORCH_USE_PYTORCH: '0' },
     python: path.join(venv('torch2.14-cu130'), 'bin/python'),
+    reason: /^prebuild torch2\.14-cu130-cxx11 /,
   },
 };
 
+/** The stable-ABI prebuild's folder in prebuilds/ (lib/loader.ts). */
+export const STABLE_ABI_PREBUILD = 'stable-abi-torch2.10';
+
+/** Every prebuild folder that `npm run prebuilds` makes here. */
+export const PREBUILD_FOLDERS = [...Object.keys(FLAVOURS), STABLE_ABI_PREBUILD].sort();
+
+/**
+ * The stable-ABI prebuild (one binary for every torch >= 2.10) on each pip torch, by the same
+ * routes, with PL_BINARY=stable-abi so that the exact prebuild is not offered first:
+ * `PL_TEST_FLAVOUR=stable-abi:torch2.13-cpu-cxx11`.
+ */
+export const STABLE_ABI_FLAVOURS: Record<string, Flavour> = Object.fromEntries(
+  ['torch2.13-cpu-cxx11', 'torch2.14-cu130-cxx11'].map((name) => {
+    const exact = FLAVOURS[name];
+    const flavour: Flavour = {
+      ...exact,
+      env: { ...exact.env, PL_BINARY: 'stable-abi' },
+      route: `${exact.route}, through the stable-ABI prebuild`,
+      reason: /^stable-ABI prebuild /,
+    };
+    return [`stable-abi:${name}`, flavour];
+  }),
+);
+
 /** The flavour, failing with the fix when its environment is missing. */
 export function flavour(name: string): Flavour {
-  const f = FLAVOURS[name];
-  if (!f) throw new Error(`unknown flavour ${name}; one of ${Object.keys(FLAVOURS).join(', ')}`);
+  const f = FLAVOURS[name] ?? STABLE_ABI_FLAVOURS[name];
+  if (!f) throw new Error(`unknown flavour ${name}; one of ${[...Object.keys(FLAVOURS), ...Object.keys(STABLE_ABI_FLAVOURS)].join(', ')}`);
   if (!fs.existsSync(f.python)) throw new Error(`no ${name} at ${f.python}: run \`bash scripts/torch-envs.sh\``);
   return f;
 }

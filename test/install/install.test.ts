@@ -6,7 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss } from '../../lib/index';
-import { FLAVOURS, flavour, flavourSeesGpu, type Flavour } from '../helpers/flavours';
+import { FLAVOURS, PREBUILD_FOLDERS, STABLE_ABI_PREBUILD, flavour, flavourSeesGpu, type Flavour } from '../helpers/flavours';
 import { repoRoot } from '../helpers/package-copy';
 import { maxElementError } from '../helpers/reference';
 import { run } from '../helpers/run';
@@ -113,10 +113,10 @@ beforeAll(async () => {
 }, 1_800_000);
 
 describe('npm install of the packed tarball', () => {
-  it('packs a prebuild for each of the three flavours, and no libtorch library', () => {
+  it('packs a prebuild for each of the three flavours and the stable-ABI one, and no libtorch library', () => {
     const listing = execFileSync('tar', ['-tzf', tarball], { encoding: 'utf8' }).split('\n');
     expect(listing.filter((f) => f.endsWith('.node'))).toEqual(
-      Object.keys(FLAVOURS).map((tag) => `package/prebuilds/${tag}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`),
+      PREBUILD_FOLDERS.map((tag) => `package/prebuilds/${tag}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`),
     );
     expect(listing.filter((f) => /lib(torch|c10)[^/]*\.so/.test(f))).toEqual([]);
   });
@@ -158,9 +158,67 @@ describe('npm install of the packed tarball', () => {
       expect(text.stdout).toContain('why          prebuild torch1.13-cpu-cxx11');
       expect(text.stdout).toMatch(/^verdict +OK: libtorch 1\.13\.0 via prebuild torch1\.13-cpu-cxx11, CPU only$/m);
       const json = JSON.parse(spawnSync(bin, ['doctor', '--json'], { cwd: app, env, encoding: 'utf8' }).stdout) as { binary: { reason: string }; check: { loss: number } };
-      expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: Object.keys(FLAVOURS), cuda: { devices: [] } });
+      expect(json).toMatchObject({ ok: true, node: { version: process.version }, prebuilds: PREBUILD_FOLDERS, cuda: { devices: [] } });
       expect(json.binary.reason).toMatch(/^prebuild torch1\.13-cpu-cxx11/);
       expect(json.check.loss).toBeGreaterThan(0);
+    });
+
+    // The stable-ABI prebuild alone: the installed copy with its exact prebuilds deleted, still no
+    // compiler, so nothing else could serve.
+    describe('the stable-ABI prebuild, with the exact prebuilds deleted', () => {
+      let stableApp: string;
+      const stableBinary = () =>
+        path.join(fs.realpathSync(stableApp), `node_modules/generic-perceptual-loss/prebuilds/${STABLE_ABI_PREBUILD}/prebuilds/linux-x64/generic-perceptual-loss.glibc.node`);
+
+      beforeAll(() => {
+        stableApp = path.join(scratch, 'stable-abi-app');
+        fs.cpSync(app, stableApp, { recursive: true, verbatimSymlinks: true });
+        const prebuilds = path.join(stableApp, 'node_modules/generic-perceptual-loss/prebuilds');
+        for (const tag of Object.keys(FLAVOURS)) fs.rmSync(path.join(prebuilds, tag), { recursive: true, force: true });
+        expect(fs.readdirSync(prebuilds)).toEqual([STABLE_ABI_PREBUILD]);
+      });
+
+      it('serves torch 2.13 (CPU) reached through python3, as the exact 2.13 build computes', () => {
+        const result = probe(stableApp, 'require', flavourEnv(flavour('torch2.13-cpu-cxx11'), env.PATH!));
+        expect(result.binary).toBe(stableBinary());
+        expect(result.reason).toMatch(/^stable-ABI prebuild \(every torch >= 2\.10; no exact prebuild\) for python: libtorch 2\.13\.0 /);
+        expect(result.libtorch).toMatchObject({ version: '2.13.0', flavour: 'torch2.13-cpu-cxx11' });
+        const exact = probe(app, 'require', flavourEnv(flavour('torch2.13-cpu-cxx11'), env.PATH!));
+        expect(exact.reason).toMatch(/^prebuild torch2\.13-cpu-cxx11 /);
+        expect(Math.abs(result.loss - exact.loss) / Math.abs(exact.loss)).toBeLessThan(1e-6);
+        expect(maxElementError(result.grad, exact.grad), 'the largest elementwise difference of the gradient, relative to its largest magnitude').toBeLessThanOrEqual(1e-6);
+      });
+
+      it.runIf(!flavourSeesGpu(FLAVOURS['torch2.14-cu130-cxx11']))('serves torch 2.14.1 (CUDA 13.0) reached through LIBTORCH: without a GPU, warns PL_NO_GPU and computes on the CPU within 1e-5 of torch 2.13', () => {
+        const cudaEnv = flavourEnv(flavour('torch2.14-cu130-cxx11'), env.PATH!);
+        const script = `
+          const warnings = [];
+          process.on('warning', (w) => warnings.push(w.code));
+          const { PerceptualLoss, runtime } = require('generic-perceptual-loss');
+          const device = new PerceptualLoss({ inChannels: 3 }).options.device;
+          setImmediate(() => console.log(JSON.stringify({ warnings, device, reason: runtime().binaryReason, gpu: runtime().libtorch.gpu })));`;
+        const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { cwd: stableApp, env: cudaEnv, encoding: 'utf8' })) as {
+          warnings: string[];
+          device: string;
+          reason: string;
+          gpu: boolean;
+        };
+        expect(out.reason).toMatch(/^stable-ABI prebuild .* for LIBTORCH: libtorch 2\.14\.1 /);
+        expect(out.warnings).toContain('PL_NO_GPU');
+        expect(out.device).toBe('cpu');
+        const result = probe(stableApp, 'require', cudaEnv);
+        const cpu = probe(stableApp, 'require', flavourEnv(flavour('torch2.13-cpu-cxx11'), env.PATH!));
+        expect(Math.abs(result.loss - cpu.loss) / Math.abs(cpu.loss)).toBeLessThan(1e-5);
+        expect(maxElementError(result.grad, cpu.grad), 'the largest elementwise difference of the gradient, relative to its largest magnitude').toBeLessThanOrEqual(1e-5);
+      });
+
+      it('is never offered to a torch below 2.10 (the system libtorch 1.13): ERR_LIBTORCH, saying why', () => {
+        const script = `try { require('generic-perceptual-loss'); console.log('loaded'); } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })); }`;
+        const out = execFileSync(process.execPath, ['-e', script], { cwd: stableApp, env: flavourEnv(FLAVOURS['torch1.13-cpu-cxx11'], env.PATH!), encoding: 'utf8' });
+        const error = JSON.parse(out) as { code: string; message: string };
+        expect(error.code).toBe('ERR_LIBTORCH');
+        expect(error.message).toMatch(/the stable-ABI prebuild serves torch 2\.10 and later with the C\+\+11 ABI, not system: libtorch 1\.13\.0/);
+      });
     });
 
     // Each flavour by its own route, from the same installed package: its prebuild, not a source build.
@@ -274,7 +332,7 @@ describe('npm install of the packed tarball', () => {
       expect(error.name).toBe('PerceptualLossError');
       expect(error.code).toBe('ERR_LIBTORCH');
       expect(error.message).toContain(`LIBTORCH: ${empty}: no libtorch headers`);
-      expect(error.message).toContain(`prebuilds in this package: ${Object.keys(FLAVOURS).join(', ')}`);
+      expect(error.message).toContain(`prebuilds in this package: ${PREBUILD_FOLDERS.join(', ')}`);
       for (const fix of [
         'apt-get install libtorch-dev',
         'pip install torch',

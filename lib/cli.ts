@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import { parseArgs } from 'node:util';
 import { loadBinding } from './binding';
 import { PerceptualLossError } from './errors';
-import { describeCandidate, findLibtorch, type LibtorchCandidate } from './libtorch';
+import { describeCandidate, findLibtorch, type LibtorchCandidate, type LibtorchSource } from './libtorch';
 import { availablePrebuilds } from './loader';
 // Loads no binary by itself: the first PerceptualLoss does, after loadBinding() has succeeded.
 import { PerceptualLoss } from './loss';
@@ -15,7 +15,17 @@ export interface DoctorReport {
   node: { version: string; napi: string | undefined };
   libtorch: LibtorchCandidate[];
   prebuilds: string[];
-  binary?: { file: string; reason: string; libtorch: string; flavour?: string; torchVersion: string; cxx11Abi: boolean };
+  binary?: {
+    file: string;
+    reason: string;
+    libtorch: string;
+    /** Where that libtorch was found; `runtimePackage` names the bundled runtime when it is the one. */
+    source: LibtorchSource;
+    runtimePackage?: string;
+    flavour?: string;
+    torchVersion: string;
+    cxx11Abi: boolean;
+  };
   cpu: { threads: number; availableParallelism: number; parallelInfo?: string };
   /** build: a CUDA libtorch and binary; available: a GPU is usable. */
   cuda: { build: boolean; available: boolean; devices: Array<{ index: number; name: string; computeCapability: string; memoryBytes: number }> };
@@ -42,6 +52,8 @@ function doctor(): DoctorReport {
       file: choice.file,
       reason: choice.reason,
       libtorch: choice.libtorch.libraryDir ?? '',
+      source: choice.libtorch.source,
+      ...(choice.libtorch.runtimePackage ? { runtimePackage: choice.libtorch.runtimePackage } : {}),
       flavour: choice.libtorch.flavour,
       torchVersion: info.torchVersion,
       cxx11Abi: info.cxx11Abi,
@@ -53,7 +65,7 @@ function doctor(): DoctorReport {
     const start = performance.now();
     const loss = new PerceptualLoss({ inChannels: 1, arch: [4], device: 'cpu' });
     const data = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
-    const value = loss.loss({ data, shape: [1, 1, 8, 8] }, { data: data.map((v) => v / 2), shape: [1, 1, 8, 8] }) as number;
+    const value = loss.loss({ data, shape: [1, 1, 8, 8] }, { data: data.map((v) => v / 2), shape: [1, 1, 8, 8] });
     loss.dispose();
     if (!Number.isFinite(value) || value <= 0) throw new Error(`the tiny loss came out as ${value}`);
     report.check = { loss: value, ms: performance.now() - start };
@@ -72,6 +84,13 @@ function doctor(): DoctorReport {
   return report;
 }
 
+const SOURCE_NAMES: Record<LibtorchSource, string> = {
+  LIBTORCH: 'the LIBTORCH folder',
+  python: "python3's torch",
+  bundled: 'the bundled runtime',
+  system: "the system's libtorch",
+};
+
 function print(r: DoctorReport): void {
   const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
   console.log(`Node.js        ${r.node.version} (Node-API ${r.node.napi})`);
@@ -84,6 +103,7 @@ function print(r: DoctorReport): void {
   if (r.binary) {
     console.log(`binary         ${r.binary.file}`);
     console.log(`  why          ${r.binary.reason}`);
+    console.log(`  libtorch     ${SOURCE_NAMES[r.binary.source]}${r.binary.runtimePackage ? ` ${r.binary.runtimePackage}` : ''}`);
   }
   console.log(`CPU threads    ${r.cpu.threads || '-'} (machine: ${r.cpu.availableParallelism})`);
   if (r.binary) console.log(`flavour        ${r.binary.flavour ?? 'unknown'}`);
@@ -106,7 +126,12 @@ export function main(argv: string[]): number {
   try {
     args = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } } });
   } catch (error) {
-    console.error(`${(error as Error).message}\n${USAGE}`);
+    // Node's own text for an unknown option goes on about positional arguments after '--'; the
+    // option's name and this command's usage say what is wrong and what is allowed.
+    const { code, message } = error as { code?: string; message: string };
+    const option = /'(-[^']*)'/.exec(message)?.[1];
+    const what = code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && option ? `Unknown option '${option}'.` : message;
+    console.error(`${what}\n${USAGE}`);
     return 2;
   }
   const [command, ...extra] = args.positionals;

@@ -3,6 +3,14 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { loadBinding, native } from './binding';
 import { PerceptualLossError, show } from './errors';
+import { waitPolicy, type OpenMPInfo } from './openmp';
+
+/**
+ * Where a libtorch was found. Declared here, not imported from lib/libtorch.ts, so that the
+ * published types (index.d.ts reaches this file) stay clear of the discovery module and its Node
+ * types; runtime() assigns discovery's value to it, so the compiler fails if discovery adds one.
+ */
+export type LibtorchSource = 'LIBTORCH' | 'python' | 'bundled' | 'system';
 
 export interface RuntimeInfo {
   libtorch: {
@@ -16,6 +24,11 @@ export interface RuntimeInfo {
     /** The prebuild flavour of this libtorch, e.g. `torch2.14-cu130-cxx11` (absent when unknown). */
     flavour: string | undefined;
     cxx11Abi: boolean;
+    /**
+     * Where this libtorch was found: `'LIBTORCH'`, `'python'` (python3's torch), `'bundled'` (the
+     * runtime package @generic-perceptual-loss/libtorch-linux-x64) or `'system'`.
+     */
+    source: LibtorchSource;
   };
   /** The native binary in use. */
   binary: string;
@@ -40,6 +53,8 @@ export interface RuntimeInfo {
     prepackedWeights: 'all' | 'wide' | 'none';
   };
   numThreads: number;
+  /** OpenMP's wait policy in force: PASSIVE, set by the package, unless the user chose (lib/openmp.ts). */
+  openmp: OpenMPInfo;
 }
 
 function loadedLibtorchDir(): string | undefined {
@@ -64,12 +79,14 @@ export function runtime(): RuntimeInfo {
       gpu: info.cudaBuild && info.cudaDeviceCount > 0,
       flavour: choice.libtorch.flavour,
       cxx11Abi: info.cxx11Abi,
+      source: choice.libtorch.source,
     },
     binary: file,
     binaryReason: choice.reason,
     devices: ['cpu', ...cudaDevices],
     cpu: { ...info.cpu, bfloat16: info.cpu.bfloat16Missing === '' },
     numThreads: info.numThreads,
+    openmp: waitPolicy(),
   };
 }
 

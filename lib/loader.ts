@@ -150,7 +150,8 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
   const search = findLibtorch(env);
   const notes: string[] = [];
   const choices: BinaryChoice[] = [];
-  const local = readLocalBuild(search, notes);
+  // PL_BINARY=stable-abi takes no source build either: the stable-ABI binary or nothing.
+  const local = env.PL_BINARY === 'stable-abi' ? undefined : readLocalBuild(search, notes);
   // A local build made for another libtorch than the one chosen is passed over, never offered
   // to it: an explicit LIBTORCH, or python3's torch, decides which libtorch this process uses.
   if (local && !(search.chosen && sameLibtorch(local.libtorch, search.chosen) && flavourTag(local.libtorch) === search.chosen.flavour)) {
@@ -166,7 +167,7 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
   if (only !== undefined && only !== 'exact' && only !== 'stable-abi') {
     throw new PerceptualLossError('ERR_OPTIONS', `Invalid environment setting PL_BINARY: got ${JSON.stringify(only)}; allowed: exact, stable-abi, or unset.`);
   }
-  if (only) notes.push(`PL_BINARY=${only}: only ${only === 'exact' ? 'exact-flavour prebuilds' : 'the stable-ABI prebuild'} are offered`);
+  if (only) notes.push(`PL_BINARY=${only}: only ${only === 'exact' ? 'exact-flavour prebuilds are' : 'the stable-ABI prebuild is'} offered`);
   for (const candidate of candidates.filter((c) => c.usable)) {
     const prebuild = only === 'stable-abi' ? undefined : prebuildFor(candidate, notes);
     if (prebuild) choices.push(prebuild);

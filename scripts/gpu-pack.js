@@ -4,6 +4,7 @@
 //   node.xz                       this machine's node binary, xz-compressed (it needs only glibc and libstdc++)
 //   node_modules/node-api-headers the Node-API C headers
 //   node_modules/node-addon-api   the C++ wrapper headers
+//   node_modules/node-gyp-build   how the loader finds a prebuild's file
 //   package/                      the package's build inputs (package.json, CMakeLists.txt, native/, install/)
 //                                 and its compiled JavaScript (dist/)
 //   test/gpu/, bench/gpu-*, tools/random.js
@@ -62,8 +63,14 @@ function pack({ out, node }) {
   const skipDocs = (/** @type {string} */ src) => !/\.(md)$/.test(src) && !/[/\\](test|tools|def|doc)$/.test(src);
   fs.cpSync(modules('node-api-headers'), path.join(out, 'node_modules/node-api-headers'), { recursive: true, filter: skipDocs });
   fs.cpSync(modules('node-addon-api'), path.join(out, 'node_modules/node-addon-api'), { recursive: true, filter: skipDocs });
+  // The loader picks a prebuild's file with it (the stable-ABI phase).
+  fs.cpSync(modules('node-gyp-build'), path.join(out, 'node_modules/node-gyp-build'), { recursive: true, filter: skipDocs });
 
   for (const entry of ['package.json', 'CMakeLists.txt', 'native', 'install', 'dist']) copy(entry, path.join(out, 'package', entry));
+  // The stable-ABI prebuild exactly as npm pack ships it: the suite runs it with no build there.
+  const stable = path.join('prebuilds', 'stable-abi-torch2.10');
+  if (fs.existsSync(path.join(root, stable))) copy(stable, path.join(out, 'package', stable));
+  else console.warn(`gpu-pack: no ${stable} (run npm run prebuilds): the suite's stable-ABI phase will fail`);
   copy('test/gpu', path.join(out, 'test/gpu'));
   fs.mkdirSync(path.join(out, 'bench'), { recursive: true });
   for (const file of fs.readdirSync(path.join(root, 'bench')).filter((f) => f.startsWith('gpu'))) {

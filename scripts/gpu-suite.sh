@@ -7,7 +7,8 @@
 #                                             tiny shapes (packs into a temporary folder, uses this node)
 # Writes everything under $OUT (default ./gpu-out): machine.json, build.log, tests.txt, tests.xml,
 # parity.json, bench.json, gpu-<card>-<date>.json and table.txt; prints the short table last.
-# PL_SUITE_SKIP=tests or =bench leaves that phase out (for a rerun of the other one).
+# PL_SUITE_SKIP=tests, =bench or =stable leaves that phase out (for a rerun of the others). The stable
+# phase runs the stable-ABI prebuild as packed, with no build, against the same torch.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
@@ -96,11 +97,44 @@ if [ "${PL_SUITE_SKIP:-}" != bench ]; then
   [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(bench)
 fi
 
+# ---------------------------------------------------------------- the stable-ABI prebuild, as packed here
+# The one binary for every torch >= 2.10, built on the development machine and carried in the pack,
+# against this machine's torch with no build: parity, devices and the bench rows, beside the
+# source-built exact binary above. PL_BINARY=stable-abi passes the source build over.
+if [ "${PL_SUITE_SKIP:-}" != stable ]; then
+  stable_out="$out/stable-abi"
+  mkdir -p "$stable_out"
+  # Here (the dry run) the torch is the 2.13 environment's, as the CPU reference too: the
+  # system's 1.13 is older than the binary's target. There, python3's torch (2.11).
+  stable_env=()
+  if [ "$mode" = cpu ]; then
+    stable_python="$root/.venv/torch2.13-cpu/bin/python"
+    stable_env=(LIBTORCH_PYTHON="$stable_python" PL_PYTHON="$stable_python")
+  fi
+  if [ -d "$pack/package/prebuilds/stable-abi-torch2.10" ]; then
+    log "stable-ABI prebuild: tests and bench"
+    # What the phase runs is the stable-ABI prebuild, not a build of this machine: checked, and kept.
+    (cd "$package" && env "${stable_env[@]}" PL_BINARY=stable-abi "$node_bin" -p \
+      "const r = require('./dist/index.js').runtime(); r.binaryReason + '\\n' + r.binary") 2>&1 | tee "$stable_out/binary.txt"
+    grep -q '^stable-ABI prebuild' "$stable_out/binary.txt" || failures+=(stable-binary)
+    (cd "$package" && env "${stable_env[@]}" PL_BINARY=stable-abi PL_SUITE_OUT="$stable_out" timeout 180 "$node_bin" --test --test-concurrency=1 \
+      --test-reporter=spec --test-reporter-destination=stdout \
+      "$pack/test/gpu/parity.test.mjs" "$pack/test/gpu/devices.test.mjs") 2>&1 | tee "$stable_out/tests.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(stable-tests)
+    (cd "$package" && env "${stable_env[@]}" PL_BINARY=stable-abi timeout 240 "$node_bin" "$pack/bench/gpu-bench.mjs" --mode "$mode" --out "$stable_out") 2>&1 |
+      tee "$stable_out/bench.txt"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(stable-bench)
+  else
+    echo "gpu-suite: the pack has no stable-ABI prebuild"
+    failures+=(stable-missing)
+  fi
+fi
 # ---------------------------------------------------------------- the short table, last
 log "done; files in $out"
 grep -E "^ℹ (tests|pass|fail|skipped) " "$out/tests.txt" 2>/dev/null | tr '\n' ' '
 echo
 [ -f "$out/table.txt" ] && cat "$out/table.txt"
+[ -f "$out/stable-abi/table.txt" ] && { echo "stable-ABI prebuild:"; cat "$out/stable-abi/table.txt"; }
 if [ ${#failures[@]} -gt 0 ]; then
   echo "gpu-suite: FAILED: ${failures[*]}"
   exit 1

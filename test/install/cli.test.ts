@@ -27,7 +27,7 @@ function run(argv: string[], cli: typeof main = main): { code: number; stdout: s
 function tinyLoss(): number {
   const loss = new PerceptualLoss({ inChannels: 1, arch: [4], device: 'cpu' });
   const data = Float32Array.from({ length: 64 }, (_, i) => Math.sin(i));
-  const value = loss.loss({ data, shape: [1, 1, 8, 8] }, { data: data.map((v) => v / 2), shape: [1, 1, 8, 8] }) as number;
+  const value = loss.loss({ data, shape: [1, 1, 8, 8] }, { data: data.map((v) => v / 2), shape: [1, 1, 8, 8] });
   loss.dispose();
   return value;
 }
@@ -39,6 +39,10 @@ describe('usage', () => {
 
   it.each([[['doctr']], [['doctor', 'now']], [['train', 'doctor']]])('%j prints the usage and exits 2', (argv) => {
     expect(run(argv)).toEqual({ code: 2, stdout: '', stderr: USAGE });
+  });
+
+  it("`doctor --bogus` prints the option's name and the command's own usage, not Node's text about positional arguments, and exits 2", () => {
+    expect(run(['doctor', '--bogus'])).toEqual({ code: 2, stdout: '', stderr: `Unknown option '--bogus'.\n${USAGE}` });
   });
 
   it('refuses an unknown option by name, with the usage, and exits 2', () => {

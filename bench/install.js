@@ -6,7 +6,8 @@
 //   debian   `npm install --omit=optional` of the main tarball alone; Debian's libtorch-dev serves
 // For each: the install's wall time; the size of node_modules on disk; `require` + runtime() in a
 // new process, cold (a fresh TMPDIR: no remembered test load or python probe, so the loader's
-// child-process test load runs) and warm (the same TMPDIR again); the RSS after that, and after one
+// child-process test load runs) and warm (the install's TMPDIR, where the install script already
+// remembered the test load, as after a user's npm install); the RSS after that, and after one
 // 2x3x64x64 lossAndGrad step (vgg19, the defaults).
 //   node bench/install.js [--runs 3] [--warm 5] [--out bench/results/install-<date>.json]
 // The tarballs come from release/ (`node scripts/pack-release.js --if-stale` first). Run it alone:
@@ -120,7 +121,10 @@ function oneRun(name, i) {
   execFileSync('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...route.npmArgs], { cwd: app, env, stdio: 'ignore' });
   const installS = Number(process.hrtime.bigint() - t0) / 1e9;
   const size = diskUsage(path.join(app, 'node_modules'));
-  const cold = probe(app, env);
+  // The install script test-loads the binary and remembers it in TMPDIR: a cold require gets a
+  // fresh TMPDIR (nothing remembered: the test load in a child process and the python probe run).
+  const installScriptRan = fs.existsSync(path.join(tmp, `generic-perceptual-loss-${process.getuid()}-loadcheck.json`));
+  const cold = probe(app, userEnv(fs.mkdtempSync(path.join(scratch, `cold-${name}-${i}-`))));
   if (cold.source !== route.source) throw new Error(`${name}: the loaded libtorch came from ${cold.source}, not ${route.source}`);
   // What the process maps beyond a bare node: libtorch, the libraries it links, the addon.
   cold.libraries = cold.libraries.filter((f) => !BARE.has(f));
@@ -128,7 +132,7 @@ function oneRun(name, i) {
   // eslint-disable-next-line no-unused-vars -- the list is kept once per run, from the cold probe
   const warm = Array.from({ length: warmRuns }, () => probe(app, env)).map(({ libraries: _libraries, ...w }) => w);
   fs.rmSync(app, { recursive: true, force: true });
-  return { installS, size, cold, warm };
+  return { installS, installScriptRan, size, cold, warm };
 }
 
 const git = gitInfo(values['allow-dirty']);

@@ -14,7 +14,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { PerceptualLossError } from './errors';
-import { describeCandidate, findLibtorch, flavourTag, type LibtorchCandidate, type LibtorchSearch } from './libtorch';
+import { describeCandidate, findLibtorch, flavourTag, runtimeAdvice, type LibtorchCandidate, type LibtorchSearch } from './libtorch';
 
 export const packageRoot = path.resolve(__dirname, '..');
 export const LOCAL_BUILD = path.join(packageRoot, 'build', 'Release', 'generic_perceptual_loss.node');
@@ -246,6 +246,10 @@ export function testLoad(choice: BinaryChoice): { ok: true } | { ok: false; why:
 
 export function libtorchError(plan: LoadPlan, failures: string[]): PerceptualLossError {
   const prebuilds = availablePrebuilds();
+  // A LIBTORCH that is no libtorch is the whole problem: discovery never looks past it, so the
+  // other fixes only help once it is unset.
+  const [first] = plan.search.candidates;
+  const badLibtorchVariable = first?.source === 'LIBTORCH' && !first.usable;
   const lines = [
     'generic-perceptual-loss could not load a native binary for the libtorch on this machine.',
     'Looked for libtorch (in this order):',
@@ -258,6 +262,11 @@ export function libtorchError(plan: LoadPlan, failures: string[]): PerceptualLos
     ...plan.notes.map((n) => `  - ${n}`),
     ...failures.map((f) => `  - ${f}`),
     'Fix it with one of:',
+    ...(badLibtorchVariable
+      ? [`  - unset LIBTORCH or point it at a libtorch folder (with include/ and lib/): it is ${first.location}, and while it is set no other libtorch is looked for, so the fixes below need it unset`]
+      : []),
+    // The bundled runtime where npm has one for this platform (unless it is here and failed), or that there is none.
+    ...(plan.search.candidates.some((c) => c.source === 'bundled' && c.usable) ? [] : [`  - ${runtimeAdvice()}`]),
     '  - apt-get install libtorch-dev                            (Debian: libtorch 1.13 for the CPU; a prebuild matches it)',
     '  - pip install torch                                       (then, unless a prebuild matches it, the rebuild below)',
     '  - LIBTORCH=/path/to/libtorch                              (an unpacked libtorch folder with include/ and lib/)',

@@ -137,6 +137,11 @@ describe('what to install where the runtime is missing', () => {
     const message = libtorchError(planLoad({ PATH: process.env.PATH, LIBTORCH: path.join(scratch, 'no-such-libtorch') }), []).message;
     expect(message.split('\n')).toContain(`  - bundled: ${RUNTIME}: not installed: npm installs it with this package unless optional dependencies are omitted (npm install ${RUNTIME}@2.13.0)`);
   });
+
+  it("ERR_LIBTORCH's fixes offer this platform's runtime package, or say there is none", () => {
+    const message = libtorchError(planLoad({ PATH: process.env.PATH, LIBTORCH: path.join(scratch, 'no-such-libtorch') }), []).message;
+    expect(message.split('\n')).toContain(`  - ${runtimeAdvice()}`);
+  });
 });
 
 describe('the package metadata', () => {

@@ -7,7 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { findLibtorch, type LibtorchCandidate } from '../../lib/libtorch';
-import { LOCAL_BUILD, libtorchError, loadNative, planLoad, testLoad, type BinaryChoice } from '../../lib/loader';
+import { LOCAL_BUILD, PREBUILDS, STABLE_ABI_FLAVOUR, libtorchError, loadNative, planLoad, testLoad, type BinaryChoice } from '../../lib/loader';
 import { repoRoot } from '../helpers/package-copy';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-loader-'));
@@ -159,6 +159,20 @@ describe("the README's troubleshooting rows: the message says", () => {
     expect(message({ LIBTORCH: x })).toContain(`\n  - LIBTORCH: ${x}: no libtorch headers (ATen/ATen.h) under ${x}/include\n`);
   });
 
+  it('`unset LIBTORCH or point it at a libtorch folder (with include/ and lib/)` first, for a LIBTORCH that is no libtorch', () => {
+    const lines = message({ LIBTORCH: '/nonexistent' }).split('\n');
+    const fixes = lines.slice(lines.indexOf('Fix it with one of:') + 1);
+    expect(fixes[0]).toBe(
+      '  - unset LIBTORCH or point it at a libtorch folder (with include/ and lib/): it is /nonexistent, and while it is set no other libtorch is looked for, so the fixes below need it unset',
+    );
+    expect(lines).toContain('  - LIBTORCH: /nonexistent: /nonexistent does not exist');
+  });
+
+  it('no `unset LIBTORCH` fix where LIBTORCH is a libtorch (its binaries are what failed)', () => {
+    const x = libtorchFolder('libtorch-9.9-usable');
+    expect(message({ LIBTORCH: x })).not.toContain('unset LIBTORCH');
+  });
+
   it('`no libtorch_cpu.so / libc10.so in /x/lib` for headers without the libraries', () => {
     const x = fs.mkdtempSync(path.join(scratch, 'headers-only-'));
     fs.mkdirSync(path.join(x, 'include', 'ATen'), { recursive: true });
@@ -196,13 +210,32 @@ describe("the README's troubleshooting rows: the message says", () => {
     const x = libtorchFolder('libtorch-9.9');
     const plan = planLoad(env({ LIBTORCH: x }));
     expect(plan.search.chosen).toMatchObject({ source: 'LIBTORCH', version: '9.9.0', usable: true });
-    expect(plan.choices).toEqual([]);
+    // No exact prebuild; the stable-ABI one (every torch >= 2.10) is what is left to offer.
+    expect(plan.choices.filter((c) => c.reason.startsWith('prebuild '))).toEqual([]);
     expect(plan.notes).toContain(`no prebuild torch9.9-cpu-cxx11 for LIBTORCH: libtorch 9.9.0 at ${x}/lib, CPU only, C++ ABI cxx11, C++20`);
     expect(libtorchError(plan, []).message).toContain('  - npm rebuild generic-perceptual-loss --build-from-source');
   });
 
+  it.runIf(fs.existsSync(path.join(PREBUILDS, STABLE_ABI_FLAVOUR)))('offers the stable-ABI prebuild to a torch >= 2.10 that has no exact prebuild, saying so (where the stable-ABI prebuild is built)', () => {
+    const x = libtorchFolder('libtorch-9.9-stable');
+    const plan = planLoad(env({ LIBTORCH: x }));
+    expect(plan.choices.map((c) => c.reason)).toEqual([`stable-ABI prebuild (every torch >= 2.10; no exact prebuild) for LIBTORCH: libtorch 9.9.0 at ${x}/lib, CPU only, C++ ABI cxx11, C++20`]);
+    expect(plan.choices[0].file).toBe(path.join(PREBUILDS, STABLE_ABI_FLAVOUR, 'prebuilds', `${process.platform}-${process.arch}`, 'generic-perceptual-loss.glibc.node'));
+  });
+
+  it.runIf(fs.existsSync(path.join(PREBUILDS, STABLE_ABI_FLAVOUR)))('never offers the stable-ABI prebuild to a torch below 2.10, and says why (where the stable-ABI prebuild is built)', () => {
+    const x = libtorchFolder('libtorch-2.9-old', [2, 9, 0]);
+    const plan = planLoad(env({ LIBTORCH: x }));
+    expect(plan.choices).toEqual([]);
+    expect(plan.notes).toContain(`the stable-ABI prebuild serves torch 2.10 and later with the C++11 ABI, not LIBTORCH: libtorch 2.9.0 at ${x}/lib, CPU only, C++ ABI cxx11, C++17`);
+  });
+
+  it('PL_BINARY takes exact or stable-abi only: ERR_OPTIONS naming the setting', () => {
+    expect(() => planLoad(env({ PL_BINARY: 'fast' }))).toThrow(/^Invalid environment setting PL_BINARY: got "fast"; allowed: exact, stable-abi, or unset\.$/);
+  });
+
   // Where this checkout has a local build; the package copy below checks the same without one.
-  it.runIf(fs.existsSync(LOCAL_BUILD))('`the local build ... is for /a, not the LIBTORCH folder` for a local build made for another libtorch', () => {
+  it.runIf(fs.existsSync(LOCAL_BUILD))('`the local build ... is for /a, not the LIBTORCH folder` for a local build made for another libtorch (where this checkout has a local build)', () => {
     const x = libtorchFolder('libtorch-other');
     const notes = planLoad(env({ LIBTORCH: x })).notes;
     expect(notes.some((n) => n.startsWith(`the local build ${LOCAL_BUILD} is for `) && n.endsWith(', not the LIBTORCH folder'))).toBe(true);
@@ -225,7 +258,7 @@ describe("the README's troubleshooting rows: the message says", () => {
   // Where this package has the 1.13 prebuild (npm run setup makes it): a libtorch folder that
   // claims 1.13 but whose libraries are not ELF files matches it, and its test load fails.
   it.runIf(fs.existsSync(path.join(repoRoot, 'prebuilds', 'torch1.13-cpu-cxx11')))(
-    'loadNative() reports a prebuild that fails its test load in this process, and loads nothing',
+    'loadNative() reports a prebuild that fails its test load in this process, and loads nothing (where the package has the torch1.13-cpu-cxx11 prebuild)',
     () => {
       const x = path.join(scratch, 'libtorch-broken');
       const header = path.join(x, 'include', 'torch', 'csrc', 'api', 'include', 'torch', 'version.h');

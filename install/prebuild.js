@@ -64,6 +64,21 @@ function libcTag() {
 }
 
 const built = new Map();
+
+/** Stores `binary` as the prebuild `tag` (node-gyp-build's layout inside), stripped. */
+function store(/** @type {string} */ tag, /** @type {string} */ binary) {
+  const dir = path.join(root, 'prebuilds', tag, 'prebuilds', `${process.platform}-${process.arch}`);
+  fs.rmSync(path.join(root, 'prebuilds', tag), { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `generic-perceptual-loss.${libcTag()}.node`);
+  fs.copyFileSync(binary, file);
+  try {
+    execFileSync('strip', ['--strip-unneeded', file]);
+  } catch {
+    say('strip is not available; the binary keeps its symbols');
+  }
+  built.set(tag, path.relative(root, file));
+}
 for (const route of routes) {
   const chosen = findLibtorch(route.env, { forBuild: true }).chosen;
   if (!chosen || chosen.source !== route.source) continue;
@@ -73,18 +88,7 @@ for (const route of routes) {
   }
   if (built.has(chosen.flavour) || (only && !only.includes(chosen.flavour))) continue;
   say(`${chosen.flavour} for ${describeCandidate(chosen)} (via ${route.name})`);
-  const binary = buildNative(['--out', path.join('build', 'flavours', chosen.flavour)], route.env);
-  const dir = path.join(root, 'prebuilds', chosen.flavour, 'prebuilds', `${process.platform}-${process.arch}`);
-  fs.rmSync(path.join(root, 'prebuilds', chosen.flavour), { recursive: true, force: true });
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `generic-perceptual-loss.${libcTag()}.node`);
-  fs.copyFileSync(binary, file);
-  try {
-    execFileSync('strip', ['--strip-unneeded', file]);
-  } catch {
-    say('strip is not available; the binary keeps its symbols');
-  }
-  built.set(chosen.flavour, path.relative(root, file));
+  store(chosen.flavour, buildNative(['--out', path.join('build', 'flavours', chosen.flavour)], route.env));
 }
 
 // The stable-ABI binary, from the newest torch >= 2.10 found above (its headers are a superset of
@@ -98,18 +102,7 @@ const stableRoute = routes
   .sort((a, b) => minorOf(b.chosen) - minorOf(a.chosen) || Number(a.chosen?.cuda) - Number(b.chosen?.cuda))[0];
 if (stableRoute?.chosen && (!only || only.includes(STABLE))) {
   say(`${STABLE} against ${describeCandidate(stableRoute.chosen)} (via ${stableRoute.route.name})`);
-  const binary = buildNative(['--out', path.join('build', 'flavours', STABLE), '--CDPL_STABLE_ABI=ON'], stableRoute.route.env);
-  const dir = path.join(root, 'prebuilds', STABLE, 'prebuilds', `${process.platform}-${process.arch}`);
-  fs.rmSync(path.join(root, 'prebuilds', STABLE), { recursive: true, force: true });
-  fs.mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `generic-perceptual-loss.${libcTag()}.node`);
-  fs.copyFileSync(binary, file);
-  try {
-    execFileSync('strip', ['--strip-unneeded', file]);
-  } catch {
-    say('strip is not available; the binary keeps its symbols');
-  }
-  built.set(STABLE, path.relative(root, file));
+  store(STABLE, buildNative(['--out', path.join('build', 'flavours', STABLE), '--CDPL_STABLE_ABI=ON'], stableRoute.route.env));
 } else if (!stableRoute) {
   say(`no torch >= 2.10 here: no ${STABLE} prebuild`);
 }

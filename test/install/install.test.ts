@@ -8,33 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PerceptualLoss } from '../../lib/index';
 import { FLAVOURS, PREBUILD_FOLDERS, STABLE_ABI_PREBUILD, flavour, flavourSeesGpu, type Flavour } from '../helpers/flavours';
 import { repoRoot } from '../helpers/package-copy';
+import { pathWithoutCompilers } from '../helpers/install';
 import { maxElementError } from '../helpers/reference';
 import { run } from '../helpers/run';
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-install-'));
 afterAll(() => fs.rmSync(scratch, { recursive: true, force: true }));
-
-const COMPILERS = /^(cmake|make|gmake|ninja|cc|c\+\+|gcc|g\+\+|clang|clang\+\+|x86_64-linux-gnu-(gcc|g\+\+|cpp)(-\d+)?|(gcc|g\+\+|cpp)-\d+|nvcc)$/;
-
-/** A PATH with every tool of the current one except compilers and build tools. */
-function pathWithoutCompilers(): string {
-  const bin = path.join(scratch, 'no-compilers-bin');
-  fs.mkdirSync(bin, { recursive: true });
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    let entries: string[] = [];
-    try {
-      entries = fs.readdirSync(dir);
-    } catch {
-      continue;
-    }
-    for (const name of entries) {
-      const link = path.join(bin, name);
-      if (COMPILERS.test(name) || fs.existsSync(link)) continue;
-      fs.symlinkSync(path.join(dir, name), link);
-    }
-  }
-  return bin;
-}
 
 function newApp(name: string, allowScriptsFor?: string): string {
   const dir = path.join(scratch, name);
@@ -127,7 +106,7 @@ describe('npm install of the packed tarball', () => {
 
     beforeAll(async () => {
       app = newApp('prebuilt-app');
-      env = { ...process.env, PATH: pathWithoutCompilers() };
+      env = { ...process.env, PATH: pathWithoutCompilers(scratch) };
       expect(spawnSync('cmake', ['--version'], { env }).error).toBeDefined();
       expect(spawnSync('g++', ['--version'], { env }).error).toBeDefined();
       await npmInstall(app, tarball, env);

@@ -109,7 +109,7 @@ function depthPerceptual(loss: DenseLoss): (pred: tf.Tensor4D, target: Float32Ar
       const shape = x.shape;
       const result = loss.lossAndGrad({ data: x.dataSync() as Float32Array, shape }, { data: target, shape }, { mask, layout: 'nhwc' });
       save([tf.tensor(result.grad, shape)]);
-      return { value: tf.scalar(result.loss as number), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
+      return { value: tf.scalar(result.loss), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
     }) as unknown as Parameters<typeof tf.customGrad>[0]);
     return op(pred) as tf.Scalar;
   };

@@ -8,25 +8,32 @@ Usage (any python with torch: Debian's /usr/bin/python3, or a venv's pip torch):
       Commands:
         {"cmd": "hello"}                         versions and the out-of-the-box thread count
         {"cmd": "threads", "n": N}               torch.set_num_threads(N)
-        {"cmd": "setup", "shape": [N,C,H,W], "variant": V}   build the loss (not timed); replies
-                                                 {"error": ...} where V cannot run here
+        {"cmd": "network", "spatialDims": 3, "arch": [...], "layers": [...]}
+                                                 the network of 5-D shapes (volumes): the package's
+                                                 resolved 3-D default, sent by the parent; Conv3d and
+                                                 MaxPool3d from reference/perceptual.py
+        {"cmd": "setup", "shape": [N,C,H,W] or [N,C,D,H,W], "variant": V}   build the loss (not
+                                                 timed); replies {"error": ...} where V cannot run here
         {"cmd": "prepare", "shape": [...], "variant": V}  target features of one random target, once
         {"cmd": "step", "path": P, "shape": [...], "variant": V}
             one step on fresh random inputs made outside the timed region; replies {"ms": ...}.
             P: lossAndGrad | prepared | loss | features
             V: float32 | channels_last | bf16 (torch.autocast("cpu", torch.bfloat16)) |
                bf16_channels_last | compile (torch.compile of the float32 network) |
-               compile_bf16_channels_last
+               compile_bf16_channels_last; for 5-D shapes channels_last_3d and
+               bf16_channels_last_3d (torch.channels_last_3d) instead of the channels_last ones
         {"cmd": "check", "shape": [...], "pred": B64, "target": B64}
             loss and gradient of given float32 inputs (base64), to check both sides agree
         {"cmd": "quit"}
-  PYTHON bench/bench_torch.py steps --shape NxCxHxW --threads N --steps S [--variant V]
+  PYTHON bench/bench_torch.py steps --shape NxCxHxW --threads N --steps S [--variant V] [--arch A --layers L]
       For bench/profile.js: one warm-up step, then S lossAndGrad steps, each announced on stdout
       by a line "profile-step I" (where oneDNN's verbose lines go too); the step times go to
       stderr as one line "profile-json: {...}".
-  PYTHON bench/bench_torch.py memory --shape NxCxHxW --threads N [--variant V]
+  PYTHON bench/bench_torch.py memory --shape NxCxHxW --threads N [--variant V] [--arch A --layers L]
       In a fresh process: build, one warm-up step, then the peak resident memory of one
       lossAndGrad step (see measure_memory). Prints one JSON line.
+  A 5-D shape NxCxDxHxW is a volume: --arch (comma-separated widths and M) and --layers
+  (comma-separated taps) give its 3-D network, as the "network" command does.
 
 The loss is written as a careful PyTorch user would write it: frozen weights, eval mode, the
 network cut after the deepest tap, in-place ReLUs (as torchvision's VGG), the target under
@@ -61,30 +68,67 @@ VARIANTS = {
     "bf16_channels_last": (True, True, False),
     "compile": (False, False, True),
     "compile_bf16_channels_last": (True, True, True),
+    # Volumes (5-D inputs): torch.channels_last_3d, the channels-last format of Conv3d.
+    "channels_last_3d": (True, False, False),
+    "bf16_channels_last_3d": (True, True, False),
 }
+VARIANTS_3D_ONLY = {"channels_last_3d", "bf16_channels_last_3d"}
+VARIANTS_2D_ONLY = {"channels_last", "bf16_channels_last", "compile", "compile_bf16_channels_last"}
+
+# The network of each number of spatial dimensions: None for 2-D (the package's defaults, vgg19 and
+# its five taps, as reference.resolve_options fills them in); for 3-D the arch and taps the parent
+# sends (the package's resolved 3-D default), so both sides build the same Conv3d network.
+NETWORKS = {2: None, 3: None}
+
+
+def set_network(spatial_dims, arch, layers):
+    if spatial_dims != 3:
+        raise ValueError(f"only the 3-D network is set by the parent; got spatialDims {spatial_dims!r}")
+    arch = ["M" if v in ("M", 0) else int(v) for v in arch]
+    NETWORKS[3] = {"arch": arch, "layers": list(layers)}
+
+
+def spatial_dims_of(shape):
+    if len(shape) not in (4, 5):
+        raise ValueError(f"shape {shape} is neither [N, C, H, W] nor [N, C, D, H, W]")
+    return len(shape) - 2
 
 
 class Loss:
     """The default perceptual loss (vgg19, taps relu1_2 .. relu5_4, l2, mean) for inChannels, as
-    `variant` runs it: channels-last memory, bf16 autocast, torch.compile, or plain float32."""
+    `variant` runs it: channels-last memory, bf16 autocast, torch.compile, or plain float32. With
+    spatial_dims 3, the 3-D network set by set_network (Conv3d, MaxPool3d), on 5-D inputs."""
 
-    def __init__(self, in_channels, variant="float32"):
+    def __init__(self, in_channels, variant="float32", spatial_dims=2):
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; known: {sorted(VARIANTS)}")
+        if spatial_dims == 3 and variant in VARIANTS_2D_ONLY:
+            raise ValueError(f"variant {variant!r} is for 4-D inputs; for volumes use {sorted(VARIANTS_3D_ONLY)}, float32 or bf16")
+        if spatial_dims == 2 and variant in VARIANTS_3D_ONLY:
+            raise ValueError(f"variant {variant!r} is for 5-D inputs (volumes)")
         self.channels_last, self.bf16, compiled = VARIANTS[variant]
         if self.bf16 and not torch.backends.mkldnn.is_available():
             raise RuntimeError("bf16 autocast needs torch built with oneDNN")
         if compiled and not hasattr(torch, "compile"):
             raise RuntimeError(f"torch {torch.__version__} has no torch.compile")
-        opts = ref.resolve_options({"inChannels": in_channels})
+        if spatial_dims == 3:
+            if NETWORKS[3] is None:
+                raise RuntimeError("no 3-D network: send {cmd: network, spatialDims: 3, arch, layers} (or pass --arch and --layers) first")
+            opts = ref.resolve_options({"inChannels": in_channels, "arch": NETWORKS[3]["arch"], "layers": NETWORKS[3]["layers"]})
+        else:
+            opts = ref.resolve_options({"inChannels": in_channels})
         tap_k = opts["tapModules"]
         # build_network cuts after the deepest tap, freezes the weights and sets eval mode. Every
         # default tap is a ReLU output, so in-place ReLUs are safe (no pre-activation is needed)
         # and save one activation per conv, as in torchvision's own VGG.
-        net = ref.build_network(opts["arch"], in_channels, max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"], inplace_relu=True)
+        if not all(name.startswith("relu") for name in opts["layers"]):
+            raise ValueError(f"in-place ReLUs need ReLU taps only; got {opts['layers']}")
+        net = ref.build_network(opts["arch"], in_channels, max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"],
+                                spatial_dims=spatial_dims, inplace_relu=True)
         assert all(not p.requires_grad for p in net.parameters())
+        self.memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
         if self.channels_last:
-            net = net.to(memory_format=torch.channels_last)
+            net = net.to(memory_format=self.memory_format)
         self.net = net
         self.taps = tap_k
         self.prepared = {}  # shape -> target features, computed once
@@ -95,7 +139,7 @@ class Loss:
 
     def features(self, x):
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=self.memory_format)
         if not self.bf16:
             return self._features(x)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -161,12 +205,15 @@ def serve():
     out = sys.stdout
     # Anything a library prints must not corrupt the protocol: stdout now goes to stderr.
     sys.stdout = sys.stderr
-    losses = {}  # inChannels -> Loss
+    losses = {}  # (spatial dims, inChannels, variant) -> Loss
+
+    def loss_key(shape, variant):
+        return (spatial_dims_of(shape), shape[1], variant)
 
     def loss_for(shape, variant="float32"):
-        key = (shape[1], variant)
+        key = loss_key(shape, variant)
         if key not in losses:
-            losses[key] = Loss(shape[1], variant)
+            losses[key] = Loss(shape[1], variant, key[0])
         return losses[key]
 
     for line in sys.stdin:
@@ -196,6 +243,11 @@ def serve():
             elif cmd == "threads":
                 torch.set_num_threads(int(req["n"]))
                 reply = {"threads": torch.get_num_threads()}
+            elif cmd == "network":
+                set_network(int(req["spatialDims"]), req["arch"], req["layers"])
+                for key in [k for k in losses if k[0] == 3]:
+                    del losses[key]
+                reply = {"spatialDims": 3, **NETWORKS[3]}
             elif cmd == "setup":
                 # A variant that cannot run here (no torch.compile, a compiler error) is reported,
                 # not fatal: one warm step shows it.
@@ -204,7 +256,7 @@ def serve():
                     one_step(loss_for(shape, variant), "lossAndGrad", shape)
                     reply = {}
                 except Exception as e:  # noqa: BLE001 - reported to the parent
-                    losses.pop((shape[1], variant), None)
+                    losses.pop(loss_key(shape, variant), None)
                     reply = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
             elif cmd == "prepare":
                 shape = req["shape"]
@@ -262,7 +314,7 @@ def measure_memory(shape, threads, variant="float32"):
     fresh inputs, then VmRSS; VmHWM is reset to it, one step runs, and VmHWM is read again.
     """
     torch.set_num_threads(threads)
-    loss = Loss(shape[1], variant)
+    loss = Loss(shape[1], variant, spatial_dims_of(shape))
     pred = torch.rand(shape).requires_grad_(True)
     loss.loss_and_grad(pred, torch.rand(shape))
     del pred
@@ -292,7 +344,7 @@ def measure_memory(shape, threads, variant="float32"):
 
 def profile_steps(shape, threads, steps, variant="float32"):
     torch.set_num_threads(threads)
-    loss = Loss(shape[1], variant)
+    loss = Loss(shape[1], variant, spatial_dims_of(shape))
     one_step(loss, "lossAndGrad", shape)
     times = []
     for i in range(steps):
@@ -301,6 +353,20 @@ def profile_steps(shape, threads, steps, variant="float32"):
     print(f"profile-step {steps}", flush=True)
     side = {"side": "torch", "torch": torch.__version__, "variant": variant, "threads": torch.get_num_threads()}
     print("profile-json: " + json.dumps({**side, "ms": times}), file=sys.stderr, flush=True)
+
+
+def network_args(parser):
+    parser.add_argument("--arch", help="3-D network (5-D shapes): comma-separated conv widths and M")
+    parser.add_argument("--layers", help="3-D network (5-D shapes): comma-separated taps")
+
+
+def shape_and_network(args):
+    shape = [int(d) for d in args.shape.split("x")]
+    if spatial_dims_of(shape) == 3:
+        if not args.arch or not args.layers:
+            raise SystemExit("a 5-D shape needs --arch and --layers (the package's 3-D network)")
+        set_network(3, args.arch.split(","), args.layers.split(","))
+    return shape
 
 
 def main(argv):
@@ -312,8 +378,9 @@ def main(argv):
         parser.add_argument("--threads", type=int, required=True)
         parser.add_argument("--steps", type=int, required=True)
         parser.add_argument("--variant", default="float32", choices=sorted(VARIANTS))
+        network_args(parser)
         args = parser.parse_args(argv[2:])
-        profile_steps([int(d) for d in args.shape.split("x")], args.threads, args.steps, args.variant)
+        profile_steps(shape_and_network(args), args.threads, args.steps, args.variant)
         return
     if len(argv) >= 2 and argv[1] == "serve":
         serve()
@@ -325,8 +392,9 @@ def main(argv):
         parser.add_argument("--shape", required=True)
         parser.add_argument("--threads", type=int, required=True)
         parser.add_argument("--variant", default="float32", choices=sorted(VARIANTS))
+        network_args(parser)
         args = parser.parse_args(argv[2:])
-        shape = [int(d) for d in args.shape.split("x")]
+        shape = shape_and_network(args)
         print(json.dumps(measure_memory(shape, args.threads, args.variant)))
         return
     sys.exit(__doc__)

@@ -6,6 +6,8 @@
 //       {"cmd": "hello"}                              versions, the binary and the CPU features
 //       {"cmd": "threads", "n": N}                    setNumThreads(N)
 //       {"cmd": "setup", "shape": [...], "variant": V}  build the loss (not timed)
+//     A shape [N, C, H, W] is an image batch (the default loss, vgg19); [N, C, D, H, W] a batch of
+//     volumes: spatialDims 3 with its defaults (the documented 3-D arch and taps, layout 'ncdhw').
 //       {"cmd": "prepare", "shape": [...], "variant": V}  prepareTarget of one random target
 //       {"cmd": "step", "path": P, "shape": [...], "variant": V}  one timed step: {"ms": ...}
 //       {"cmd": "check", "shape": [...], "pred": B64, "target": B64, "variant": V}
@@ -47,6 +49,12 @@ function randomHost(shape, rng) {
   return { data, shape };
 }
 
+/** 2 for [N, C, H, W], 3 for [N, C, D, H, W]. */
+function spatialDimsOf(shape) {
+  if (shape.length !== 4 && shape.length !== 5) throw new Error(`shape ${JSON.stringify(shape)} is neither [N, C, H, W] nor [N, C, D, H, W]`);
+  return shape.length - 2;
+}
+
 function variantOf(name) {
   const v = VARIANTS[name];
   if (!v) throw new Error(`unknown package variant ${JSON.stringify(name)}; known: ${Object.keys(VARIANTS).join(', ')}`);
@@ -57,14 +65,19 @@ class Side {
   constructor(pkg) {
     this.pkg = pkg;
     this.rng = mulberry32(12345);
-    this.losses = new Map(); // `${inChannels}/${dtype}` -> PerceptualLoss
+    this.losses = new Map(); // `${spatialDims}/${inChannels}/${dtype}` -> PerceptualLoss
     this.prepared = new Map(); // `${shape}/${variant}` -> PreparedTarget
   }
 
   lossFor(shape, variant) {
     const { dtype } = variantOf(variant);
-    const key = `${shape[1]}/${dtype}`;
-    if (!this.losses.has(key)) this.losses.set(key, new this.pkg.PerceptualLoss({ inChannels: shape[1], device: 'cpu', dtype }));
+    const spatialDims = spatialDimsOf(shape);
+    const key = `${spatialDims}/${shape[1]}/${dtype}`;
+    if (!this.losses.has(key)) {
+      // 2-D: the options as they were before volumes existed, so the 2-D rows stay comparable.
+      const options = spatialDims === 3 ? { inChannels: shape[1], spatialDims: 3, device: 'cpu', dtype } : { inChannels: shape[1], device: 'cpu', dtype };
+      this.losses.set(key, new this.pkg.PerceptualLoss(options));
+    }
     return this.losses.get(key);
   }
 
@@ -212,6 +225,6 @@ if (mode === 'serve') serve();
 else if (mode === 'memory') memory(rest);
 else if (mode === 'steps') steps(rest);
 else {
-  console.error('usage: node bench/package_child.js serve | memory --shape NxCxHxW --threads N [--variant V] | steps --shape NxCxHxW --threads N --steps S [--variant V]');
+  console.error('usage: node bench/package_child.js serve | memory --shape NxCxHxW --threads N [--variant V] | steps --shape NxCxHxW --threads N --steps S [--variant V]\n(NxCxDxHxW: a volume, spatialDims 3)');
   process.exit(2);
 }

@@ -1,6 +1,8 @@
 // The GPU benchmark of scripts/gpu-suite.sh: this package against PyTorch (bench/gpu_torch.py) on
 // the same GPU, in the same run. Grid: 16x3x256x256, 8x19x512x512 (segmentation), 64x3x64x64
-// (launch overhead), vgg19 with five taps, l2, mean. Each package variant turns on one more
+// (launch overhead), vgg19 with five taps, l2, mean; volumes 2x1x64x64x64 and 4x1x96x96x96
+// (spatialDims 3, the package's default 3-D arch and taps; fewer variants and steps, to stay within
+// the suite's time budget; PyTorch there without torch.compile). Each package variant turns on one more
 // performance switch; inputs are resident Tensors (and host arrays once, for the boundary's cost).
 // Fresh random inputs every step (a pool of distinct inputs, drawn before the run); warm-up first;
 // the median of the timed steps; a step returns only once its result is on the host, so the wall
@@ -10,7 +12,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CUDA, DEVICE, PYTHON, perceptual, native, numel, rand } from '../test/gpu/common.mjs';
+import { CUDA, DEVICE, PYTHON, perceptual, native, numel, rand, resolveOptions } from '../test/gpu/common.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const { PerceptualLoss, Tensor } = perceptual;
@@ -21,6 +23,10 @@ fs.mkdirSync(out, { recursive: true });
 const GRID = CUDA ? [[16, 3, 256, 256], [8, 19, 512, 512], [64, 3, 64, 64]] : [[1, 3, 16, 16], [1, 19, 16, 16], [2, 3, 16, 16]];
 const WARMUP = Number(process.env.PL_BENCH_WARMUP ?? (CUDA ? 5 : 1));
 const STEPS = Number(process.env.PL_BENCH_STEPS ?? (CUDA ? 20 : 3));
+// Volumes, [N, C, D, H, W]: the default 3-D arch pools four times, so 16 is the least side here.
+const GRID_3D = CUDA ? [[2, 1, 64, 64, 64], [4, 1, 96, 96, 96]] : [[1, 1, 16, 16, 16], [2, 1, 16, 16, 16]];
+const WARMUP_3D = Number(process.env.PL_BENCH_WARMUP_3D ?? (CUDA ? 3 : 1));
+const STEPS_3D = Number(process.env.PL_BENCH_STEPS_3D ?? (CUDA ? 10 : 3));
 const POOL = 3;
 
 const fast = { cudnnBenchmark: true, channelsLast: true };
@@ -36,17 +42,32 @@ const VARIANTS = [
   { name: 'bf16 +cudaGraphs, host arrays', options: { ...fast, dtype: 'bfloat16', cudaGraphs: true }, host: true, cudaOnly: true },
 ];
 
-const VGG19 = [64, 64, 'M', 128, 128, 'M', 256, 256, 256, 256, 'M', 512, 512, 512, 512, 'M', 512, 512, 512, 512];
-function stepFlops([n, c, h, w]) {
+// Volumes: fewer variants (one more switch each), as a user would try them.
+const VARIANTS_3D = [
+  { name: 'default', options: {} },
+  { name: '+channelsLast', options: fast },
+  { name: 'bf16 +channelsLast', options: { ...fast, dtype: 'bfloat16' }, cudaOnly: true },
+  { name: 'bf16 +cudaGraphs', options: { ...fast, dtype: 'bfloat16', cudaGraphs: true }, cudaOnly: true },
+];
+
+/** The package's default loss for a shape: vgg19 for [N, C, H, W], the default 3-D network for [N, C, D, H, W]. */
+const defaultOptions = (shape) => (shape.length === 5 ? { inChannels: shape[1], spatialDims: 3 } : { inChannels: shape[1] });
+
+/** The network the package builds by default for a 3-D loss: arch (pools as 'M') and taps. */
+function network3d() {
+  const r = resolveOptions({ inChannels: 1, spatialDims: 3, device: 'cpu' }, 0, '');
+  return { arch: r.native.arch.map((v) => (v === 0 ? 'M' : v)), layers: r.options.layers };
+}
+
+/** 3 x the forward FLOPs of the convs the package keeps: 2*Cin*Cout*9*H*W*N each (27*D*H*W for volumes). */
+function stepFlops(shape) {
+  const [n, , ...spatial] = shape;
+  const { kept } = resolveOptions({ ...defaultOptions(shape), device: 'cpu' }, 0, '');
   let flops = 0;
-  for (const v of VGG19) {
-    if (v === 'M') {
-      h = Math.floor(h / 2);
-      w = Math.floor(w / 2);
-      continue;
-    }
-    flops += 2 * c * v * 9 * h * w * n;
-    c = v;
+  for (const m of kept) {
+    if (m.kind !== 'conv') continue;
+    const voxels = spatial.reduce((a, s) => a * Math.floor(s / 2 ** m.poolsSoFar), 1);
+    flops += 2 * m.inChannels * m.outChannels * 3 ** spatial.length * voxels * n;
   }
   return 3 * flops;
 }
@@ -56,8 +77,8 @@ const median = (xs) => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function measure(shape, variant) {
-  const loss = new PerceptualLoss({ inChannels: shape[1], device: DEVICE, ...variant.options });
+function measure(shape, variant, warmup, steps) {
+  const loss = new PerceptualLoss({ ...defaultOptions(shape), device: DEVICE, ...variant.options });
   const pool = Array.from({ length: POOL }, (_, i) => {
     const p = { data: rand(numel(shape), 100 + i), shape };
     const t = { data: rand(numel(shape), 200 + i), shape };
@@ -72,14 +93,14 @@ function measure(shape, variant) {
   };
   let value = 0;
   const t0 = performance.now();
-  for (let i = 0; i < WARMUP; i++) value = step(i);
+  for (let i = 0; i < warmup; i++) value = step(i);
   const warmupMs = performance.now() - t0;
   const before = CUDA ? native.cudaMemory(0).allocated : 0;
   if (CUDA) native.cudaResetPeakMemory(0);
   const times = [];
-  for (let i = 0; i < STEPS; i++) {
+  for (let i = 0; i < steps; i++) {
     const start = performance.now();
-    value = step(WARMUP + i);
+    value = step(warmup + i);
     times.push(performance.now() - start);
   }
   const peak = CUDA ? native.cudaMemory(0).peakAllocated - before : null;
@@ -101,13 +122,18 @@ function measure(shape, variant) {
 const machine = fs.existsSync(path.join(out, 'machine.json')) ? JSON.parse(fs.readFileSync(path.join(out, 'machine.json'), 'utf8')) : {};
 const startedAt = new Date().toISOString();
 const pkg = {};
-for (const shape of GRID) {
+const ROWS = [
+  ...GRID.map((shape) => ({ shape, variants: VARIANTS, warmup: WARMUP, steps: STEPS })),
+  ...GRID_3D.map((shape) => ({ shape, variants: VARIANTS_3D, warmup: WARMUP_3D, steps: STEPS_3D })),
+];
+const net3d = network3d();
+for (const { shape, variants, warmup, steps } of ROWS) {
   const key = shape.join('x');
   pkg[key] = {};
-  for (const variant of VARIANTS) {
+  for (const variant of variants) {
     if (variant.cudaOnly && !CUDA) continue;
     try {
-      pkg[key][variant.name] = { options: variant.options, host: Boolean(variant.host), ...measure(shape, variant) };
+      pkg[key][variant.name] = { options: variant.options, host: Boolean(variant.host), ...measure(shape, variant, warmup, steps) };
     } catch (error) {
       pkg[key][variant.name] = { options: variant.options, error: `${error.code ?? ''} ${error.message}`.trim() };
     }
@@ -121,7 +147,9 @@ const torchFile = path.join(out, 'torch.json');
 let torch = null;
 try {
   execFileSync(PYTHON, [path.join(here, 'gpu_torch.py'), '--mode', CUDA ? 'gpu' : 'cpu', '--grid', GRID.map((s) => s.join('x')).join(','),
-    '--warmup', String(WARMUP), '--steps', String(STEPS), '--out', torchFile, '--compile-budget', process.env.PL_COMPILE_BUDGET ?? (CUDA ? '90' : '0')],
+    '--warmup', String(WARMUP), '--steps', String(STEPS), '--out', torchFile, '--compile-budget', process.env.PL_COMPILE_BUDGET ?? (CUDA ? '90' : '0'),
+    '--grid3d', GRID_3D.map((s) => s.join('x')).join(','), '--arch3d', net3d.arch.join(','), '--layers3d', net3d.layers.join(','),
+    '--warmup3d', String(WARMUP_3D), '--steps3d', String(STEPS_3D)],
   { stdio: 'inherit', timeout: 280_000 });
   torch = JSON.parse(fs.readFileSync(torchFile, 'utf8'));
 } catch (error) {
@@ -129,9 +157,13 @@ try {
 }
 
 const summary = {};
-for (const shape of GRID) {
+for (const { shape } of ROWS) {
   const key = shape.join('x');
   const rows = Object.entries(pkg[key]).filter(([, r]) => r.median_ms !== undefined && !r.host);
+  if (!rows.length) {
+    summary[key] = { error: Object.values(pkg[key]).map((r) => r.error).find(Boolean) ?? 'no package variant ran' };
+    continue;
+  }
   const [bestName, best] = rows.reduce((a, b) => (b[1].median_ms < a[1].median_ms ? b : a));
   const bf16 = rows.filter(([name]) => name.startsWith('bf16')).reduce((a, b) => (!a || b[1].median_ms < a[1].median_ms ? b : a), undefined);
   const t = torch?.shapes?.[key];
@@ -164,9 +196,17 @@ const result = {
     order: 'every package variant, then PyTorch (typical, expert eager, expert compiled), in one suite run',
     warmup: WARMUP,
     steps: STEPS,
+    volumes: {
+      shapes: GRID_3D.map((s) => s.join('x')),
+      warmup: WARMUP_3D,
+      steps: STEPS_3D,
+      network: net3d,
+      variants: VARIANTS_3D.filter((v) => CUDA || !v.cudaOnly).map((v) => v.name),
+      torch: 'typical and expert eager (bfloat16 autocast, channels_last_3d, cudnn.benchmark); no torch.compile',
+    },
     inputs: `a pool of ${POOL} distinct uniform [-1, 1) input pairs per shape and variant, cycled; PyTorch draws torch.randn per step`,
     timing: 'package: wall clock around a synchronous step (it returns after the result reached the host); PyTorch: CUDA events',
-    flops: '3 x the forward FLOPs of the 16 convs up to relu5_4 (2*Cin*Cout*9*H*W*N each)',
+    flops: '3 x the forward FLOPs of the convs up to the deepest tap: the 16 of vgg19 up to relu5_4 (2*Cin*Cout*9*H*W*N each); for volumes those of the default 3-D network (2*Cin*Cout*27*D*H*W*N each)',
     peak: 'caching-allocator peak above the resident model and inputs',
   },
   package: pkg,
@@ -186,15 +226,19 @@ const lines = [
   `${CUDA ? machine.card ?? 'GPU' : 'CPU dry run (tiny shapes)'}; torch ${torch?.torch ?? '—'}; bf16 matmul ${f(torch?.bf16_matmul?.tflops)} TFLOP/s; commit ${(machine.commit ?? '').slice(0, 12)}`,
   '| shape | package ms (best variant) | default ms | torch typical ms | torch expert ms | vs typical | vs expert | bf16 % of matmul | peak MiB (torch typ.) | host boundary |',
   '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
-  ...Object.entries(summary).map(([key, s]) =>
+  ...Object.entries(summary).map(([key, s]) => s.error ? `| ${key} | failed: ${s.error} | | | | | | | | |` :
     `| ${key} | ${f(s.best_ms, 2)} (${s.best}) | ${f(s.default_ms, 2)} | ${f(s.torch_typical_ms, 2)} | ${f(s.torch_expert_ms, 2)} ${s.torch_expert_which ?? ''} | ${f(s.vs_typical, 2)} | ${f(s.vs_expert, 2)} | ${pct(s.bf16_share_of_matmul_peak)} | ${mib(s.peak_bytes)} (${mib(s.torch_typical_peak_bytes)}) | ${pct(s.boundary_share)} |`),
 ];
+lines.push(`volumes (${GRID_3D.map((s) => s.join('x')).join(', ')}): the default 3-D arch ${JSON.stringify(net3d.arch)}, taps ${net3d.layers.join(', ')}; ${STEPS_3D} steps after ${WARMUP_3D} warm-up; PyTorch without torch.compile`);
 if (result.parity) {
   const worst = {};
   for (const p of result.parity) worst[p.bound] = Math.max(worst[p.bound] ?? 0, p.lossRelErr, p.gradRelErr);
   lines.push(`parity (worst relative error per bound): ${Object.entries(worst).map(([b, e]) => `${e.toExponential(1)} <= ${b}`).join(', ')}`);
 }
+const failed = Object.entries(pkg).flatMap(([key, variants]) => Object.entries(variants).filter(([, r]) => r.error).map(([name, r]) => `${key} ${name}: ${r.error}`));
+if (failed.length) lines.push(`package variants that failed: ${failed.join('; ')}`);
 lines.push(`full results: ${path.join(out, 'bench.json')} and ${recordName}`);
 fs.writeFileSync(path.join(out, 'table.txt'), lines.join('\n') + '\n');
 console.log(lines.join('\n'));
-if (!torch) process.exit(1);
+// No PyTorch figures, or a shape where no package variant ran: the bench failed.
+if (!torch || Object.values(summary).some((r) => r.error)) process.exit(1);

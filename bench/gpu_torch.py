@@ -2,6 +2,7 @@
 
 Usage: python3 bench/gpu_torch.py --mode gpu|cpu --grid 16x3x256x256,... --warmup N --steps N
        --out FILE [--compile-budget SECONDS]
+       [--grid3d 2x1x64x64x64,... --arch3d 64,M,128,... --layers3d relu1_1,... --warmup3d N --steps3d N]
 
 A step is the loss and d loss / d pred of vgg19 with five taps (relu1_2 ... relu5_4), l2, mean,
 random frozen weights, the network cut after the deepest tap. Two users:
@@ -11,9 +12,14 @@ random frozen weights, the network cut after the deepest tap. Two users:
 Every step gets fresh random inputs (drawn before its timer starts); CUDA events time it; the
 median of `steps` timed steps after `warmup` is reported, with the peak memory above the resident
 model and inputs. Also measures the card's dense bfloat16 matmul rate, the yardstick for "% of peak".
+
+Volumes (--grid3d, [N, C, D, H, W]): the package's default 3-D network, whose arch and taps the
+caller passes (--arch3d, --layers3d), as Conv3d and MaxPool3d from reference/perceptual.py; typical
+as above, expert with channels_last_3d; torch.compile is not tried there (the suite's time budget).
 """
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -33,24 +39,38 @@ VGG19 = ref.ARCHS["vgg19"]
 TAPS = ref.resolve_options({"inChannels": 3})["tapModules"]
 
 
-def taps_net(in_channels):
+# The 3-D network (--arch3d, --layers3d): {"arch": [...], "taps": [module indices]}.
+NET3D = {}
+
+
+def taps_net(in_channels, spatial_dims=2):
     """vgg19 cut after relu5_4, seeded weights (seed 0, kaiming_normal), frozen, eval mode, in-place
-    ReLUs as torchvision's VGG: the reference's network, with its taps."""
-    return ref.TapNet(ref.build_network(VGG19, in_channels, max(TAPS), inplace_relu=True), TAPS)
+    ReLUs as torchvision's VGG: the reference's network, with its taps. For volumes, NET3D's arch
+    and taps in Conv3d."""
+    if spatial_dims == 3:
+        arch, taps = NET3D["arch"], NET3D["taps"]
+    else:
+        arch, taps = VGG19, TAPS
+    return ref.TapNet(ref.build_network(arch, in_channels, max(taps), spatial_dims=spatial_dims, inplace_relu=True), taps)
 
 
 def conv_flops(shape):
-    n, c, h, w = shape
-    flops = 0
-    for i, v in enumerate(VGG19):
-        if i >= 20:  # the convs up to relu5_4 (module 35) are the first 16
+    """3 x the forward FLOPs of the convs up to the deepest tap: 2*Cin*Cout*9*H*W*N each (27*D*H*W
+    for volumes)."""
+    n, c, *spatial = shape
+    arch, taps = (NET3D["arch"], NET3D["taps"]) if len(spatial) == 3 else (VGG19, TAPS)
+    kernel = 3 ** len(spatial)
+    flops, k = 0, 0
+    for v in arch:
+        if k > max(taps):
             break
         if v == "M":
-            h //= 2
-            w //= 2
+            spatial = [s // 2 for s in spatial]
+            k += 1
             continue
-        flops += 2 * c * v * 9 * h * w * n
+        flops += 2 * c * v * kernel * math.prod(spatial) * n
         c = v
+        k += 2
     return 3 * flops  # forward on pred, forward on target, the input-gradient backward
 
 
@@ -75,8 +95,9 @@ class Timer:
 
 def measure(device, shape, expert, compiled, warmup, steps):
     torch.backends.cudnn.benchmark = expert
-    net = taps_net(shape[1]).to(device)
-    fmt = torch.channels_last if expert else torch.contiguous_format
+    volumes = len(shape) == 5
+    net = taps_net(shape[1], 3 if volumes else 2).to(device)
+    fmt = (torch.channels_last_3d if volumes else torch.channels_last) if expert else torch.contiguous_format
     if expert:
         net = net.to(memory_format=fmt)
     model = torch.compile(net) if compiled else net
@@ -154,7 +175,19 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--out", required=True)
     ap.add_argument("--compile-budget", type=float, default=150)
+    ap.add_argument("--grid3d", default="", help="volumes NxCxDxHxW,...")
+    ap.add_argument("--arch3d", help="the 3-D arch: conv widths and M, comma-separated")
+    ap.add_argument("--layers3d", help="the 3-D taps, comma-separated")
+    ap.add_argument("--warmup3d", type=int, default=3)
+    ap.add_argument("--steps3d", type=int, default=10)
     args = ap.parse_args()
+    grid3d = [[int(d) for d in s.split("x")] for s in args.grid3d.split(",") if s]
+    if grid3d:
+        if not args.arch3d or not args.layers3d:
+            ap.error("--grid3d needs --arch3d and --layers3d (the package's 3-D network)")
+        arch = ["M" if v == "M" else int(v) for v in args.arch3d.split(",")]
+        opts = ref.resolve_options({"inChannels": 1, "arch": arch, "layers": args.layers3d.split(",")})
+        NET3D.update(arch=arch, layers=opts["layers"], taps=opts["tapModules"])
     device = torch.device("cuda:0" if args.mode == "gpu" else "cpu")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # PyTorch's defaults
@@ -167,6 +200,7 @@ def main():
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
         "bf16_matmul": matmul_rate(device),
         "shapes": {},
+        "network3d": {k: NET3D[k] for k in ("arch", "layers")} if grid3d else None,
     }
     budget_end = time.perf_counter() + args.compile_budget
     can_compile = hasattr(torch, "compile")
@@ -187,6 +221,17 @@ def main():
         best = [r for r in (row["expert_eager"], row["expert_compiled"]) if "median_ms" in r]
         row["expert"] = min(best, key=lambda r: r["median_ms"])
         row["expert"] = {**row["expert"], "which": "compiled" if row["expert"] is row["expert_compiled"] else "eager"}
+        result["shapes"][key] = row
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    for shape in grid3d:
+        key = "x".join(map(str, shape))
+        row = {
+            "typical": measure(device, shape, False, False, args.warmup3d, args.steps3d),
+            "expert_eager": measure(device, shape, True, False, args.warmup3d, args.steps3d),
+            "expert_compiled": {"skipped": "not tried for volumes: the suite's time budget"},
+        }
+        row["expert"] = {**row["expert_eager"], "which": "eager"}
         result["shapes"][key] = row
         if device.type == "cuda":
             torch.cuda.empty_cache()

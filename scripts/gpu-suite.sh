@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU suite: one command on the GPU machine, with .device/ (npm run gpu:pack) carried.
 #   bash scripts/gpu-suite.sh                 on the GPU machine: unpack node, build the addon against
-#                                             that machine's PyTorch, run test/gpu/ (node:test), then
-#                                             bench/gpu-bench.mjs against PyTorch on the same GPU
+#                                             that machine's PyTorch, run test/gpu/ (node:test: parity in
+#                                             2-D, volumes and instance masks, devices, graphs, async,
+#                                             multidevice), then bench/gpu-bench.mjs against PyTorch on
+#                                             the same GPU (2-D rows and volume rows)
 #   bash scripts/gpu-suite.sh --cpu-dry-run   here: the same steps, test and bench files on the CPU with
 #                                             tiny shapes (packs into a temporary folder, uses this node)
 # Writes everything under $OUT (default ./gpu-out): machine.json, build.log, tests.txt, tests.xml,
@@ -119,7 +121,8 @@ if [ "${PL_SUITE_SKIP:-}" != stable ]; then
     grep -q '^stable-ABI prebuild' "$stable_out/binary.txt" || failures+=(stable-binary)
     (cd "$package" && env "${stable_env[@]}" PL_BINARY=stable-abi PL_SUITE_OUT="$stable_out" timeout 180 "$node_bin" --test --test-concurrency=1 \
       --test-reporter=spec --test-reporter-destination=stdout \
-      "$pack/test/gpu/parity.test.mjs" "$pack/test/gpu/devices.test.mjs") 2>&1 | tee "$stable_out/tests.txt"
+      "$pack/test/gpu/parity.test.mjs" "$pack/test/gpu/volumes.test.mjs" "$pack/test/gpu/instance-masks.test.mjs" \
+      "$pack/test/gpu/devices.test.mjs") 2>&1 | tee "$stable_out/tests.txt"
     [ "${PIPESTATUS[0]}" -eq 0 ] || failures+=(stable-tests)
     (cd "$package" && env "${stable_env[@]}" PL_BINARY=stable-abi timeout 240 "$node_bin" "$pack/bench/gpu-bench.mjs" --mode "$mode" --out "$stable_out") 2>&1 |
       tee "$stable_out/bench.txt"

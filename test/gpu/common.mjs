@@ -84,6 +84,9 @@ export async function codeOfAsync(fn) {
 /**
  * PyTorch on the same device: each case gives the loss's stateDict, its options and inputs; the
  * answer holds the loss and the gradient (float32) computed by test/gpu/torch_ref.py.
+ * Optional per case: `spatialDims` (default: the options', else 2), `nhwc` (channels last, 4-D or
+ * 5-D), `instance: { weights? }` (pred holds mask logits, target the masks: the instance-mask loss;
+ * the answer's `values` are the M per-instance values).
  */
 export function torchReference(cases) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-ref-'));
@@ -95,22 +98,37 @@ export function torchReference(cases) {
       files[name] = file;
     };
     write('pred', c.pred.data);
-    write('target', c.target.data);
+    // Masks may be Uint8Array: the reference reads float32.
+    write('target', c.target.data instanceof Float32Array ? c.target.data : Float32Array.from(c.target.data));
     const weights = Object.entries(c.stateDict).map(([name, t]) => {
       write(name, t.data);
       return { name, shape: t.shape, file: files[name] };
     });
-    return { id: i, device: c.device ?? DEVICE, shape: c.pred.shape, options: c.options, tf32: c.tf32 ?? false, nhwc: c.nhwc ?? false, weights, pred: files.pred, target: files.target, out: path.join(dir, `${i}-grad.bin`) };
+    const spatialDims = c.spatialDims ?? c.options.spatialDims ?? 2;
+    const instance = c.instance ? { weights: c.instance.weights ? Array.from(c.instance.weights) : null } : undefined;
+    return {
+      id: i, device: c.device ?? DEVICE, shape: c.pred.shape, spatialDims, options: c.options, tf32: c.tf32 ?? false, nhwc: c.nhwc ?? false,
+      ...(instance && { instance }), weights, pred: files.pred, target: files.target, out: path.join(dir, `${i}-grad.bin`),
+    };
   });
   fs.writeFileSync(path.join(dir, 'cases.json'), JSON.stringify(spec));
   const text = execFileSync(PYTHON, [path.join(here, 'torch_ref.py'), path.join(dir, 'cases.json')], { encoding: 'utf8', maxBuffer: 64 << 20 });
   const results = JSON.parse(text.trim().split('\n').pop());
   const answers = results.map((r, i) => {
     const bytes = fs.readFileSync(spec[i].out);
-    return { loss: r.loss, grad: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice() };
+    return { loss: r.loss, values: r.values, grad: new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4).slice() };
   });
   fs.rmSync(dir, { recursive: true, force: true });
   return answers;
+}
+
+/** [N, C, ...spatial] (channels first) to [N, ...spatial, C] (channels last), for 4-D and 5-D host inputs. */
+export function toChannelsLast(x) {
+  const [n, c, ...spatial] = x.shape;
+  const s = numel(spatial);
+  const out = new x.data.constructor(x.data.length);
+  for (let i = 0; i < n; i++) for (let k = 0; k < c; k++) for (let j = 0; j < s; j++) out[(i * s + j) * c + k] = x.data[(i * c + k) * s + j];
+  return { data: out, shape: [n, ...spatial, c] };
 }
 
 /** Adds entries to $OUT/parity.json (the accuracy figures of the run). */

@@ -131,7 +131,7 @@ function measure() {
 function routes() {
   const env = { ...process.env };
   for (const name of ['LIBTORCH', 'LIBTORCH_PYTHON', 'LIBTORCH_USE_PYTORCH', 'PL_BINARY', 'PL_TEST_FLAVOUR']) delete env[name];
-  const list = [{ name: 'default', note: 'the libtorch this checkout loads with nothing set', env }];
+  const list = [{ name: 'default', note: 'the libtorch the package loads with nothing set', env }];
   const python = path.join(ROOT, '.venv/torch2.13-cpu/bin/python');
   if (fs.existsSync(python)) list.push({ name: 'pip-torch2.13-cpu', note: 'LIBTORCH_PYTHON=.venv/torch2.13-cpu/bin/python', env: { ...env, LIBTORCH_PYTHON: python } });
   return list;

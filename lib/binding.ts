@@ -44,6 +44,29 @@ export interface NativeLossHandle {
   lossAndGradAsync(pred: Operand, predShape: number[], target: Operand, targetShape: number[], layout: Layout, mask?: Mask, maskShape?: number[]): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
   lossAndGradSegmentation(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, layout: Layout): NativeLossResult<HostArray | NativeTensorHandle>;
   lossAndGradSegmentationAsync(logits: Operand, logitsShape: number[], labels: Operand, labelsShape: number[], ignoreIndex: number, layout: Layout): Promise<NativeLossResult<HostArray | NativeTensorHandle>>;
+  /**
+   * Instance masks: pred = sigmoid(logits), target = masks (uint8 or float), each instance i
+   * weighted by weights[i] (all 1 when undefined); the gradient is with respect to the logits.
+   * Returns what lossAndGrad returns, or what loss returns when `wantGrad` is false.
+   */
+  instanceMasks(
+    logits: Operand,
+    logitsShape: number[],
+    masks: Operand,
+    masksShape: number[],
+    layout: Layout,
+    weights: Float64Array | undefined,
+    wantGrad: boolean,
+  ): NativeLossResult<HostArray | NativeTensorHandle> | number | HostArray;
+  instanceMasksAsync(
+    logits: Operand,
+    logitsShape: number[],
+    masks: Operand,
+    masksShape: number[],
+    layout: Layout,
+    weights: Float64Array | undefined,
+    wantGrad: boolean,
+  ): Promise<NativeLossResult<HostArray | NativeTensorHandle> | number | HostArray>;
   features(x: Operand, shape: number[], layout: Layout): NativeFeature[];
   featuresAsync(x: Operand, shape: number[], layout: Layout): Promise<NativeFeature[]>;
   prepareTarget(target: Operand, shape: number[], layout: Layout): NativeTargetHandle;

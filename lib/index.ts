@@ -6,13 +6,14 @@ export {
   PreparedTarget,
   type CallOptions,
   type Feature,
+  type InstanceMaskCallOptions,
   type LossAndGrad,
   type LossCallOptions,
   type LossTerm,
   type LossValue,
   type SegmentationOptions,
 } from './loss';
-export type { HostTensor, LabelsLike, PerSampleFor, ResultFor, TensorLike } from './input';
+export type { HostTensor, InstanceMasksLike, LabelsLike, PerSampleFor, ResultFor, TensorLike } from './input';
 export type {
   ArchName,
   ArchSpec,
@@ -27,6 +28,7 @@ export type {
   PoolKind,
   Reduction,
   ResolvedOptions,
+  SpatialDims,
 } from './options';
 export type { OpenMPInfo } from './openmp';
 export { runtime, setNumThreads, type RuntimeInfo } from './runtime';
@@ -34,15 +36,19 @@ export {
   denseLoss,
   depthLoss,
   depthValidMask,
+  instanceMaskLoss,
   segmentationLoss,
   DenseLoss,
+  InstanceMaskLoss,
   SegmentationLoss,
   type DenseCallOptions,
   type DenseLossOptions,
+  type InstanceMaskLossOptions,
   type MaskLike,
   type SegmentationLossOptions,
   type TaskLossOptions,
 } from './tasks';
+export type { InstanceWeights } from './validate';
 export { Tensor, type DtypeOf, type TensorArrayTypes, type TensorData, type TensorDtype, type TensorOptions } from './tensor';
 
 // Fail at require time, with the whole story, rather than at the first call.

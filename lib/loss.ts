@@ -2,8 +2,9 @@
 import { deviceInfo, native, type NativeFeature, type NativeLossHandle, type NativeLossResult, type NativeTensorHandle } from './binding';
 import { PerceptualLossError } from './errors';
 import {
-  nchwDims,
+  channelsFirst,
   readImage,
+  readInstanceMasks,
   readLabels,
   readMask,
   sameShape,
@@ -31,7 +32,7 @@ import {
 import { readLossFile, saveLoss, type LoadedFile } from './persistence';
 import { PreparedTarget, targetOf } from './prepared-target';
 import { Tensor } from './tensor';
-import { checkIgnoreIndex, checkOptionalObject } from './validate';
+import { checkIgnoreIndex, checkInstanceWeights, checkOptionalObject, type InstanceWeights } from './validate';
 import './disposable';
 
 export type { MaskLike } from './input';
@@ -49,6 +50,12 @@ export interface LossCallOptions extends CallOptions {
    * of loss(mask * pred, mask * target). Not with a prepared target.
    */
   mask?: MaskLike;
+}
+
+/** Call options of instance masks. */
+export interface InstanceMaskCallOptions extends CallOptions {
+  /** One weight per instance (length M), each a finite number >= 0, not all 0. Default: all 1. */
+  weights?: InstanceWeights;
 }
 
 export interface SegmentationOptions extends CallOptions {
@@ -186,10 +193,28 @@ export class PerceptualLoss<R extends Reduction = 'mean' | 'sum'> {
     return new PreparedTarget(handle, this, layout);
   }
 
-  /** The conv weights and biases, named as in torchvision's `vgg*().features`. */
+  /**
+   * @internal Instance masks (tasks.ts's InstanceMaskLoss): pred = sigmoid(maskLogits), target =
+   * masks, each instance weighted; the gradient is with respect to the logits. The loss alone
+   * where `wantGrad` is false.
+   */
+  instanceMasks(maskLogits: unknown, masks: unknown, call: InstanceMaskCallOptions | undefined, wantGrad: boolean): unknown {
+    const [l, m, layout, weights] = this.#instanceArgs(maskLogits, masks, call);
+    const raw = this.#handle().instanceMasks(l.value, l.shape, m.value, m.shape, layout, weights, wantGrad);
+    return wantGrad ? this.#result(raw as NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>) : raw;
+  }
+
+  /** @internal The same, off the JavaScript thread. */
+  async instanceMasksAsync(maskLogits: unknown, masks: unknown, call: InstanceMaskCallOptions | undefined, wantGrad: boolean): Promise<unknown> {
+    const [l, m, layout, weights] = this.#instanceArgs(maskLogits, masks, call);
+    const raw = await this.#handle().instanceMasksAsync(l.value, l.shape, m.value, m.shape, layout, weights, wantGrad);
+    return wantGrad ? this.#result(raw as NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>) : raw;
+  }
+
+  /** The conv weights and biases, named as in torchvision's `vgg*().features` (2-D) or its Conv3d twin. */
   stateDict(): Record<string, { shape: number[]; data: Float32Array }> {
     const arrays = this.#handle().stateDict();
-    return Object.fromEntries(stateDictLayout(this.#resolved.kept).map(({ name, shape }, i) => [name, { shape, data: arrays[i] }]));
+    return Object.fromEntries(stateDictLayout(this.#resolved.kept, this.#resolved.options.spatialDims).map(({ name, shape }, i) => [name, { shape, data: arrays[i] }]));
   }
 
   /** Writes the weights and the options to a safetensors file. */
@@ -232,22 +257,25 @@ export class PerceptualLoss<R extends Reduction = 'mean' | 'sum'> {
     return this.#native;
   }
 
-  #check(layout: Layout): ImageCheck {
-    const { inChannels, device } = this.#resolved.options;
+  #check(layout: Layout, instances = false): ImageCheck {
+    const { inChannels, device, spatialDims } = this.#resolved.options;
     const { modules, options } = this.#resolved;
-    return { layout, inChannels, device, minSize: this.#resolved.minSize, tapsWithin: (size) => tapsWithin(modules, options.layers, size) };
+    const within = (size: number) => tapsWithin(modules, options.layers, size);
+    return { layout, spatialDims, inChannels, device, minSize: this.#resolved.minSize, tapsWithin: within, instances };
   }
 
   #layout(call: CallOptions | undefined): Layout {
-    checkOptionalObject(call, 'Call options', "{ layout: 'nhwc' }");
-    return resolveLayout(call?.layout, this.#resolved.options.layout);
+    const { layout, spatialDims } = this.#resolved.options;
+    checkOptionalObject(call, 'Call options', `{ layout: '${spatialDims === 3 ? 'ndhwc' : 'nhwc'}' }`);
+    return resolveLayout(call?.layout, layout, spatialDims);
   }
 
-  #single(x: unknown, role: string, call: CallOptions | undefined): [Operand, Layout] {
+  #single(x: unknown, role: string, call: CallOptions | undefined, instances = false): [Operand, Layout] {
     this.#handle();
     const layout = this.#layout(call);
-    const operand = readImage(x, role, this.#check(layout));
-    checkFits(this.#resolved.kept, nchwDims(operand.shape, layout), this.#resolved.options.dtype, this.#deviceBytes(), role);
+    const operand = readImage(x, role, this.#check(layout, instances));
+    const { dtype, device } = this.#resolved.options;
+    checkFits(this.#resolved.kept, channelsFirst(operand.shape, layout), dtype, device, this.#deviceBytes(), role, operand.shape);
     return [operand, layout];
   }
 
@@ -292,6 +320,12 @@ export class PerceptualLoss<R extends Reduction = 'mean' | 'sum'> {
     const ignored = checkIgnoreIndex(options?.ignoreIndex);
     const y = readLabels(labels, l, this.#check(layout));
     return [l, y, ignored, layout];
+  }
+
+  #instanceArgs(maskLogits: unknown, masks: unknown, call: InstanceMaskCallOptions | undefined): [Operand, Operand, Layout, Float64Array | undefined] {
+    const [l, layout] = this.#single(maskLogits, 'maskLogits', call, true);
+    const m = readInstanceMasks(masks, l, this.#resolved.options.device);
+    return [l, m, layout, checkInstanceWeights(call?.weights, l.shape[0])];
   }
 
   #result<G, L>(raw: NativeLossResult<Float32Array | Float64Array | NativeTensorHandle>): LossAndGrad<G, L> {

@@ -1,9 +1,9 @@
 // The one options schema: defaults, validation, and the resolved form the native core takes.
 import { PerceptualLossError, show } from './errors';
-import { defaultLayers, describeNetwork, VGG_CONFIGS, type ArchName, type ModuleInfo } from './network';
+import { DEFAULT_ARCH_3D, defaultLayers, describeNetwork, VGG_CONFIGS, type ArchName, type ModuleInfo, type SpatialDims } from './network';
 import { checkObject, invalidOption, nonNegative, oneOf, pick } from './validate';
 
-export type { ArchName } from './network';
+export type { ArchName, SpatialDims } from './network';
 export type ArchSpec = ArchName | ReadonlyArray<number | 'M'>;
 export type Criterion = 'l1' | 'l2' | 'smooth_l1';
 export type Reduction = 'mean' | 'sum' | 'none';
@@ -13,11 +13,15 @@ export type DeviceSpec = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
 /** A device a loss or a Tensor is on: what a DeviceSpec resolves to. */
 export type Device = 'cpu' | `cuda:${number}`;
 export type Dtype = 'float32' | 'float64' | 'float16' | 'bfloat16';
-export type Layout = 'nchw' | 'nhwc';
+/** 'nchw' and 'nhwc' for images (spatialDims 2); 'ncdhw' and 'ndhwc' for volumes (spatialDims 3). */
+export type Layout = 'nchw' | 'nhwc' | 'ncdhw' | 'ndhwc';
 
 export interface PerceptualLossOptions extends Partial<PerformanceOptions> {
   /** Channels of pred and target: 3 for RGB, 1 for depth, the class count for segmentation. */
   inChannels: number;
+  /** 2 for images ([N, C, H, W], the default), 3 for volumes ([N, C, D, H, W]: 3x3x3 convs, 2x2x2 pools). */
+  spatialDims?: SpatialDims;
+  /** Default: 'vgg19' in 2-D, DEFAULT_ARCH_3D (five convs) in 3-D. */
   arch?: ArchSpec;
   /** Tap names such as `relu3_4`; default: the last ReLU of each block. */
   layers?: readonly string[];
@@ -34,6 +38,7 @@ export interface PerceptualLossOptions extends Partial<PerformanceOptions> {
   device?: DeviceSpec;
   /** Compute precision. */
   dtype?: Dtype;
+  /** Default: 'nchw' in 2-D, 'ncdhw' in 3-D. */
   layout?: Layout;
   /** Reject NaN/Inf inputs with ERR_NONFINITE. */
   checkFinite?: boolean;
@@ -74,7 +79,16 @@ interface SwitchDoc {
  */
 const CORE_OPTIONS = {
   inChannels: { values: 'integer from 1 to 65536 (required): 3 for RGB, 1 for depth, the class count for segmentation', default: '—' },
-  arch: { values: "`'vgg11'`, `'vgg13'`, `'vgg16'`, `'vgg19'`, or an array of conv widths and `'M'` (a pool) with at least one conv", default: "`'vgg19'`" },
+  spatialDims: {
+    values: '`2`: images, `[N, C, H, W]`; `3`: volumes, `[N, C, D, H, W]`, with 3x3x3 convs and 2x2x2 pools (see [Volumes (3-D)](#volumes-3-d))',
+    default: '`2`',
+  },
+  arch: {
+    values: "`'vgg11'`, `'vgg13'`, `'vgg16'`, `'vgg19'`, or an array of conv widths and `'M'` (a pool) with at least one conv",
+    default:
+      "`'vgg19'`; with `spatialDims: 3`, `[64, 'M', 128, 'M', 256, 'M', 512, 'M', 512]`: five convs of VGG's widths, one per block, " +
+      'as about five conv layers did best for random-weight 3-D losses (Pfaehler et al., PLOS ONE 2025), at a fraction of the cost of vgg19 in 3-D',
+  },
   layers: { values: 'tap names (see [The network](#the-network)), each at most once', default: 'the last ReLU of each block' },
   layerWeights: { values: 'one finite number >= 0 per tap, as an array in `layers` order or as `{ [tap]: weight }` (taps left out weigh 1)', default: 'all 1' },
   criterion: { values: "`'l1'`, `'l2'`, `'smooth_l1'`", default: "`'l2'`" },
@@ -89,7 +103,10 @@ const CORE_OPTIONS = {
     values: "`'float32'`, `'float64'`; `'bfloat16'` on CUDA and on CPUs with AVX512-BF16 or AMX (detected at run time); `'float16'` on CUDA",
     default: "`'float32'`",
   },
-  layout: { values: "`'nchw'`, `'nhwc'`", default: "`'nchw'`" },
+  layout: {
+    values: "`'nchw'`, `'nhwc'` with `spatialDims: 2`; `'ncdhw'`, `'ndhwc'` with `spatialDims: 3`",
+    default: "`'nchw'`; `'ncdhw'` with `spatialDims: 3`",
+  },
   checkFinite: { values: '`true`: NaN or Inf in an input throws `ERR_NONFINITE`; `false` lets them propagate', default: '`true`' },
 } as const satisfies { readonly [K in Exclude<keyof PerceptualLossOptions, keyof PerformanceOptions>]-?: OptionDoc };
 
@@ -166,7 +183,19 @@ export const REDUCTIONS: readonly Reduction[] = ['mean', 'sum', 'none'];
 export const INIT_NAMES = ['kaiming_normal', 'kaiming_uniform', 'xavier_normal', 'xavier_uniform'] as const;
 export const POOLS: readonly PoolKind[] = ['max', 'avg'];
 export const DTYPES: readonly Dtype[] = ['float32', 'float64', 'float16', 'bfloat16'];
-export const LAYOUTS: readonly Layout[] = ['nchw', 'nhwc'];
+/** Every layout name, as native code's table holds them: the 2-D ones, then the 3-D ones. */
+export const LAYOUTS: readonly Layout[] = ['nchw', 'nhwc', 'ncdhw', 'ndhwc'];
+export const SPATIAL_DIMS: readonly SpatialDims[] = [2, 3];
+
+/** The layouts of inputs with `spatialDims` spatial axes, channels first, then channels last. */
+export function layoutsOf(spatialDims: SpatialDims): readonly Layout[] {
+  return spatialDims === 3 ? ['ncdhw', 'ndhwc'] : ['nchw', 'nhwc'];
+}
+
+/** Whether the channels are the last axis: 'nhwc' and 'ndhwc'. */
+export function channelsLast(layout: Layout): boolean {
+  return layout === 'nhwc' || layout === 'ndhwc';
+}
 
 export function validateSeed(value: unknown, option = 'seed'): number {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
@@ -175,8 +204,8 @@ export function validateSeed(value: unknown, option = 'seed'): number {
   return value;
 }
 
-function resolveArch(value: unknown): { arch: ResolvedOptions['arch']; config: ReadonlyArray<number | 'M'> } {
-  if (value === undefined) return { arch: 'vgg19', config: VGG_CONFIGS.vgg19 };
+function resolveArch(value: unknown, spatialDims: SpatialDims): { arch: ResolvedOptions['arch']; config: ReadonlyArray<number | 'M'> } {
+  if (value === undefined) return spatialDims === 3 ? { arch: [...DEFAULT_ARCH_3D], config: DEFAULT_ARCH_3D } : { arch: 'vgg19', config: VGG_CONFIGS.vgg19 };
   if (typeof value === 'string' && value in VGG_CONFIGS) {
     return { arch: value as ArchName, config: VGG_CONFIGS[value as ArchName] };
   }
@@ -286,7 +315,7 @@ function resolveLayerWeights(value: unknown, layers: readonly string[]): number[
 /** What the native core needs to know of the options: the resolved ones it shares, by the same names. */
 export type NativeConfig = Pick<
   ResolvedOptions,
-  'inChannels' | 'criterion' | 'featureWeight' | 'styleWeight' | 'reduction' | 'pool' | 'dtype' | 'checkFinite' | 'seed' | keyof PerformanceOptions
+  'inChannels' | 'spatialDims' | 'criterion' | 'featureWeight' | 'styleWeight' | 'reduction' | 'pool' | 'dtype' | 'checkFinite' | 'seed' | keyof PerformanceOptions
 > & {
   /** Conv widths, 0 for a pool. */
   arch: number[];
@@ -303,7 +332,7 @@ export interface Resolved {
   modules: ModuleInfo[];
   /** The modules actually built: cut after the deepest tap. */
   kept: ModuleInfo[];
-  /** Smallest H and W that reach the deepest tap. */
+  /** Smallest size of each spatial axis (H and W, or D, H and W) that reaches the deepest tap. */
   minSize: number;
   native: NativeConfig;
 }
@@ -324,7 +353,8 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
   if (typeof inChannels !== 'number' || !Number.isSafeInteger(inChannels) || inChannels < 1 || inChannels > 65536) {
     invalidOption('inChannels', inChannels, 'an integer >= 1 (required): 3 for RGB, 1 for depth, the class count for segmentation');
   }
-  const { arch, config } = resolveArch(raw.arch);
+  const spatialDims = resolveSpatialDims(raw.spatialDims);
+  const { arch, config } = resolveArch(raw.arch, spatialDims);
   const modules = describeNetwork(config, inChannels);
   const archLabel = typeof arch === 'string' ? arch : 'the custom arch';
   const layers = resolveLayers(raw.layers, modules, archLabel);
@@ -350,7 +380,7 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
       `dtype ${show(dtype)} on the CPU needs ${cpuBfloat16Missing}; use 'float32' or 'float64' here, or a CUDA device.`,
     );
   }
-  const layout = pick('layout', raw.layout, LAYOUTS, 'nchw');
+  const layout = resolveLayout(raw.layout, layoutsOf(spatialDims)[0], spatialDims);
   if (raw.checkFinite !== undefined && typeof raw.checkFinite !== 'boolean') invalidOption('checkFinite', raw.checkFinite, 'true | false');
   const checkFinite = raw.checkFinite ?? true;
   const performance = resolvePerformance(raw);
@@ -359,11 +389,12 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
   const deepest = Math.max(...tapModules);
   const kept = modules.slice(0, deepest + 1);
   const options: ResolvedOptions = {
-    inChannels, arch, layers, layerWeights, criterion, featureWeight, styleWeight, reduction, init, seed, pool,
+    inChannels, spatialDims, arch, layers, layerWeights, criterion, featureWeight, styleWeight, reduction, init, seed, pool,
     device, dtype, layout, checkFinite, ...performance,
   };
   const native: NativeConfig = {
     inChannels,
+    spatialDims,
     arch: config.map((v) => (v === 'M' ? 0 : v)),
     tapModules,
     tapWeights: layerWeights,
@@ -383,6 +414,26 @@ export function resolveOptions(input: unknown, cudaDevices: number, cpuBfloat16M
   return { options, modules, kept, minSize: 2 ** modules[deepest].poolsSoFar, native };
 }
 
-export function resolveLayout(value: unknown, fallback: Layout): Layout {
-  return pick('layout', value, LAYOUTS, fallback);
+function resolveSpatialDims(value: unknown): SpatialDims {
+  if (value === undefined) return 2;
+  if (!(SPATIAL_DIMS as readonly unknown[]).includes(value)) invalidOption('spatialDims', value, '2 (images, the default) | 3 (volumes)');
+  return value as SpatialDims;
+}
+
+/**
+ * A layout of the loss's `spatialDims` (the option, or a call's override), or `fallback` when left
+ * out. A name of the other dimensionality is refused with the right names.
+ */
+export function resolveLayout(value: unknown, fallback: Layout, spatialDims: SpatialDims): Layout {
+  if (value === undefined) return fallback;
+  const own = layoutsOf(spatialDims);
+  if (typeof value === 'string' && (own as readonly string[]).includes(value)) return value as Layout;
+  const other = layoutsOf(spatialDims === 3 ? 2 : 3);
+  const isOther = typeof value === 'string' && (other as readonly string[]).includes(value);
+  if (spatialDims === 3) {
+    const why = isOther ? ` (${show(value)} is a layout of 2-D images)` : '';
+    return invalidOption('layout', value, `${oneOf(own)} for spatialDims: 3: [N, C, D, H, W] is 'ncdhw', [N, D, H, W, C] is 'ndhwc'${why}`);
+  }
+  const why = isOther ? `; ${show(value)} is a layout of volumes: build the loss with spatialDims: 3 for it` : `, or ${oneOf(other)} with spatialDims: 3`;
+  return invalidOption('layout', value, `${oneOf(own)} for spatialDims: 2 (images)${why}`);
 }

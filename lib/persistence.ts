@@ -69,6 +69,7 @@ export function readLossFile(
     const layers = options.layers as readonly string[];
     stored.layerWeights = Object.fromEntries(layers.filter((l) => byName.has(l)).map((l) => [l, byName.get(l)!]));
   }
+  checkSpatialDims(file, text !== undefined, stored, options);
   const merged = { ...stored, ...options } as PerceptualLossOptions;
   let resolved: Resolved;
   try {
@@ -86,6 +87,25 @@ export function readLossFile(
   return { merged, resolved, weights: weightsFor(file, resolved, tensors) };
 }
 
+/**
+ * A file's network is 2-D or 3-D for good: options that ask for the other are refused before
+ * anything else is read from them. A file with stored options but no spatialDims was saved before
+ * volumes existed: 2-D.
+ */
+function checkSpatialDims(file: string, hasStored: boolean, stored: Partial<PerceptualLossOptions>, options: Partial<PerceptualLossOptions>): void {
+  const asked = options.spatialDims;
+  if (!hasStored || asked === undefined) return;
+  const held: unknown = stored.spatialDims ?? 2;
+  // An invalid stored value is resolveOptions' to report.
+  if (held === asked || (held !== 2 && held !== 3)) return;
+  const weight = held === 3 ? '[Cout, Cin, 3, 3, 3]' : '[Cout, Cin, 3, 3]';
+  throw new PerceptualLossError(
+    'ERR_FILE',
+    `${file} holds a ${held}-D network (spatialDims: ${show(held)}, weights ${weight}); it cannot be loaded with spatialDims: ${show(asked)}. ` +
+      `Leave spatialDims out to load it as it is.`,
+  );
+}
+
 /** A path string, or a file: URL as fs takes it; never a descriptor number or another scheme. */
 function filePath(file: unknown, what: string): string {
   if (typeof file === 'string') return file;
@@ -100,10 +120,11 @@ function filePath(file: unknown, what: string): string {
 
 /** The file's arrays in conv order, checked against the architecture (names and shapes). */
 function weightsFor(file: string, resolved: Resolved, tensors: Map<string, NamedArray>): Float32Array[] {
-  const expected = stateDictLayout(resolved.kept);
+  const { spatialDims } = resolved.options;
+  const expected = stateDictLayout(resolved.kept, spatialDims);
   const missing = expected.filter(({ name }) => !tensors.has(name)).map(({ name }) => name);
   // Convs past the cut belong to the architecture too (a file saved with deeper taps): skipped.
-  const known = new Set(stateDictLayout(resolved.modules).map(({ name }) => name));
+  const known = new Set(stateDictLayout(resolved.modules, spatialDims).map(({ name }) => name));
   const extra = [...tensors.keys()].filter((name) => !known.has(name));
   if (missing.length > 0 || extra.length > 0) {
     throw new PerceptualLossError(
@@ -116,7 +137,10 @@ function weightsFor(file: string, resolved: Resolved, tensors: Map<string, Named
   return expected.map(({ name, shape }) => {
     const got = tensors.get(name)!;
     if (got.shape.length !== shape.length || got.shape.some((d, i) => d !== shape[i])) {
-      throw new PerceptualLossError('ERR_FILE', `${file}: ${name} has shape ${show(got.shape)} but the architecture needs ${show(shape)}.`);
+      // A Conv2d weight where a Conv3d one is needed, or the other way round: the file's spatialDims.
+      const rank = got.shape.length === 4 && shape.length === 5 ? 2 : got.shape.length === 5 && shape.length === 4 ? 3 : undefined;
+      const hint = rank === undefined ? '' : ` It is a ${rank}-D network's weight: load it with spatialDims: ${rank}.`;
+      throw new PerceptualLossError('ERR_FILE', `${file}: ${name} has shape ${show(got.shape)} but the architecture needs ${show(shape)}.${hint}`);
     }
     return got.data;
   });

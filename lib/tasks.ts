@@ -1,12 +1,14 @@
 // Thin, typed helpers for the paper's tasks: segmentation (logits and labels), depth (1-channel
-// maps with a valid mask) and any dense C-channel output. Each builds a PerceptualLoss with the
-// right `inChannels` and computes { loss, grad } with respect to the prediction.
+// maps with a valid mask), any dense C-channel output, and instance masks (mask logits and binary
+// masks, one per instance). Each builds a PerceptualLoss with the right `inChannels`, in 2-D or
+// (with spatialDims: 3) on volumes, and computes { loss, grad } with respect to the prediction.
 import { PerceptualLossError } from './errors';
-import type { LabelsLike, ResultFor, TensorLike } from './input';
+import type { InstanceMasksLike, LabelsLike, ResultFor, TensorLike } from './input';
 import {
   PerceptualLoss,
   PreparedTarget,
   type CallOptions,
+  type InstanceMaskCallOptions,
   type LossAndGrad,
   type LossCallOptions,
   type LossValue,
@@ -20,10 +22,18 @@ import './disposable';
 /** The perceptual loss options, less `inChannels`, which the task fixes. */
 export type TaskLossOptions = Omit<PerceptualLossOptions, 'inChannels'>;
 
+/** What to use instead of inChannels, by helper. */
+const INSTEAD: Record<string, string> = {
+  segmentationLoss: 'use "classes" instead',
+  denseLoss: 'use "channels" instead',
+  depthLoss: 'use "channels" instead',
+  instanceMaskLoss: 'instance masks have 1 channel, one mask per instance: leave it out',
+};
+
 function checkTaskOptions(options: unknown, what: string): asserts options is Record<string, unknown> {
   checkObject(options, `${what} options`);
   if ('inChannels' in options) {
-    throw new PerceptualLossError('ERR_OPTIONS', `${what}: "inChannels" is set by the task; use ${what === 'segmentationLoss' ? '"classes"' : '"channels"'} instead.`);
+    throw new PerceptualLossError('ERR_OPTIONS', `${what}: "inChannels" is set by the task; ${INSTEAD[what]}.`);
   }
 }
 
@@ -54,7 +64,10 @@ export class SegmentationLoss<R extends Reduction = 'mean' | 'sum'> {
     this.ignoreIndex = ignoreIndex;
   }
 
-  /** logits [N, classes, H, W] (or NHWC with `layout: 'nhwc'`) and integer labels [N, H, W]. */
+  /**
+   * logits [N, classes, H, W] (or NHWC with `layout: 'nhwc'`) and integer labels [N, H, W]; for
+   * volumes, logits [N, classes, D, H, W] (or NDHWC) and labels [N, D, H, W].
+   */
   lossAndGrad<P extends TensorLike>(logits: P, labels: LabelsLike, call?: CallOptions): LossAndGrad<ResultFor<P>, LossValue<R, P>> {
     return this.perceptual.lossAndGradSegmentation(logits, labels, withIgnoreIndex(call, this.ignoreIndex));
   }
@@ -103,7 +116,7 @@ export type { MaskLike };
 export type DenseCallOptions = LossCallOptions;
 
 export interface DenseLossOptions extends TaskLossOptions {
-  /** Channels of the prediction: 1 for depth, 3 for normals, 2 for flow, ... */
+  /** Channels of the prediction: 1 for depth or a scalar volume (CT, MR), 3 for normals, 2 for flow, ... */
   channels: number;
 }
 
@@ -160,11 +173,13 @@ function checkCall(call: DenseCallOptions | undefined): DenseCallOptions | undef
 }
 
 /**
- * A perceptual loss for dense C-channel maps (surface normals, optical flow, images, ...).
+ * A perceptual loss for dense C-channel maps (surface normals, optical flow, images, ...), or
+ * volumes with `spatialDims: 3` (CT, MR, microscopy stacks: [N, C, D, H, W]).
  *
  * ```ts
  * using normals = denseLoss({ channels: 3 });
  * const { loss, grad } = normals.lossAndGrad(pred, target, { mask }); // mask: [N, H, W]
+ * using ct = denseLoss({ channels: 1, spatialDims: 3 }); // pred, target: [N, 1, D, H, W]
  * ```
  */
 export function denseLoss<R extends Reduction = 'mean' | 'sum'>(options: DenseLossOptions & { reduction?: R }): DenseLoss<R> {
@@ -199,4 +214,78 @@ export function depthValidMask(target: { readonly data: FloatArray; readonly sha
   const mask = new Uint8Array(data.length);
   for (let i = 0; i < data.length; i++) mask[i] = Number.isFinite(data[i]) && data[i] > min && data[i] <= max ? 1 : 0;
   return mask;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Instance masks
+
+/** The perceptual loss options, less `inChannels`: instance masks have one channel. */
+export type InstanceMaskLossOptions = TaskLossOptions;
+
+export type { InstanceMaskCallOptions, InstanceMasksLike };
+
+/**
+ * Instance masks, the paper's third task: pred = sigmoid(maskLogits), target = masks, through a
+ * network that takes 1 channel; the gradient is with respect to the mask logits. maskLogits and
+ * masks are [M, 1, H, W], one mask per instance ([M, H, W, 1] with layout 'nhwc'; [M, 1, D, H, W]
+ * or [M, D, H, W, 1] with spatialDims: 3). `weights` (length M, each >= 0, not all 0) weight the
+ * instances: with t_i instance i's loss under reduction 'none', 'mean' gives
+ * sum_i w_i t_i / sum_i w_i, 'sum' gives sum_i w_i s_i (s_i its loss under 'sum'), 'none' the M
+ * values w_i t_i. Without weights the loss equals PerceptualLoss's on sigmoid(maskLogits).
+ */
+export class InstanceMaskLoss<R extends Reduction = 'mean' | 'sum'> {
+  constructor(
+    /** The underlying loss (inChannels = 1), for its other methods and options. */
+    readonly perceptual: PerceptualLoss<R>,
+  ) {}
+
+  /** The loss alone. */
+  loss<P extends TensorLike>(maskLogits: P, masks: InstanceMasksLike, call?: InstanceMaskCallOptions): LossValue<R, P> {
+    return this.perceptual.instanceMasks(maskLogits, masks, checkInstanceCall(call), false) as LossValue<R, P>;
+  }
+
+  /** The same, off the JavaScript thread. */
+  async lossAsync<P extends TensorLike>(maskLogits: P, masks: InstanceMasksLike, call?: InstanceMaskCallOptions): Promise<LossValue<R, P>> {
+    return (await this.perceptual.instanceMasksAsync(maskLogits, masks, checkInstanceCall(call), false)) as LossValue<R, P>;
+  }
+
+  /** The loss and d loss / d maskLogits, in the logits' shape and layout. */
+  lossAndGrad<P extends TensorLike>(maskLogits: P, masks: InstanceMasksLike, call?: InstanceMaskCallOptions): LossAndGrad<ResultFor<P>, LossValue<R, P>> {
+    return this.perceptual.instanceMasks(maskLogits, masks, checkInstanceCall(call), true) as LossAndGrad<ResultFor<P>, LossValue<R, P>>;
+  }
+
+  /** The same, off the JavaScript thread. */
+  async lossAndGradAsync<P extends TensorLike>(
+    maskLogits: P,
+    masks: InstanceMasksLike,
+    call?: InstanceMaskCallOptions,
+  ): Promise<LossAndGrad<ResultFor<P>, LossValue<R, P>>> {
+    return (await this.perceptual.instanceMasksAsync(maskLogits, masks, checkInstanceCall(call), true)) as LossAndGrad<ResultFor<P>, LossValue<R, P>>;
+  }
+
+  dispose(): void {
+    this.perceptual.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+function checkInstanceCall(call: InstanceMaskCallOptions | undefined): InstanceMaskCallOptions | undefined {
+  checkOptionalObject(call, 'Call options', '{ weights }');
+  return call;
+}
+
+/**
+ * A perceptual loss for predicted instance masks (the paper's third task).
+ *
+ * ```ts
+ * using masks = instanceMaskLoss({ arch: 'vgg11' });
+ * const { loss, grad } = masks.lossAndGrad(maskLogits, groundTruth, { weights }); // grad: d loss / d maskLogits
+ * ```
+ */
+export function instanceMaskLoss<R extends Reduction = 'mean' | 'sum'>(options: InstanceMaskLossOptions & { reduction?: R } = {}): InstanceMaskLoss<R> {
+  checkTaskOptions(options, 'instanceMaskLoss');
+  return new InstanceMaskLoss(new PerceptualLoss<R>({ ...options, inChannels: 1 }));
 }

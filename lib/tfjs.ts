@@ -6,7 +6,8 @@ import type * as tf from '@tensorflow/tfjs-core';
 import { PerceptualLossError, show, withArticle } from './errors';
 import type { CallOptions, PerceptualLoss } from './loss';
 import type { Reduction } from './options';
-import { checkIgnoreIndex, checkOptionalObject, nonNegative } from './validate';
+import type { InstanceMaskLoss } from './tasks';
+import { checkIgnoreIndex, checkOptionalObject, nonNegative, type InstanceWeights } from './validate';
 
 export interface TfjsLossOptions {
   /**
@@ -21,18 +22,51 @@ export interface TfjsSegmentationOptions extends TfjsLossOptions {
   ignoreIndex?: number;
 }
 
-/** pred and target NHWC [N, H, W, C], float32; returns the loss as a scalar. */
-export type TfjsPerceptualLossFn = (pred: tf.Tensor4D, target: tf.Tensor4D) => tf.Scalar;
+/**
+ * pred and target NHWC [N, H, W, C], float32, or for a loss with spatialDims: 3, NDHWC
+ * [N, D, H, W, C] (as tf.conv3d takes them); returns the loss as a scalar.
+ */
+export interface TfjsPerceptualLossFn {
+  (pred: tf.Tensor4D, target: tf.Tensor4D): tf.Scalar;
+  (pred: tf.Tensor5D, target: tf.Tensor5D): tf.Scalar;
+}
 
-/** logits NHWC [N, H, W, classes], float32, and int32 class ids [N, H, W]; returns a scalar. */
-export type TfjsSegmentationLossFn = (logits: tf.Tensor4D, labels: tf.Tensor3D) => tf.Scalar;
+/**
+ * logits NHWC [N, H, W, classes], float32, and int32 class ids [N, H, W]; for volumes NDHWC
+ * [N, D, H, W, classes] and [N, D, H, W]. Returns a scalar.
+ */
+export interface TfjsSegmentationLossFn {
+  (logits: tf.Tensor4D, labels: tf.Tensor3D): tf.Scalar;
+  (logits: tf.Tensor5D, labels: tf.Tensor4D): tf.Scalar;
+}
+
+/** Instance weights for the TensorFlow.js form: a tf.Tensor1D of length M, or as the package takes them. */
+export type TfjsInstanceWeights = tf.Tensor1D | InstanceWeights;
+
+/**
+ * Mask logits NHWC [M, H, W, 1], float32, one mask per instance, and the binary masks of the same
+ * shape (float32, bool or int32 0/1); for volumes [M, D, H, W, 1]. `weights`, if given, weight
+ * the instances. Returns a scalar.
+ */
+export interface TfjsInstanceMaskLossFn {
+  (maskLogits: tf.Tensor4D, masks: tf.Tensor4D, weights?: TfjsInstanceWeights): tf.Scalar;
+  (maskLogits: tf.Tensor5D, masks: tf.Tensor5D, weights?: TfjsInstanceWeights): tf.Scalar;
+}
 
 type Tf = typeof tf;
 
 /** tfjs types customGrad's function as variadic (Tensor | GradSaveFunc)[]; ours name their arguments. */
 type CustomGradientFunc = Parameters<Tf['customGrad']>[0];
 
-const NHWC: CallOptions = { layout: 'nhwc' };
+/** The channels-last layout of the loss's spatialDims: TensorFlow.js's NHWC, or NDHWC for volumes. */
+function tfLayout(loss: PerceptualLoss<Reduction>): CallOptions {
+  return { layout: loss.options.spatialDims === 3 ? 'ndhwc' : 'nhwc' };
+}
+
+/** How messages name a tf input of the loss: its rank and axes. */
+function tfShape(loss: PerceptualLoss<Reduction>, channel = 'C', batch = 'N'): string {
+  return loss.options.spatialDims === 3 ? `tf.Tensor5D [${batch}, D, H, W, ${channel}]` : `tf.Tensor4D [${batch}, H, W, ${channel}]`;
+}
 
 function loadTf(): Tf {
   try {
@@ -66,9 +100,9 @@ function checkReduction(loss: PerceptualLoss<Reduction>): void {
   }
 }
 
-function checkFloat(tfc: Tf, x: unknown, role: string): asserts x is tf.Tensor {
+function checkFloat(tfc: Tf, x: unknown, role: string, shape: string): asserts x is tf.Tensor {
   if (!(x instanceof tfc.Tensor)) {
-    throw new PerceptualLossError('ERR_SHAPE', `${role} must be a tf.Tensor4D [N, H, W, C]; got ${show(x)}.`);
+    throw new PerceptualLossError('ERR_SHAPE', `${role} must be a ${shape}; got ${show(x)}.`);
   }
   if (x.dtype !== 'float32') {
     throw new PerceptualLossError('ERR_DTYPE', `${role} must be a float32 tf.Tensor; got ${withArticle(x.dtype)} tensor.`);
@@ -113,8 +147,9 @@ function backward(tfc: Tf, dy: tf.Tensor, saved: tf.Tensor[]): tf.Tensor {
 }
 
 /**
- * The perceptual loss as a TensorFlow.js function of NHWC tensors, differentiable with respect to
- * `pred` (tf.grad, tf.variableGrads, optimizer.minimize), and composable with tfjs' own losses:
+ * The perceptual loss as a TensorFlow.js function of NHWC tensors (NDHWC for a loss with
+ * spatialDims: 3), differentiable with respect to `pred` (tf.grad, tf.variableGrads,
+ * optimizer.minimize), and composable with tfjs' own losses:
  *
  * ```ts
  * const perceptual = tfjsPerceptualLoss(new PerceptualLoss({ inChannels: 3 }));
@@ -128,12 +163,13 @@ export function tfjsPerceptualLoss(loss: PerceptualLoss<Reduction>, options?: Tf
   const tfc = loadTf();
   const weight = checkWeight(options);
   checkReduction(loss);
+  const call = tfLayout(loss);
   const op = tfc.customGrad(((pred: tf.Tensor, target: tf.Tensor, save: tf.GradSaveFunc) => {
     const value = forward(tfc, pred.shape, weight, save, (withGrad) => {
       const p = { data: pred.dataSync() as Float32Array, shape: pred.shape };
       const t = { data: target.dataSync() as Float32Array, shape: target.shape };
-      if (!withGrad) return { loss: loss.loss(p, t, NHWC) as number };
-      const result = loss.lossAndGrad(p, t, NHWC);
+      if (!withGrad) return { loss: loss.loss(p, t, call) as number };
+      const result = loss.lossAndGrad(p, t, call);
       return { loss: result.loss as number, grad: result.grad };
     });
     return {
@@ -141,9 +177,9 @@ export function tfjsPerceptualLoss(loss: PerceptualLoss<Reduction>, options?: Tf
       gradFunc: (dy: tf.Scalar, saved: tf.Tensor[]) => [backward(tfc, dy, saved), tfc.zerosLike(target)],
     };
   }) as unknown as CustomGradientFunc);
-  return (pred, target) => {
-    checkFloat(tfc, pred, 'pred');
-    checkFloat(tfc, target, 'target');
+  return (pred: tf.Tensor, target: tf.Tensor) => {
+    checkFloat(tfc, pred, 'pred', tfShape(loss));
+    checkFloat(tfc, target, 'target', tfShape(loss));
     return op(pred, target) as tf.Scalar;
   };
 }
@@ -162,11 +198,12 @@ export function tfjsSegmentationLoss(loss: PerceptualLoss<Reduction>, options?: 
   const tfc = loadTf();
   const weight = checkWeight(options);
   checkReduction(loss);
-  const call = { ...NHWC, ignoreIndex: checkIgnoreIndex(options?.ignoreIndex) };
-  return (logits, labels) => {
-    checkFloat(tfc, logits, 'logits');
+  const call = { ...tfLayout(loss), ignoreIndex: checkIgnoreIndex(options?.ignoreIndex) };
+  const labelShape = loss.options.spatialDims === 3 ? 'tf.Tensor4D [N, D, H, W]' : 'tf.Tensor3D [N, H, W]';
+  return (logits: tf.Tensor, labels: tf.Tensor) => {
+    checkFloat(tfc, logits, 'logits', tfShape(loss, 'classes'));
     if (!(labels instanceof tfc.Tensor)) {
-      throw new PerceptualLossError('ERR_SHAPE', `labels must be an int32 tf.Tensor3D [N, H, W]; got ${show(labels)}.`);
+      throw new PerceptualLossError('ERR_SHAPE', `labels must be an int32 ${labelShape}; got ${show(labels)}.`);
     }
     if (labels.dtype !== 'int32') {
       throw new PerceptualLossError(
@@ -186,5 +223,56 @@ export function tfjsSegmentationLoss(loss: PerceptualLoss<Reduction>, options?: 
       return { value, gradFunc: (dy: tf.Scalar, saved: tf.Tensor[]) => backward(tfc, dy, saved) };
     }) as unknown as CustomGradientFunc);
     return op(logits) as tf.Scalar;
+  };
+}
+
+/** Mask data as the package takes it: float32 as it is, bool as bytes, int32 as float32. */
+function maskData(tfc: Tf, masks: unknown, role: string, shape: string): { data: Float32Array | Uint8Array; shape: number[] } {
+  if (!(masks instanceof tfc.Tensor)) {
+    throw new PerceptualLossError('ERR_SHAPE', `${role} must be a ${shape} of 0/1; got ${show(masks)}.`);
+  }
+  const t = masks as tf.Tensor;
+  if (t.dtype === 'float32' || t.dtype === 'bool') return { data: t.dataSync() as Float32Array | Uint8Array, shape: t.shape };
+  if (t.dtype === 'int32') return { data: Float32Array.from(t.dataSync() as Int32Array), shape: t.shape };
+  throw new PerceptualLossError('ERR_DTYPE', `${role} must be a float32, bool or int32 tf.Tensor; got ${withArticle(t.dtype)} tensor.`);
+}
+
+/** Instance weights: a tf.Tensor1D read to the host, or a list as the package takes it. */
+function weightData(tfc: Tf, weights: unknown): unknown {
+  return weights instanceof tfc.Tensor ? weights.dataSync() : weights;
+}
+
+/**
+ * Instance masks: sigmoid(maskLogits) against the binary masks, one per instance
+ * (`instanceMaskLoss`), as a TensorFlow.js function differentiable with respect to the mask
+ * logits, NHWC [M, H, W, 1] ([M, D, H, W, 1] for spatialDims: 3).
+ *
+ * ```ts
+ * const perceptual = tfjsInstanceMaskLoss(instanceMaskLoss({ arch: 'vgg11' }));
+ * const total = tf.add(tf.losses.sigmoidCrossEntropy(masks, maskLogits), tf.mul(lambda, perceptual(maskLogits, masks, weights)));
+ * ```
+ */
+export function tfjsInstanceMaskLoss(loss: InstanceMaskLoss<Reduction>, options?: TfjsLossOptions): TfjsInstanceMaskLossFn {
+  const tfc = loadTf();
+  const weight = checkWeight(options);
+  const { perceptual } = loss;
+  checkReduction(perceptual);
+  const call = tfLayout(perceptual);
+  const shape = tfShape(perceptual, '1', 'M');
+  return (maskLogits: tf.Tensor, masks: tf.Tensor, weights?: TfjsInstanceWeights) => {
+    checkFloat(tfc, maskLogits, 'maskLogits', shape);
+    const m = maskData(tfc, masks, 'masks', shape);
+    const w = weightData(tfc, weights) as InstanceWeights | undefined;
+    // The masks and the weights are not inputs of the op: they get no gradient.
+    const op = tfc.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+      const value = forward(tfc, x.shape, weight, save, (withGrad) => {
+        const l = { data: x.dataSync() as Float32Array, shape: x.shape };
+        if (!withGrad) return { loss: loss.loss(l, m, { ...call, weights: w }) as number };
+        const result = loss.lossAndGrad(l, m, { ...call, weights: w });
+        return { loss: result.loss as number, grad: result.grad };
+      });
+      return { value, gradFunc: (dy: tf.Scalar, saved: tf.Tensor[]) => backward(tfc, dy, saved) };
+    }) as unknown as CustomGradientFunc);
+    return op(maskLogits) as tf.Scalar;
   };
 }

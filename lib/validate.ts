@@ -112,3 +112,27 @@ export function hostTensor<A extends ArrayBufferView>(x: unknown, role: string, 
   }
   return { data: data as A, shape: dims };
 }
+
+/** One weight per instance: an array, a Float64Array or a Float32Array. */
+export type InstanceWeights = readonly number[] | Float64Array | Float32Array;
+
+/**
+ * Instance weights for `count` instances: `count` finite numbers >= 0, not all 0, as a
+ * Float64Array for native code; undefined when left out (every weight 1).
+ */
+export function checkInstanceWeights(value: unknown, count: number): Float64Array | undefined {
+  if (value === undefined) return undefined;
+  const allowed = `${count} finite number${count === 1 ? '' : 's'} >= 0, one per instance (M = ${count}), not all 0, as an array, a Float64Array or a Float32Array`;
+  const isList = Array.isArray(value) || value instanceof Float64Array || value instanceof Float32Array;
+  if (!isList) invalidOption('weights', value, allowed);
+  const list = value as ArrayLike<unknown>;
+  if (list.length !== count) invalidOption('weights', value, `${allowed}; got ${list.length}`);
+  const weights = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const w = list[i];
+    if (typeof w !== 'number' || !Number.isFinite(w) || w < 0) invalidOption(`weights[${i}]`, w, 'a finite number >= 0');
+    weights[i] = w;
+  }
+  if (weights.every((w) => w === 0)) invalidOption('weights', value, `${allowed} (these are all 0)`);
+  return weights;
+}

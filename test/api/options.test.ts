@@ -17,6 +17,7 @@ describe('options', () => {
   it('fills in every default of docs/api.md', () => {
     expect(new PerceptualLoss({ inChannels: 3 }).options).toEqual({
       inChannels: 3,
+      spatialDims: 2,
       arch: 'vgg19',
       layers: ['relu1_2', 'relu2_2', 'relu3_4', 'relu4_4', 'relu5_4'],
       layerWeights: [1, 1, 1, 1, 1],

@@ -10,9 +10,11 @@
 // Each libtorch route runs in a child process of its own: the one this checkout loads as it is, and
 // pip torch 2.13 (.venv/torch2.13-cpu, through LIBTORCH_PYTHON) where it exists. Accuracy does not
 // depend on the machine's load, so it may run beside other work; each child uses one thread.
-//   node bench/bf16-accuracy.js [--seeds 1,2,3] [--shapes 1x3x32x32,...] [--float64] [--package DIR] [--out FILE]
+//   node bench/bf16-accuracy.js [--seeds 1,2,3] [--shapes 1x3x32x32,...] [--float64] [--package DIR | --commit REF] [--out FILE]
 // --package: the package to measure (a folder with dist/ and its binaries: an installed or unpacked
-// copy), instead of this checkout. Writes bench/results/bf16-accuracy-DATE.json with the machine (bench/machine.js) and the commit.
+// copy), instead of this checkout. --commit REF: the package as committed at REF, while the
+// checkout holds uncommitted work: dist/ compiled from REF's lib/ in a temporary folder, with this
+// checkout's prebuilds/ (binaries are not tracked; no local build/ is used). Writes bench/results/bf16-accuracy-DATE.json with the machine (bench/machine.js) and the commit.
 // On a CPU without AVX512-BF16 or AMX-BF16 (runtime().cpu.bfloat16 false) it says so and exits 0
 // without writing anything: there is nothing to measure.
 'use strict';
@@ -34,19 +36,20 @@ const { values } = parseArgs({
     out: { type: 'string' },
     float64: { type: 'boolean', default: false },
     package: { type: 'string', default: ROOT },
+    commit: { type: 'string' },
     child: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (values.help) {
-  console.log('usage: node bench/bf16-accuracy.js [--seeds 1,2,3] [--shapes 1x3x32x32,...] [--float64] [--package DIR] [--out FILE]');
+  console.log('usage: node bench/bf16-accuracy.js [--seeds 1,2,3] [--shapes 1x3x32x32,...] [--float64] [--package DIR | --commit REF] [--out FILE]');
   process.exit(0);
 }
 const seeds = values.seeds.split(',').map(Number);
-const PKG = path.resolve(values.package);
+let PKG = path.resolve(values.package);
 const shapes = values.shapes.split(',').map((s) => s.trim().split('x').map(Number));
 if (!seeds.every((s) => Number.isInteger(s) && s >= 0) || !shapes.every((s) => s.length === 4 && s.every((d) => Number.isInteger(d) && d > 0))) {
-  console.error('usage: node bench/bf16-accuracy.js [--seeds 1,2,3] [--shapes NxCxHxW,...] [--float64] [--package DIR] [--out FILE]');
+  console.error('usage: node bench/bf16-accuracy.js [--seeds 1,2,3] [--shapes NxCxHxW,...] [--float64] [--package DIR | --commit REF] [--out FILE]');
   process.exit(2);
 }
 
@@ -153,8 +156,27 @@ function summary(cases) {
   return out;
 }
 
+/** The package as committed at `ref`, built in a temporary folder (removed at exit): its folder and what it is. */
+function packageAt(ref) {
+  const commit = execFileSync('git', ['rev-parse', ref], { cwd: ROOT, encoding: 'utf8' }).trim();
+  const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'pl-bf16-'));
+  process.on('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  execFileSync('sh', ['-c', `git archive ${commit} lib tools tsconfig.json package.json | tar -x -C "${dir}"`], { cwd: ROOT });
+  fs.cpSync(path.join(ROOT, 'prebuilds'), path.join(dir, 'prebuilds'), { recursive: true });
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(dir, 'tsconfig.json')], { cwd: dir, stdio: 'inherit' });
+  execFileSync(process.execPath, [path.join(dir, 'tools', 'esm-wrapper.js')], { cwd: dir, stdio: 'inherit' });
+  return { dir, about: { commit, dist: `compiled from lib/ at ${commit}`, binaries: "this checkout's prebuilds/ (no local build)" } };
+}
+
 async function main() {
   if (values.child) return measure();
+  let packageAbout = PKG === ROOT ? 'this checkout' : PKG;
+  if (values.commit) {
+    const built = packageAt(values.commit);
+    [PKG, packageAbout] = [built.dir, built.about];
+    say(`the package as committed at ${built.about.commit.slice(0, 7)}, in ${PKG}`);
+  }
   if (!fs.existsSync(path.join(PKG, 'dist', 'index.js'))) {
     console.error(`bf16-accuracy: ${path.join(PKG, 'dist')} is missing: run \`npm run build:ts\` (or \`npm run setup\`) first`);
     process.exit(1);
@@ -179,7 +201,7 @@ async function main() {
     schema: 1,
     date,
     git: gitInfo(true),
-    package: PKG === ROOT ? 'this checkout' : PKG,
+    package: packageAbout,
     machine,
     versions: { node: process.version, package: JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version },
     settings: {

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // What `npm install generic-perceptual-loss --omit=optional` puts in a user's node_modules, for two
 // commits of this repository: how many packages, which, and how many MB. For each commit: its
-// tracked files (git archive), plus this checkout's build outputs dist/ and prebuilds/ (not
-// tracked: the same for both, so what differs is what git holds: package.json's dependencies and
-// install/), packed with `npm pack --ignore-scripts`, then installed into a new project by npm
+// tracked files (git archive), its dist/ compiled from its lib/, and this checkout's prebuilds/
+// (binaries are not tracked: the same for both), packed with `npm pack --ignore-scripts`, then
+// installed into a new project by npm
 // with --omit=optional (no runtime package; Debian's libtorch serves, as on the development
 // machines), install script included. Packages come from npm's cache or the registry.
 //   node bench/install-footprint.js [--before REF] [--after REF] [--out FILE]
@@ -23,11 +23,9 @@ const { values } = parseArgs({
 const say = (/** @type {string} */ line) => console.error(`install-footprint: ${line}`);
 const git = (/** @type {string[]} */ ...args) => execFileSync('git', args, { cwd: ROOT, encoding: 'utf8' }).trim();
 
-for (const needed of ['dist/index.js', 'prebuilds']) {
-  if (!fs.existsSync(path.join(ROOT, needed))) {
-    console.error(`install-footprint: ${needed} is missing: run \`npm run setup\` (or npm run build:ts and npm run prebuilds) first`);
-    process.exit(1);
-  }
+if (!fs.existsSync(path.join(ROOT, 'prebuilds'))) {
+  console.error('install-footprint: prebuilds/ is missing: run `npm run setup` (or npm run prebuilds) first');
+  process.exit(1);
 }
 
 const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-footprint-'));
@@ -51,7 +49,12 @@ function measure(label, ref) {
   const src = path.join(scratch, `${label}-src`);
   fs.mkdirSync(src);
   execFileSync('sh', ['-c', `git archive ${commit} | tar -x -C "${src}"`], { cwd: ROOT });
-  for (const output of ['dist', 'prebuilds']) fs.cpSync(path.join(ROOT, output), path.join(src, output), { recursive: true });
+  fs.cpSync(path.join(ROOT, 'prebuilds'), path.join(src, 'prebuilds'), { recursive: true });
+  // dist/ as `npm run build:ts` makes it, from this commit's lib/ (the compiler and types: this checkout's).
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(src, 'node_modules'));
+  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(src, 'tsconfig.json')], { cwd: src, stdio: 'inherit' });
+  execFileSync(process.execPath, [path.join(src, 'tools', 'esm-wrapper.js')], { cwd: src, stdio: 'inherit' });
+  fs.unlinkSync(path.join(src, 'node_modules'));
   const pkg = JSON.parse(fs.readFileSync(path.join(src, 'package.json'), 'utf8'));
   const packed = JSON.parse(execFileSync('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', scratch], { cwd: src, encoding: 'utf8' }))[0];
   const tarball = path.join(scratch, packed.filename);
@@ -100,7 +103,7 @@ const report = {
   git: gitInfo(true),
   versions: { node: process.version, npm: execFileSync('npm', ['--version'], { encoding: 'utf8' }).trim() },
   method:
-    'git archive of each commit + this checkout\'s dist/ and prebuilds/; npm pack --ignore-scripts; npm install <tarball> --omit=optional --no-audit --no-fund --foreground-scripts into a new project; packages: the entries of node_modules/.package-lock.json; MB: the sizes of the files under node_modules (1 MB = 1e6 bytes)',
+    "git archive of each commit, its dist/ compiled from its lib/, this checkout's prebuilds/; npm pack --ignore-scripts; npm install <tarball> --omit=optional --no-audit --no-fund --foreground-scripts into a new project; packages: the entries of node_modules/.package-lock.json; MB: the sizes of the files under node_modules (1 MB = 1e6 bytes)",
   before,
   after,
   removed: before.packages.filter((p) => !after.packages.includes(p)),

@@ -133,10 +133,27 @@ Napi::Value toHostArray(Napi::Env env, const ops::Tensor& tensor) {
   }
 }
 
+namespace {
+
+// [N, *spatial, C] to [N, C, *spatial], or back.
+ops::Shape channelsFirstOrder(int64_t dims) {
+  ops::Shape order{0, dims - 1};
+  for (int64_t d = 1; d + 1 < dims; ++d) order.push_back(d);
+  return order;
+}
+ops::Shape channelsLastOrder(int64_t dims) {
+  ops::Shape order{0};
+  for (int64_t d = 2; d < dims; ++d) order.push_back(d);
+  order.push_back(1);
+  return order;
+}
+
+}  // namespace
+
 ops::Tensor toCompute(const ops::Tensor& x, Layout layout, ops::Device device, ops::ScalarType dtype,
                       bool channelsLast) {
-  PL_CHECK(x.dim() == 4, "expected a 4-D tensor, got ", x.dim(), " dimensions");
-  const ops::Tensor nchw = layout == Layout::NHWC ? ops::permute(x, {0, 3, 1, 2}) : x;
+  PL_CHECK(x.dim() == 4 || x.dim() == 5, "expected a 4-D or 5-D tensor, got ", x.dim(), " dimensions");
+  const ops::Tensor nchw = layout == Layout::NHWC ? ops::permute(x, channelsFirstOrder(x.dim())) : x;
   // The CPU's oneDNN path runs channels-last: an NHWC input goes in as it is, with no permute.
   if (layout == Layout::NHWC && device.is_cpu() &&
       (dtype == ops::ScalarType::Float || dtype == ops::ScalarType::BFloat16) && ops::hasOneDnn()) {
@@ -154,7 +171,7 @@ ops::Tensor toCompute(const ops::Tensor& x, Layout layout, ops::Device device, o
 }
 
 ops::Tensor fromCompute(const ops::Tensor& x, Layout layout, const ops::Tensor& like, const ops::Tensor& mask) {
-  ops::Tensor laid = layout == Layout::NHWC ? ops::permute(x, {0, 2, 3, 1}) : x;
+  ops::Tensor laid = layout == Layout::NHWC ? ops::permute(x, channelsLastOrder(x.dim())) : x;
   // On the compute device, in the result's dtype, as the mask was applied to
   // the input.
   if (mask.defined()) laid = applyMask(ops::to(laid, like.scalar_type()), mask);

@@ -18,10 +18,12 @@ inline constexpr auto kNone = c10::nullopt;
 
 // The grad-input half of a stride-1, padding-1 3x3 convolution: the kernel
 // autograd itself would run, with the weight and bias gradients switched off.
+// 3x3x3 for a volume.
 inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::Tensor& input,
                                        const at::Tensor& weight) {
-  return std::get<0>(at::convolution_backward(gradOutput, input, weight, at::OptionalIntArrayRef(), {1, 1}, {1, 1},
-                                              {1, 1}, false, {0, 0}, 1, {true, false, false}));
+  const std::vector<int64_t> ones(static_cast<size_t>(input.dim() - 2), 1), zeros(ones.size(), 0);
+  return std::get<0>(at::convolution_backward(gradOutput, input, weight, at::OptionalIntArrayRef(), ones, ones, ones,
+                                              false, zeros, 1, {true, false, false}));
 }
 
 // A stride-1, padding-1 3x3 oneDNN convolution of a channels-last input, with its ReLU when
@@ -45,7 +47,8 @@ inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
                                   .findSchemaOrThrow("mkldnn::_reorder_convolution_weight", "")
                                   .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
                                                     at::IntArrayRef, int64_t, at::OptionalIntArrayRef)>();
-  return reorder.call(channelsLastWeight, {1, 1}, {1, 1}, {1, 1}, 1, std::nullopt);
+  const std::vector<int64_t> ones(static_cast<size_t>(channelsLastWeight.dim() - 2), 1);
+  return reorder.call(channelsLastWeight, ones, ones, ones, 1, std::nullopt);
 }
 
 inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& /*preparedWeight*/) { return bias; }
@@ -60,13 +63,17 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
                             c10::List<std::optional<at::Scalar>>, std::optional<c10::string_view>)>();
   // The post-op's scalars: none for a ReLU. A shared handle, not a list built per call.
   static const c10::List<std::optional<at::Scalar>> noScalars({std::nullopt});
-  return conv.call(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1, relu ? "relu" : "none", noScalars, "");
+  const std::vector<int64_t> ones(static_cast<size_t>(x.dim() - 2), 1);
+  return conv.call(x, weight, bias, ones, ones, ones, 1, relu ? "relu" : "none", noScalars, "");
 }
 #else
 inline constexpr const char* kPrepackedOneDnnWeights = "wide";
 
+// Volumes' convs keep dense weights: 1.13's reorder here is the 2-D one.
 inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
-  if (channelsLastWeight.size(0) * channelsLastWeight.size(1) < 256 * 512) return channelsLastWeight;
+  if (channelsLastWeight.dim() != 4 || channelsLastWeight.size(0) * channelsLastWeight.size(1) < 256 * 512) {
+    return channelsLastWeight;
+  }
   return at::mkldnn_reorder_conv2d_weight(channelsLastWeight.contiguous().to_mkldnn(), {1, 1}, {1, 1}, {1, 1}, 1);
 }
 
@@ -77,19 +84,23 @@ inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& pr
 
 inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,
                                 bool relu) {
+  const std::vector<int64_t> ones(static_cast<size_t>(x.dim() - 2), 1);
   at::Tensor y;
   if (weight.is_mkldnn()) {
     // An NCHW result; the layers after it take any layout.
-    y = at::mkldnn_convolution(x.to_mkldnn(), weight, bias, {1, 1}, {1, 1}, {1, 1}, 1).to_dense();
+    y = at::mkldnn_convolution(x.to_mkldnn(), weight, bias, ones, ones, ones, 1).to_dense();
   } else {
-    y = at::mkldnn_convolution(x, weight, bias, {1, 1}, {1, 1}, {1, 1}, 1);
+    y = at::mkldnn_convolution(x, weight, bias, ones, ones, ones, 1);
   }
   return relu ? y.relu_() : y;
 }
 #endif
 
-inline at::Tensor avgPool2x2Backward(const at::Tensor& gradOutput, const at::Tensor& input) {
-  return at::avg_pool2d_backward(gradOutput, input, {2, 2}, {2, 2}, {0, 0}, false, true, kNone);
+// The 2x2 (2x2x2 for a volume) average pool's backward.
+inline at::Tensor avgPoolBackward(const at::Tensor& gradOutput, const at::Tensor& input) {
+  const std::vector<int64_t> twos(static_cast<size_t>(input.dim() - 2), 2), zeros(twos.size(), 0);
+  if (input.dim() == 5) return at::avg_pool3d_backward(gradOutput, input, twos, twos, zeros, false, true, kNone);
+  return at::avg_pool2d_backward(gradOutput, input, twos, twos, zeros, false, true, kNone);
 }
 
 // Starts a CUDA graph capture (Graph: at::cuda::CUDAGraph; `threadLocal`: the

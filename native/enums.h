@@ -89,9 +89,12 @@ inline constexpr Named<InitKind> kInits[] = {
     {"normal", InitKind::Normal},
 };
 
+// Channels first or last: a volume's names map onto the image's, its rank tells them apart.
 inline constexpr Named<Layout> kLayouts[] = {
     {"nchw", Layout::NCHW},
     {"nhwc", Layout::NHWC},
+    {"ncdhw", Layout::NCHW},
+    {"ndhwc", Layout::NHWC},
 };
 
 // `what` names the enum in the error: the TS schema validates first, so this

@@ -46,6 +46,7 @@ Napi::Value lossToJs(Napi::Env env, const Config& config, const LossOutput& out,
 std::shared_ptr<Config> readConfig(const Napi::Object& c) {
   auto config = std::make_shared<Config>();
   config->inChannels = c.Get("inChannels").As<Napi::Number>().Int64Value();
+  config->spatialDims = c.Has("spatialDims") ? c.Get("spatialDims").As<Napi::Number>().Int64Value() : 2;
   const auto arch = c.Get("arch").As<Napi::Array>();
   for (uint32_t i = 0; i < arch.Length(); ++i) config->arch.push_back(arch.Get(i).As<Napi::Number>().Int64Value());
   const auto modules = c.Get("tapModules").As<Napi::Array>();
@@ -84,6 +85,8 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
          InstanceMethod<&NativeLoss::lossAndGradAsync>("lossAndGradAsync"),
          InstanceMethod<&NativeLoss::segmentation>("lossAndGradSegmentation"),
          InstanceMethod<&NativeLoss::segmentationAsync>("lossAndGradSegmentationAsync"),
+         InstanceMethod<&NativeLoss::instanceMasks>("instanceMasks"),
+         InstanceMethod<&NativeLoss::instanceMasksAsync>("instanceMasksAsync"),
          InstanceMethod<&NativeLoss::features>("features"), InstanceMethod<&NativeLoss::featuresAsync>("featuresAsync"),
          InstanceMethod<&NativeLoss::prepareTarget>("prepareTarget"),
          InstanceMethod<&NativeLoss::stateDict>("stateDict"),
@@ -194,6 +197,29 @@ class NativeLoss : public Napi::ObjectWrap<NativeLoss> {
 
   Napi::Value segmentation(const Napi::CallbackInfo& info) { return runSegmentation(info, false); }
   Napi::Value segmentationAsync(const Napi::CallbackInfo& info) { return runSegmentation(info, true); }
+
+  // args: (logits, logitsShape, masks, masksShape, layout, weights?: Float64Array, wantGrad)
+  Napi::Value runInstanceMasks(const Napi::CallbackInfo& info, bool async) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      Call call{network(),           config_,  operand(info[0], info[1], async), operand(info[2], info[3], async),
+                readLayout(info[4]), context()};
+      PL_CHECK(!call.target.prepared, "instance masks cannot be a prepared target");
+      Tensor weights;
+      if (info[5].IsTypedArray()) {
+        const auto array = info[5].As<Napi::TypedArray>();
+        weights = fromTypedArray(array, {static_cast<int64_t>(array.ElementLength())}, true);
+      }
+      const bool wantGrad = info[6].ToBoolean().Value();
+      if (!async) return lossToJs(info.Env(), *call.config, computeInstanceMasks(call, weights, wantGrad), wantGrad);
+      return queue(info.Env(), [call = std::move(call), weights, wantGrad]() -> Job::Finish {
+        auto out = std::make_shared<LossOutput>(computeInstanceMasks(call, weights, wantGrad));
+        return [out, config = call.config, wantGrad](Napi::Env env) { return lossToJs(env, *config, *out, wantGrad); };
+      });
+    });
+  }
+
+  Napi::Value instanceMasks(const Napi::CallbackInfo& info) { return runInstanceMasks(info, false); }
+  Napi::Value instanceMasksAsync(const Napi::CallbackInfo& info) { return runInstanceMasks(info, true); }
 
   // args: (x, shape, layout) -> [data | Tensor, shape][] per tap
   Napi::Value runFeatures(const Napi::CallbackInfo& info, bool async) {

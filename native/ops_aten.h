@@ -27,14 +27,23 @@ inline at::Device toAten(const Device& d) {
 inline Device deviceOf(const Tensor& t) {
   return t.is_cuda() ? Device{true, static_cast<int>(t.get_device())} : Device{};
 }
-inline at::MemoryFormat format(bool channelsLast) {
-  return channelsLast ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+// Channels-last for a 4-D or a 5-D (volume) tensor.
+inline at::MemoryFormat format(bool channelsLast, int64_t dims) {
+  if (!channelsLast) return at::MemoryFormat::Contiguous;
+  return dims == 5 ? at::MemoryFormat::ChannelsLast3d : at::MemoryFormat::ChannelsLast;
+}
+// `value` once per spatial dim of an [N, C, *spatial] tensor: the kernel, stride and padding lists.
+inline std::vector<int64_t> perAxis(const Tensor& x, int64_t value) {
+  return std::vector<int64_t>(static_cast<size_t>(x.dim() - 2), value);
 }
 
 // ---------------------------------------------------------------- making and moving tensors
 
 inline Tensor empty(const Shape& shape, ScalarType type, const Device& device, bool channelsLast = false) {
-  return at::empty(shape, at::TensorOptions().dtype(type).device(toAten(device)).memory_format(format(channelsLast)));
+  return at::empty(shape, at::TensorOptions()
+                              .dtype(type)
+                              .device(toAten(device))
+                              .memory_format(format(channelsLast, static_cast<int64_t>(shape.size()))));
 }
 inline Tensor emptyPinned(const Shape& shape, ScalarType type) {
   return at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(true));
@@ -54,9 +63,13 @@ inline Tensor to(const Tensor& t, const Device& device, ScalarType type, bool no
 inline Tensor toDevice(const Tensor& t, const Device& device, bool nonBlocking = false) {
   return t.to(toAten(device), t.scalar_type(), nonBlocking);
 }
-inline Tensor contiguous(const Tensor& t, bool channelsLast = false) { return t.contiguous(format(channelsLast)); }
-inline bool isContiguous(const Tensor& t, bool channelsLast = false) { return t.is_contiguous(format(channelsLast)); }
-inline Tensor clone(const Tensor& t, bool channelsLast = false) { return t.clone(format(channelsLast)); }
+inline Tensor contiguous(const Tensor& t, bool channelsLast = false) {
+  return t.contiguous(format(channelsLast, t.dim()));
+}
+inline bool isContiguous(const Tensor& t, bool channelsLast = false) {
+  return t.is_contiguous(format(channelsLast, t.dim()));
+}
+inline Tensor clone(const Tensor& t, bool channelsLast = false) { return t.clone(format(channelsLast, t.dim())); }
 inline void copyInto(Tensor& dst, const Tensor& src, bool nonBlocking = false) { dst.copy_(src, nonBlocking); }
 inline void* dataPtr(const Tensor& t) { return t.data_ptr(); }
 inline Shape shapeOf(const Tensor& t) { return t.sizes().vec(); }
@@ -89,6 +102,7 @@ inline Tensor mean(const Tensor& t, int64_t dim) { return t.mean(dim); }
 inline Tensor bmm(const Tensor& a, const Tensor& b) { return at::bmm(a, b); }
 inline Tensor stack(const std::vector<Tensor>& tensors) { return at::stack(tensors); }
 inline Tensor softmax(const Tensor& t, int64_t dim) { return at::softmax(t, dim); }
+inline Tensor sigmoid(const Tensor& t) { return at::sigmoid(t); }
 inline Tensor oneHot(const Tensor& labels, int64_t classes) { return at::one_hot(labels, classes); }
 
 // ---------------------------------------------------------------- comparisons and masks
@@ -117,8 +131,13 @@ inline std::string typeName(ScalarType t) { return c10::toString(t); }
 
 // ---------------------------------------------------------------- the network's ops
 
-// 3x3 convolution, stride 1, padding 1, with bias.
-inline Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b) { return at::conv2d(x, w, b, {1, 1}, {1, 1}); }
+// The network's ops take [N, C, H, W] images and [N, C, D, H, W] volumes alike.
+
+// 3x3 (3x3x3) convolution, stride 1, padding 1, with bias.
+inline Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const auto ones = perAxis(x, 1);
+  return at::convolution(x, w, b, ones, ones, ones, false, perAxis(x, 0), 1);
+}
 inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, const Tensor& weight) {
   return compat::conv3x3BackwardInput(gradOutput, input, weight);
 }
@@ -127,17 +146,25 @@ inline Tensor reluInPlace(Tensor& x) { return at::relu_(x); }
 inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
   return at::threshold_backward(gradOutput, output, 0);
 }
-// 2x2 pools, stride 2.
+// 2x2 (2x2x2) pools, stride 2.
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
-  auto [pooled, indices] = at::max_pool2d_with_indices(x, {2, 2}, {2, 2});
+  const auto twos = perAxis(x, 2);
+  auto [pooled, indices] =
+      x.dim() == 5 ? at::max_pool3d_with_indices(x, twos, twos) : at::max_pool2d_with_indices(x, twos, twos);
   return {pooled, indices};
 }
 inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, const Tensor& indices) {
-  return at::max_pool2d_with_indices_backward(gradOutput, input, {2, 2}, {2, 2}, {0, 0}, {1, 1}, false, indices);
+  const auto twos = perAxis(input, 2), zeros = perAxis(input, 0), ones = perAxis(input, 1);
+  return input.dim() == 5
+             ? at::max_pool3d_with_indices_backward(gradOutput, input, twos, twos, zeros, ones, false, indices)
+             : at::max_pool2d_with_indices_backward(gradOutput, input, twos, twos, zeros, ones, false, indices);
 }
-inline Tensor avgPool(const Tensor& x) { return at::avg_pool2d(x, {2, 2}, {2, 2}); }
+inline Tensor avgPool(const Tensor& x) {
+  const auto twos = perAxis(x, 2);
+  return x.dim() == 5 ? at::avg_pool3d(x, twos, twos) : at::avg_pool2d(x, twos, twos);
+}
 inline Tensor avgPoolBackward(const Tensor& gradOutput, const Tensor& input) {
-  return compat::avgPool2x2Backward(gradOutput, input);
+  return compat::avgPoolBackward(gradOutput, input);
 }
 inline Tensor mseLoss(const Tensor& a, const Tensor& b, Reduce r) {
   return at::mse_loss(a, b, static_cast<int64_t>(r));

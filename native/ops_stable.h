@@ -73,7 +73,8 @@ void callInPlace(const char* op, const char* overload, const Args&... args) {
 }
 
 using Ints = std::vector<int64_t>;
-inline const Ints k2{2, 2}, k1{1, 1}, k0{0, 0};
+// `value` once per spatial dim of an [N, C, *spatial] tensor: the kernel, stride and padding lists.
+inline Ints perAxis(const Tensor& x, int64_t value) { return Ints(static_cast<size_t>(x.dim() - 2), value); }
 
 // The dispatcher's stable stack cannot carry a Scalar argument (torch 2.13: "Not yet supported
 // conversion from StableIValue to IValue for schema type: Scalar"), so scalars go as 0-d CPU
@@ -108,8 +109,10 @@ inline torch::stable::Device toStable(const Device& d) {
                 : torch::stable::Device(torch::headeronly::DeviceType::CPU);
 }
 inline Device deviceOf(const Tensor& t) { return t.is_cuda() ? Device{true, t.get_device_index()} : Device{}; }
-inline MemoryFormat format(bool channelsLast) {
-  return channelsLast ? MemoryFormat::ChannelsLast : MemoryFormat::Contiguous;
+// Channels-last for a 4-D or a 5-D (volume) tensor.
+inline MemoryFormat format(bool channelsLast, int64_t dims) {
+  if (!channelsLast) return MemoryFormat::Contiguous;
+  return dims == 5 ? MemoryFormat::ChannelsLast3d : MemoryFormat::ChannelsLast;
 }
 inline Shape shapeOf(const Tensor& t) {
   const auto s = t.sizes();
@@ -125,7 +128,7 @@ inline Shape stridesOf(const Tensor& t) {
 inline Tensor empty(const Shape& shape, ScalarType type, const Device& device, bool channelsLast = false) {
   return detail::call("aten::empty", "memory_format", shape, std::optional<ScalarType>(type),
                       std::optional<torch::headeronly::Layout>(), std::optional(toStable(device)),
-                      std::optional<bool>(), std::optional(format(channelsLast)));
+                      std::optional<bool>(), std::optional(format(channelsLast, static_cast<int64_t>(shape.size()))));
 }
 inline Tensor emptyPinned(const Shape& shape, ScalarType type) {
   return detail::call("aten::empty", "memory_format", shape, std::optional<ScalarType>(type),
@@ -159,14 +162,14 @@ inline Tensor toDevice(const Tensor& t, const Device& device, bool /*nonBlocking
   return to(t, device, t.scalar_type());
 }
 inline Tensor contiguous(const Tensor& t, bool channelsLast = false) {
-  return detail::call("aten::contiguous", "", t, format(channelsLast));
+  return detail::call("aten::contiguous", "", t, format(channelsLast, t.dim()));
 }
 inline bool isContiguous(const Tensor& t, bool channelsLast = false) {
   return torch::stable::detail::to<bool>(
-      detail::dispatch<1>("aten::is_contiguous", "memory_format", t, format(channelsLast))[0]);
+      detail::dispatch<1>("aten::is_contiguous", "memory_format", t, format(channelsLast, t.dim()))[0]);
 }
 inline Tensor clone(const Tensor& t, bool channelsLast = false) {
-  return detail::call("aten::clone", "", t, std::optional(format(channelsLast)));
+  return detail::call("aten::clone", "", t, std::optional(format(channelsLast, t.dim())));
 }
 inline void copyInto(Tensor& dst, const Tensor& src, bool /*nonBlocking*/ = false) {
   detail::callInPlace("aten::copy_", "", dst, src, false);
@@ -224,6 +227,7 @@ inline Tensor stack(const std::vector<Tensor>& tensors) {
 inline Tensor softmax(const Tensor& t, int64_t dim) {
   return detail::call("aten::softmax", "int", t, dim, std::optional<ScalarType>());
 }
+inline Tensor sigmoid(const Tensor& t) { return detail::call("aten::sigmoid", "", t); }
 inline Tensor oneHot(const Tensor& labels, int64_t classes) {
   return detail::call("aten::one_hot", "", labels, classes);
 }
@@ -287,15 +291,19 @@ inline std::string typeName(ScalarType t) { return torch::headeronly::toString(t
 
 // ---------------------------------------------------------------- the network's ops
 
+// The network's ops take [N, C, H, W] images and [N, C, D, H, W] volumes alike.
+
 inline Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b) {
-  return detail::call("aten::convolution", "", x, w, std::optional<Tensor>(b), detail::k1, detail::k1, detail::k1,
-                      false, detail::k0, static_cast<int64_t>(1));
+  const detail::Ints ones = detail::perAxis(x, 1);
+  return detail::call("aten::convolution", "", x, w, std::optional<Tensor>(b), ones, ones, ones, false,
+                      detail::perAxis(x, 0), static_cast<int64_t>(1));
 }
 inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, const Tensor& weight) {
   // bool[3] crosses as a header-only array (a std::vector<bool> has no data()).
   const std::array<bool, 3> mask{true, false, false};
+  const detail::Ints ones = detail::perAxis(input, 1);
   auto stack = detail::dispatch<3>("aten::convolution_backward", "", gradOutput, input, weight, std::optional<Shape>(),
-                                   detail::k1, detail::k1, detail::k1, false, detail::k0, static_cast<int64_t>(1),
+                                   ones, ones, ones, false, detail::perAxis(input, 0), static_cast<int64_t>(1),
                                    torch::headeronly::HeaderOnlyArrayRef<bool>(mask.data(), mask.size()));
   Tensor gradInput = torch::stable::detail::to<Tensor>(stack[0]);
   (void)torch::stable::detail::to<Tensor>(stack[1]);
@@ -315,23 +323,29 @@ inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
       detail::call("aten::to", "dtype", zero, gradOutput.scalar_type(), false, false, std::optional<MemoryFormat>());
   return detail::call("aten::where", "self", detail::call("aten::le", "Tensor", output, zero), gradZero, gradOutput);
 }
+// 2x2 (2x2x2) pools, stride 2.
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
-  auto stack = detail::dispatch<2>("aten::max_pool2d_with_indices", "", x, detail::k2, detail::k2, detail::k0,
-                                   detail::k1, false);
+  const detail::Ints twos = detail::perAxis(x, 2);
+  auto stack = detail::dispatch<2>(x.dim() == 5 ? "aten::max_pool3d_with_indices" : "aten::max_pool2d_with_indices", "",
+                                   x, twos, twos, detail::perAxis(x, 0), detail::perAxis(x, 1), false);
   Tensor pooled = torch::stable::detail::to<Tensor>(stack[0]);
   return {pooled, torch::stable::detail::to<Tensor>(stack[1])};
 }
 inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, const Tensor& indices) {
-  return detail::call("aten::max_pool2d_with_indices_backward", "", gradOutput, input, detail::k2, detail::k2,
-                      detail::k0, detail::k1, false, indices);
+  const detail::Ints twos = detail::perAxis(input, 2);
+  return detail::call(
+      input.dim() == 5 ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward", "",
+      gradOutput, input, twos, twos, detail::perAxis(input, 0), detail::perAxis(input, 1), false, indices);
 }
 inline Tensor avgPool(const Tensor& x) {
-  return detail::call("aten::avg_pool2d", "", x, detail::k2, detail::k2, detail::k0, false, true,
-                      std::optional<int64_t>());
+  const detail::Ints twos = detail::perAxis(x, 2);
+  return detail::call(x.dim() == 5 ? "aten::avg_pool3d" : "aten::avg_pool2d", "", x, twos, twos, detail::perAxis(x, 0),
+                      false, true, std::optional<int64_t>());
 }
 inline Tensor avgPoolBackward(const Tensor& gradOutput, const Tensor& input) {
-  return detail::call("aten::avg_pool2d_backward", "", gradOutput, input, detail::k2, detail::k2, detail::k0, false,
-                      true, std::optional<int64_t>());
+  const detail::Ints twos = detail::perAxis(input, 2);
+  return detail::call(input.dim() == 5 ? "aten::avg_pool3d_backward" : "aten::avg_pool2d_backward", "", gradOutput,
+                      input, twos, twos, detail::perAxis(input, 0), false, true, std::optional<int64_t>());
 }
 inline Tensor mseLoss(const Tensor& a, const Tensor& b, Reduce r) {
   return detail::call("aten::mse_loss", "", a, b, static_cast<int64_t>(r));
@@ -348,16 +362,18 @@ inline Tensor smoothL1Loss(const Tensor& a, const Tensor& b, Reduce r) {
 // mkldnn::_reorder_convolution_weight and mkldnn::_convolution_pointwise, reached by name as the
 // 2.x exact build reaches them: weights reordered once, the ReLU a post-op.
 inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
-  return detail::call("mkldnn::_reorder_convolution_weight", "", channelsLastWeight, detail::k1, detail::k1, detail::k1,
+  const detail::Ints ones = detail::perAxis(channelsLastWeight, 1);
+  return detail::call("mkldnn::_reorder_convolution_weight", "", channelsLastWeight, ones, ones, ones,
                       static_cast<int64_t>(1), std::optional<Shape>());
 }
 inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& /*preparedWeight*/) { return bias; }
 inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, bool relu) {
   // The post-op's scalars: one None, as the 2.x exact build passes them.
   static const std::vector<std::optional<double>> noScalars{std::nullopt};
+  const detail::Ints ones = detail::perAxis(x, 1);
   return detail::call("mkldnn::_convolution_pointwise", "", x, w,
-                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), detail::k1, detail::k1,
-                      detail::k1, static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
+                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), ones, ones, ones,
+                      static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
                       std::optional<std::string>(std::string()));
 }
 // Whether the loaded libtorch has oneDNN's ops: one tiny reorder, tried once.

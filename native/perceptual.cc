@@ -41,9 +41,25 @@ std::vector<int64_t> convWidths(const Config& config, size_t count) {
   return widths;
 }
 
+// [Cout, Cin, 3, 3] or, for volumes, [Cout, Cin, 3, 3, 3].
+ops::Shape kernelShape(const Config& config, int64_t out, int64_t in) {
+  ops::Shape shape{out, in};
+  shape.resize(static_cast<size_t>(2 + config.spatialDims), 3);
+  return shape;
+}
+
+// The spatial dims of an [N, C, *spatial] tensor: {2, 3} or {2, 3, 4}.
+ops::Shape spatialAxes(const Tensor& t) {
+  ops::Shape axes;
+  for (int64_t d = 2; d < t.dim(); ++d) axes.push_back(d);
+  return axes;
+}
+
 void drawWeight(Tensor& w, const Config& config, ops::CpuGenerator& gen) {
-  const double fanIn = static_cast<double>(w.size(1) * 9);
-  const double fanOut = static_cast<double>(w.size(0) * 9);
+  // fan_in = Cin * 9 (27 for a 3x3x3 kernel), fan_out = Cout * 9 (27): torch's own fans.
+  const double kernel = static_cast<double>(w.numel() / (w.size(0) * w.size(1)));
+  const double fanIn = static_cast<double>(w.size(1)) * kernel;
+  const double fanOut = static_cast<double>(w.size(0)) * kernel;
   switch (config.init) {
     case InitKind::KaimingNormal: gen.normal(w, 0.0, std::sqrt(2.0 / fanIn)); break;
     case InitKind::KaimingUniform: {
@@ -88,8 +104,8 @@ void placeOnDevice(const Config& config, Network& net, const std::vector<Tensor>
     net.weights.push_back(ops::prepareOneDnnWeight(weight));
     net.oneDnnBiases.push_back(ops::prepareOneDnnBias(net.biases.back(), net.weights.back()));
     // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
-    net.backwardWeights.push_back(
-        ops::prepareOneDnnWeight(ops::contiguous(ops::transpose(ops::flip(weight, {2, 3}), 0, 1), channelsLast)));
+    net.backwardWeights.push_back(ops::prepareOneDnnWeight(
+        ops::contiguous(ops::transpose(ops::flip(weight, spatialAxes(weight)), 0, 1), channelsLast)));
   }
 }
 
@@ -112,38 +128,56 @@ ops::ScalarType accumulationType(const Config& config) {
   return isReducedFloat(config.dtype) ? ops::ScalarType::Float : config.dtype;
 }
 
-// Gram matrix F F^T / (C*H*W) per sample.
+// Gram matrix F F^T / (C*H*W) per sample (C*D*H*W for a volume).
 Tensor gram(const Tensor& f) {
-  const int64_t n = f.size(0), c = f.size(1), hw = f.size(2) * f.size(3);
-  const Tensor flat = ops::reshape(f, {n, c, hw});
+  const int64_t n = f.size(0), c = f.size(1);
+  const Tensor flat = ops::reshape(f, {n, c, -1});
   Tensor g = ops::bmm(flat, ops::transpose(flat, 1, 2));
-  ops::divInPlace(g, static_cast<double>(c * hw));
+  ops::divInPlace(g, static_cast<double>(f.numel() / n));
   return g;
 }
 
+// [N] factors shaped to scale the samples of an [N, ...] tensor like `like`.
+Tensor perSample(const Tensor& factors, const Tensor& like) {
+  ops::Shape shape(static_cast<size_t>(like.dim()), 1);
+  shape[0] = like.size(0);
+  return ops::reshape(ops::to(factors, like.scalar_type()), shape);
+}
+
 // The criterion's value under the configured reduction: a 0-d tensor, or [N]
-// for 'none'.
-Tensor distance(const Config& config, const Tensor& a, const Tensor& b) {
+// for 'none'. With sample factors (see lossAndGrad), each sample's value is weighted first.
+Tensor distance(const Config& config, const Tensor& a, const Tensor& b, const Tensor& factors) {
   const bool none = config.reduction == Reduction::None;
+  const bool perSampleValues = none || factors.defined();
   const ops::Reduce reduce =
-      none ? ops::Reduce::None : (config.reduction == Reduction::Sum ? ops::Reduce::Sum : ops::Reduce::Mean);
+      perSampleValues ? ops::Reduce::None : (config.reduction == Reduction::Sum ? ops::Reduce::Sum : ops::Reduce::Mean);
   Tensor d;
   switch (config.criterion) {
     case Criterion::L2: d = ops::mseLoss(a, b, reduce); break;
     case Criterion::L1: d = ops::l1Loss(a, b, reduce); break;
     case Criterion::SmoothL1: d = ops::smoothL1Loss(a, b, reduce); break;
   }
-  return none ? ops::mean(ops::reshape(d, {d.size(0), -1}), 1) : d;
+  if (!perSampleValues) return d;
+  const Tensor rows = ops::reshape(d, {d.size(0), -1});
+  const Tensor values = config.reduction == Reduction::Sum ? ops::sum(rows, 1, false) : ops::mean(rows, 1);
+  if (!factors.defined()) return values;
+  const Tensor weighted = ops::mul(values, ops::to(factors, values.scalar_type()));
+  return none ? weighted : ops::sum(weighted);
 }
 
 // d distance / d a, scaled by `scale` (the tap's weight times the term's
 // weight).
-Tensor distanceGrad(const Config& config, const Tensor& a, const Tensor& b, double scale) {
+Tensor distanceGrad(const Config& config, const Tensor& a, const Tensor& b, double scale, const Tensor& factors) {
   const int64_t numel = a.numel();
   double perElement = scale;
-  if (config.reduction == Reduction::Mean) perElement /= static_cast<double>(numel);
-  if (config.reduction == Reduction::None) perElement /= static_cast<double>(numel / a.size(0));
+  // Per-sample values are sums (Sum) or means over a sample's elements (Mean and None); without
+  // factors, Mean is the mean over every element.
+  if (config.reduction == Reduction::Mean && !factors.defined()) perElement /= static_cast<double>(numel);
+  if (config.reduction == Reduction::None || (config.reduction == Reduction::Mean && factors.defined())) {
+    perElement /= static_cast<double>(numel / a.size(0));
+  }
   Tensor diff = ops::sub(a, b);
+  if (factors.defined()) ops::mulInPlace(diff, perSample(factors, diff));
   switch (config.criterion) {
     case Criterion::L2: ops::mulInPlace(diff, 2.0 * perElement); break;
     case Criterion::L1:
@@ -177,7 +211,15 @@ struct Forward {
 // depends on its layout.
 Tensor canonicalChannelsLast(const Tensor& x) {
   const ops::Shape s = ops::shapeOf(x);
-  const ops::Shape canonical{s[1] * s[2] * s[3], 1, s[3] * s[1], s[1]};
+  // [N, C, *spatial] with C innermost, then the last spatial dim outward.
+  ops::Shape canonical(s.size());
+  int64_t stride = s[1];
+  canonical[1] = 1;
+  for (size_t d = s.size(); d-- > 2;) {
+    canonical[d] = stride;
+    stride *= s[d];
+  }
+  canonical[0] = stride;
   if (ops::isContiguous(x, true) && ops::stridesOf(x) == canonical) return x;
   Tensor out = ops::empty(s, x.scalar_type(), ops::deviceOf(x), true);
   ops::copyInto(out, x);
@@ -275,7 +317,7 @@ Tensor runBackward(const Network& net, const Config& config, Forward& fwd, std::
 
 // Accumulates the loss, the per-tap terms and (optionally) d loss / d features.
 LossResult reduceTaps(const Config& config, const std::vector<Tensor>& predTaps, const TargetFeatures& target,
-                      bool wantGrad, std::vector<Tensor>& tapGrads) {
+                      bool wantGrad, const Tensor& factors, std::vector<Tensor>& tapGrads) {
   const ops::ScalarType accType = accumulationType(config);
   const size_t taps = config.taps.size();
   std::vector<Tensor> termValues;
@@ -285,22 +327,22 @@ LossResult reduceTaps(const Config& config, const std::vector<Tensor>& predTaps,
     const Tensor a = ops::to(predTaps[t], accType);
     const Tensor b = ops::to(target.features[t], accType);
     const double featureScale = config.featureWeight * w;
-    Tensor feature = ops::mul(distance(config, a, b), featureScale);
+    Tensor feature = ops::mul(distance(config, a, b, factors), featureScale);
     Tensor style = ops::zerosLike(feature);
     Tensor grad;
-    if (wantGrad) grad = distanceGrad(config, a, b, featureScale);
+    if (wantGrad) grad = distanceGrad(config, a, b, featureScale, factors);
     if (config.styleWeight > 0) {
       const double styleScale = config.styleWeight * w;
       const Tensor gp = gram(a);
       const Tensor gt = ops::to(target.grams[t], accType);
-      style = ops::mul(distance(config, gp, gt), styleScale);
+      style = ops::mul(distance(config, gp, gt, factors), styleScale);
       if (wantGrad) {
         // G = F F^T / k  =>  dL/dF = (dL/dG + dL/dG^T) F / k.
-        const Tensor dG = distanceGrad(config, gp, gt, styleScale);
-        const int64_t n = a.size(0), c = a.size(1), hw = a.size(2) * a.size(3);
-        const Tensor flat = ops::reshape(a, {n, c, hw});
+        const Tensor dG = distanceGrad(config, gp, gt, styleScale, factors);
+        const int64_t n = a.size(0), c = a.size(1);
+        const Tensor flat = ops::reshape(a, {n, c, -1});
         Tensor dF = ops::bmm(ops::add(dG, ops::transpose(dG, 1, 2)), flat);
-        ops::divInPlace(dF, static_cast<double>(c * hw));
+        ops::divInPlace(dF, static_cast<double>(a.numel() / n));
         ops::addInPlace(grad, ops::reshape(dF, ops::shapeOf(a)));
       }
     }
@@ -327,7 +369,7 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, uint64_t seed,
   ops::CpuGenerator gen(seed);
   int64_t in = config.inChannels;
   for (int64_t out : widths) {
-    Tensor w = ops::empty({out, in, 3, 3}, ops::ScalarType::Float, ops::kCpu);
+    Tensor w = ops::empty(kernelShape(config, out, in), ops::ScalarType::Float, ops::kCpu);
     drawWeight(w, config, gen);
     net->masterWeights.push_back(w);
     in = out;
@@ -348,10 +390,11 @@ std::shared_ptr<const Network> buildNetwork(const Config& config, const std::vec
   int64_t in = config.inChannels;
   for (size_t i = 0; i < widths.size(); ++i) {
     const int64_t out = widths[i];
-    PL_CHECK(weights[i].numel() == out * in * 9 && biases[i].numel() == out, "conv ", i, " needs ", out * in * 9,
-             " weights and ", out, " biases");
-    net->masterWeights.push_back(
-        ops::contiguous(ops::reshape(ops::to(weights[i], ops::ScalarType::Float), {out, in, 3, 3})));
+    const ops::Shape shape = kernelShape(config, out, in);
+    const int64_t count = out * in * (config.spatialDims == 3 ? 27 : 9);
+    PL_CHECK(weights[i].numel() == count && biases[i].numel() == out, "conv ", i, " needs ", count, " weights and ",
+             out, " biases");
+    net->masterWeights.push_back(ops::contiguous(ops::reshape(ops::to(weights[i], ops::ScalarType::Float), shape)));
     in = out;
   }
   placeOnDevice(config, *net, biases);
@@ -405,10 +448,10 @@ TargetFeatures prepareTarget(const Network& net, const Config& config, const Ten
 }
 
 LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred, const TargetFeatures& target,
-                       bool wantGrad) {
+                       bool wantGrad, const Tensor& sampleFactors) {
   Forward fwd = runForward(net, config, pred, wantGrad);
   std::vector<Tensor> tapGrads;
-  LossResult result = reduceTaps(config, fwd.taps, target, wantGrad, tapGrads);
+  LossResult result = reduceTaps(config, fwd.taps, target, wantGrad, sampleFactors, tapGrads);
   fwd.taps.clear();
   if (wantGrad) result.grad = runBackward(net, config, fwd, tapGrads);
   return result;
@@ -431,8 +474,11 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
   const Tensor probs = ops::softmax(logits, 1);
   const Tensor pred = ops::to(ops::mul(probs, mask), config.dtype);
   const Tensor oneHot = ops::oneHot(ops::maskedFill(labels, ops::logicalNot(valid), 0), classes);
+  // one_hot puts the classes last: [N, *spatial, C] to [N, C, *spatial].
+  ops::Shape classesFirst{0, oneHot.dim() - 1};
+  for (int64_t d = 1; d + 1 < oneHot.dim(); ++d) classesFirst.push_back(d);
   const Tensor target =
-      ops::mul(ops::to(ops::permute(oneHot, {0, 3, 1, 2}), config.dtype), ops::to(mask, config.dtype));
+      ops::mul(ops::to(ops::permute(oneHot, classesFirst), config.dtype), ops::to(mask, config.dtype));
   LossResult result =
       lossAndGrad(net, config, ops::contiguous(pred), prepareTarget(net, config, ops::contiguous(target)), wantGrad);
   if (wantGrad) {
@@ -440,6 +486,20 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
     Tensor g = ops::to(result.grad, logits.scalar_type());
     ops::mulInPlace(g, mask);
     result.grad = ops::mul(probs, ops::sub(g, ops::sum(ops::mul(g, probs), 1, true)));
+  }
+  return result;
+}
+
+LossResult lossAndGradInstanceMasks(const Network& net, const Config& config, const Tensor& logits, const Tensor& masks,
+                                    const Tensor& sampleFactors, bool wantGrad) {
+  // As the segmentation's softmax: the sigmoid and its backward run in the logits' dtype.
+  const Tensor probs = ops::sigmoid(logits);
+  LossResult result = lossAndGrad(net, config, ops::contiguous(ops::to(probs, config.dtype)),
+                                  prepareTarget(net, config, masks), wantGrad, sampleFactors);
+  if (wantGrad) {
+    // d sigmoid(z) / dz = p (1 - p) = p - p^2.
+    const Tensor g = ops::to(result.grad, logits.scalar_type());
+    result.grad = ops::mul(g, ops::sub(probs, ops::mul(probs, probs)));
   }
   return result;
 }

@@ -27,6 +27,7 @@ struct Tap {
 // Resolved by the TS options schema; native code trusts its values.
 struct Config {
   int64_t inChannels = 1;
+  int64_t spatialDims = 2;    // 2: [N, C, H, W] images; 3: [N, C, D, H, W] volumes
   std::vector<int64_t> arch;  // conv widths; 0 stands for 'M'
   std::vector<Tap> taps;      // in the user's order
   Criterion criterion = Criterion::L2;
@@ -95,14 +96,17 @@ struct LossResult {
   Tensor grad;   // NCHW, compute dtype; undefined when not asked for
 };
 
-// Every entry point takes NCHW tensors already in the compute dtype and on the
-// device.
+// Every entry point takes NCHW (NCDHW) tensors already in the compute dtype and on the device.
 std::vector<Tensor> features(const Network& net, const Config& config, const Tensor& x);
 
 TargetFeatures prepareTarget(const Network& net, const Config& config, const Tensor& target);
 
+// `sampleFactors` (optional, [N] in float32 or float64): each sample's loss weighs this much in the
+// result, its per-sample value taken as under 'sum' (Reduction::Sum) or as under 'none' (Mean and
+// None). Mean then sums the weighted values (the caller normalises the factors), Sum sums them,
+// None gives them per sample. Without factors, Mean averages every element of a tap.
 LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred, const TargetFeatures& target,
-                       bool wantGrad);
+                       bool wantGrad, const Tensor& sampleFactors = Tensor());
 
 // The dtype the logits come in: the compute dtype, or float32 under a reduced one.
 ops::ScalarType segmentationLogitsType(const Config& config);
@@ -111,6 +115,12 @@ ops::ScalarType segmentationLogitsType(const Config& config);
 // the gradient is with respect to the logits (in the logits' dtype).
 LossResult lossAndGradSegmentation(const Network& net, const Config& config, const Tensor& logits, const Tensor& labels,
                                    int64_t ignoreIndex, bool wantGrad);
+
+// Instance masks: pred = sigmoid(logits) (in the logits' dtype), target = masks (compute dtype),
+// weighted per instance by `sampleFactors` as lossAndGrad takes them; the gradient is with respect
+// to the logits.
+LossResult lossAndGradInstanceMasks(const Network& net, const Config& config, const Tensor& logits, const Tensor& masks,
+                                    const Tensor& sampleFactors, bool wantGrad);
 
 // Which CPU convs (float32, bfloat16) run with weights reordered once into oneDNN's layout: "all"
 // (libtorch 2.x and the stable ABI, their ReLU fused), "wide" (1.13: Cin * Cout >= 256 * 512),

@@ -102,9 +102,30 @@ LossOutput computeSegmentation(const Call& call, int64_t ignoreIndex) {
                                   perceptual::segmentationLogitsType(config), config.channelsLast);
   if (config.checkFinite) perceptual::checkFinite(logits, "logits");
   const Tensor labels = ops::to(call.target.tensor, config.device, ops::ScalarType::Long);
-  PL_CHECK(labels.dim() == 3, "labels must be [N, H, W]");
+  PL_CHECK(labels.dim() == config.spatialDims + 1, "labels must be [N, *spatial] with ", config.spatialDims,
+           " spatial dims");
   LossResult r = perceptual::lossAndGradSegmentation(*call.net, config, logits, labels, ignoreIndex, true);
   return finishLoss(call, std::move(r), true);
+}
+
+LossOutput computeInstanceMasks(const Call& call, const Tensor& weights, bool wantGrad) {
+  const Config& config = *call.config;
+  auto scope = call.cuda->enter();
+  const Tensor logits = toCompute(call.pred.tensor, call.layout, config.device,
+                                  perceptual::segmentationLogitsType(config), config.channelsLast);
+  if (config.checkFinite) perceptual::checkFinite(logits, "maskLogits");
+  const Tensor masks = toCompute(call.target.tensor, call.layout, config.device, config.dtype, config.channelsLast);
+  PL_CHECK(ops::shapeOf(masks) == ops::shapeOf(logits), "masks must have the shape of the mask logits");
+  if (config.checkFinite) perceptual::checkFinite(masks, "masks");
+  Tensor factors;
+  if (weights.defined()) {
+    PL_CHECK(weights.dim() == 1 && weights.size(0) == logits.size(0), "expected one weight per instance");
+    // 'mean' is the weighted mean of the instances' losses: the factors sum to 1.
+    factors = ops::to(weights, config.device, ops::ScalarType::Double);
+    if (config.reduction == Reduction::Mean) ops::divInPlace(factors, ops::itemDouble(ops::sum(factors)));
+  }
+  LossResult r = perceptual::lossAndGradInstanceMasks(*call.net, config, logits, masks, factors, wantGrad);
+  return finishLoss(call, std::move(r), wantGrad);
 }
 
 std::vector<Tensor> computeFeatures(const Call& call) {

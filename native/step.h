@@ -68,8 +68,12 @@ struct LossOutput {
 
 LossOutput computeLoss(const Call& call, bool wantGrad);
 
-// call.pred: the logits; call.target: the labels [N, H, W].
+// call.pred: the logits; call.target: the labels [N, H, W] ([N, D, H, W] for volumes).
 LossOutput computeSegmentation(const Call& call, int64_t ignoreIndex);
+
+// call.pred: the mask logits [M, 1, *spatial]; call.target: the masks. `weights` (optional, [M]
+// float64 CPU, checked by the TS schema) weigh the instances.
+LossOutput computeInstanceMasks(const Call& call, const Tensor& weights, bool wantGrad);
 
 // The features of call.pred at each tap, like call.pred (layout, device, dtype).
 std::vector<Tensor> computeFeatures(const Call& call);

@@ -15,7 +15,9 @@ segmentation case, pred holds the logits) with "ignoreIndex" (default 255), opti
 (float32 [N, 1, H, W] or [N, H, W]: pred and target are multiplied by it before the network),
 "autocast": "bfloat16", "stateDict" ({"features.{k}.weight": {"file", "shape"}, ...}: float32 files
 of every kept conv's weight and bias, used instead of drawing them: loaded weights, biases not 0),
-and "outputs" (of weights, features, loss, grad).
+"instance" ({"masks": float32 file of pred's shape, "weights": [M floats] or absent}: an
+instance-mask case, pred holds the mask logits), and "outputs" (of weights, features, loss, grad).
+Volumes: options {"spatialDims": 3}, a 5-D shape in 'ncdhw' or 'ndhwc', labels [N, D, H, W].
 """
 
 import json
@@ -45,9 +47,18 @@ def read_raw(base, name, dtype, count, what):
     return torch.from_numpy(data)
 
 
+def channels_last(layout):
+    return layout in ("nhwc", "ndhwc")
+
+
 def to_layout(t, layout):
-    """NCHW tensor -> the case's layout (nhwc gives [N, H, W, C])."""
-    return t.permute(0, 2, 3, 1) if layout == "nhwc" else t
+    """Channels-first tensor -> the case's layout (nhwc gives [N, H, W, C], ndhwc [N, D, H, W, C])."""
+    return t.permute(0, *range(2, t.dim()), 1) if channels_last(layout) else t
+
+
+def channels_first(t, layout):
+    """The case's layout -> channels first."""
+    return t.permute(0, t.dim() - 1, *range(1, t.dim() - 1)) if channels_last(layout) else t
 
 
 def write_f64(outdir, name, t):
@@ -61,11 +72,13 @@ def run_case(case, base, outdir):
     if not outputs <= OUTPUTS:
         raise CaseError(f"unknown outputs {sorted(outputs - OUTPUTS)}; allowed: {sorted(OUTPUTS)}")
     shape = case["shape"]
-    if len(shape) != 4:
-        raise CaseError(f"shape must have 4 dims, got {shape}")
+    dims = opts["spatialDims"]
+    if len(shape) != dims + 2:
+        raise CaseError(f"shape must have {dims + 2} dims for spatialDims {dims}, got {shape}")
     layout, dtype = opts["layout"], ref.DTYPES[opts["dtype"]]
-    nchw = [shape[0], shape[3], shape[1], shape[2]] if layout == "nhwc" else list(shape)
-    n, c, h, w = nchw
+    nchw = [shape[0], shape[-1], *shape[1:-1]] if channels_last(layout) else list(shape)
+    n, c, spatial = nchw[0], nchw[1], nchw[2:]
+    voxels = int(np.prod(spatial))
     if c != opts["inChannels"]:
         raise CaseError(f"input has {c} channels, inChannels is {opts['inChannels']}")
 
@@ -79,7 +92,7 @@ def run_case(case, base, outdir):
             state_dict[name] = read_raw(base, entry["file"], "<f4", count, name).reshape(entry["shape"])
     # Drawn in float32 on the CPU; the digest is of those weights, before the move to dtype.
     net = ref.build_network(opts["arch"], opts["inChannels"], max(tap_k), init=opts["init"], seed=opts["seed"], pool=opts["pool"],
-                            state_dict=state_dict)
+                            spatial_dims=dims, state_dict=state_dict)
     result = {"id": cid, "stateDictNames": ref.state_dict_names(net)}
     if "weights" in outputs:
         result["weightsSha256"] = ref.weights_sha256(net)
@@ -88,22 +101,23 @@ def run_case(case, base, outdir):
     net = net.to(dtype)
 
     def load(key):
-        return read_raw(base, case[key], "<f4", n * c * h * w, key).reshape(shape)
+        return read_raw(base, case[key], "<f4", n * c * voxels, key).reshape(shape)
 
     # The leaf that receives the gradient: pred, or the logits of a segmentation case.
     leaf = load("pred").to(dtype).requires_grad_(True)
-    x = leaf.permute(0, 3, 1, 2) if layout == "nhwc" else leaf
+    x = channels_first(leaf, layout)
     if "labels" in case:
-        labels = read_raw(base, case["labels"], "<i4", n * h * w, "labels").reshape(n, h, w)
+        labels = read_raw(base, case["labels"], "<i4", n * voxels, "labels").reshape(n, *spatial)
         pred_in, target_in = ref.segmentation_inputs(x, labels, case.get("ignoreIndex", 255))
+    elif "instance" in case:
+        pred_in = torch.sigmoid(x)
+        target_in = channels_first(read_raw(base, case["instance"]["masks"], "<f4", n * c * voxels, "masks").reshape(shape), layout).to(dtype)
     else:
         pred_in = x
-        target_in = load("target").to(dtype)
-        if layout == "nhwc":
-            target_in = target_in.permute(0, 3, 1, 2)
+        target_in = channels_first(load("target").to(dtype), layout)
     if "mask" in case:
-        mask_file = read_raw(base, case["mask"], "<f4", n * h * w, "mask")
-        mask = mask_file.reshape(n, 1, h, w)
+        mask_file = read_raw(base, case["mask"], "<f4", n * voxels, "mask")
+        mask = mask_file.reshape(n, 1, *spatial)
         pred_in, target_in = ref.apply_mask(pred_in, mask), ref.apply_mask(target_in, mask)
 
     # "autocast": "bfloat16" runs the network as a PyTorch user would under
@@ -126,17 +140,17 @@ def run_case(case, base, outdir):
     if not outputs & {"loss", "grad"}:
         return result
 
-    with torch.no_grad():
-        target_feats = ref.features(net, target_in, tap_k, autocast)
-    loss = ref.perceptual_loss(
-        pred_feats,
-        target_feats,
-        opts["layerWeights"],
-        criterion=opts["criterion"],
-        reduction=opts["reduction"],
-        feature_weight=opts["featureWeight"],
-        style_weight=opts["styleWeight"],
-    )
+    loss_options = dict(criterion=opts["criterion"], reduction=opts["reduction"], feature_weight=opts["featureWeight"],
+                        style_weight=opts["styleWeight"])
+    if "instance" in case:
+        if autocast:
+            raise CaseError("an instance-mask case takes no autocast")
+        loss = ref.instance_mask_loss(net, tap_k, x, target_in, case["instance"].get("weights"),
+                                      layer_weights=opts["layerWeights"], **loss_options)
+    else:
+        with torch.no_grad():
+            target_feats = ref.features(net, target_in, tap_k, autocast)
+        loss = ref.perceptual_loss(pred_feats, target_feats, opts["layerWeights"], **loss_options)
     if "loss" in outputs:
         result["loss"] = loss.tolist() if opts["reduction"] == "none" else loss.item()
     if "grad" in outputs:

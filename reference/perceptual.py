@@ -14,6 +14,7 @@ newer than 1.13.
   deepest tap, weights drawn as docs/api.md says (or given), frozen, in eval mode.
 - features, perceptual_loss, input_grad: the taps' outputs, the loss, d loss / d input.
 - apply_mask, segmentation_inputs: masks, and softmax / one-hot with an ignore index.
+- instance_mask_loss: the loss of instanceMaskLoss, sigmoid and per-instance weights.
 """
 
 import hashlib
@@ -60,6 +61,10 @@ DEFAULTS = {
     "dtype": "float32",
     "layout": "nchw",
 }
+# What spatialDims 3 changes in the defaults: the volume layout names, and the 3-D default arch
+# (five convs of VGG's widths, a pool after each but the last; see docs/api.md).
+DEFAULTS_3D = {"arch": [64, "M", 128, "M", 256, "M", 512, "M", 512], "layout": "ncdhw"}
+LAYOUTS = {2: ("nchw", "nhwc"), 3: ("ncdhw", "ndhwc")}
 # Conv and pool modules by the number of spatial dimensions (2: images, 3: volumes).
 CONVS = {2: torch.nn.Conv2d, 3: torch.nn.Conv3d}
 POOL_MODULES = {2: {"max": torch.nn.MaxPool2d, "avg": torch.nn.AvgPool2d}, 3: {"max": torch.nn.MaxPool3d, "avg": torch.nn.AvgPool3d}}
@@ -126,17 +131,21 @@ def resolve_options(raw):
     """
     if not isinstance(raw, dict):
         raise OptionsError("options must be an object")
-    known = set(DEFAULTS) | {"inChannels", "layers", "layerWeights"} | IGNORED_OPTIONS
+    known = set(DEFAULTS) | {"inChannels", "layers", "layerWeights", "spatialDims"} | IGNORED_OPTIONS
     unknown = set(raw) - known
     if unknown:
         raise OptionsError(f"unknown options {sorted(unknown)}")
-    opts = {**DEFAULTS, **{k: v for k, v in raw.items() if k not in IGNORED_OPTIONS}}
+    dims = raw.get("spatialDims", 2)
+    if dims not in LAYOUTS:
+        raise OptionsError(f"spatialDims must be 2 or 3, got {dims!r}")
+    defaults = {**DEFAULTS, **(DEFAULTS_3D if dims == 3 else {}), "spatialDims": dims}
+    opts = {**defaults, **{k: v for k, v in raw.items() if k not in IGNORED_OPTIONS}}
     if "inChannels" not in opts:
         raise OptionsError("options.inChannels is required")
     if opts["dtype"] not in DTYPES:
         raise OptionsError(f"dtype {opts['dtype']!r} not supported by the reference; use {sorted(DTYPES)}")
-    if opts["layout"] not in ("nchw", "nhwc"):
-        raise OptionsError(f"unknown layout {opts['layout']!r}")
+    if opts["layout"] not in LAYOUTS[dims]:
+        raise OptionsError(f"layout {opts['layout']!r} is not one of {LAYOUTS[dims]} (spatialDims {dims})")
     if opts["reduction"] not in REDUCTIONS:
         raise OptionsError(f"unknown reduction {opts['reduction']!r}")
     if opts["pool"] not in POOLS:
@@ -317,7 +326,7 @@ def distance(crit, a, b, reduction):
 
 
 def gram(f):
-    """G(F) = F F^T / (C*H*W) per sample."""
+    """G(F) = F F^T / (C*H*W) per sample (C*D*H*W for a volume)."""
     m = f.flatten(2)
     return torch.bmm(m, m.transpose(1, 2)) / (m.shape[1] * m.shape[2])
 
@@ -379,3 +388,27 @@ def segmentation_inputs(logits, labels, ignore_index=255):
     pred = apply_mask(torch.softmax(logits, dim=1), valid)
     target = apply_mask(onehot.movedim(-1, 1).to(logits.dtype), valid)
     return pred, target
+
+
+def instance_mask_loss(net, taps, logits, masks, weights=None, *, layer_weights=None, criterion="l2", reduction="mean",
+                       feature_weight=1, style_weight=0):
+    """instanceMaskLoss: pred = sigmoid(logits) [M, 1, *spatial] against masks, instance i weighted by
+    weights[i]: 'mean' gives sum_i w_i t_i / sum_i w_i (t_i its loss under 'none'), 'sum' gives
+    sum_i w_i s_i (s_i its loss under 'sum'), 'none' the M values w_i t_i. Without weights, the
+    perceptual loss of the whole batch. Each instance's loss is computed on its own, as the
+    definition reads."""
+    opts = dict(layer_weights=layer_weights, criterion=criterion, feature_weight=feature_weight, style_weight=style_weight)
+    pred = torch.sigmoid(logits)
+    if weights is None:
+        return perceptual_loss(features(net, pred, taps), features(net, masks, taps), reduction=reduction, **opts)
+    per_instance = []
+    for i in range(pred.shape[0]):
+        p, t = pred[i:i + 1], masks[i:i + 1]
+        per_instance.append(perceptual_loss(features(net, p, taps), features(net, t, taps),
+                                            reduction="sum" if reduction == "sum" else "mean", **opts))
+    values = torch.stack(per_instance) * torch.tensor(weights, dtype=pred.dtype)
+    if reduction == "none":
+        return values
+    if reduction == "sum":
+        return values.sum()
+    return values.sum() / sum(weights)

@@ -45,7 +45,9 @@ export interface ReferenceOptions {
   seed?: number;
   pool?: 'max' | 'avg';
   dtype?: 'float32' | 'float64';
-  layout?: 'nchw' | 'nhwc';
+  /** 3: volumes, with the 'ncdhw' / 'ndhwc' layouts. */
+  spatialDims?: 2 | 3;
+  layout?: 'nchw' | 'nhwc' | 'ncdhw' | 'ndhwc';
   device?: string;
   checkFinite?: boolean;
 }
@@ -57,13 +59,17 @@ export interface RefCase {
   id: string;
   /** The user's options; see ReferenceOptions. */
   options: ReferenceOptions;
-  /** In the layout of the options: [N, C, H, W] for nchw, [N, H, W, C] for nhwc. */
+  /** In the layout of the options: [N, C, H, W] for nchw, [N, H, W, C] for nhwc, 5-D for volumes. */
   shape: readonly number[];
   /** Row-major in `shape`; the logits of a segmentation case. */
   pred: Float32Array;
   /** Ignored in a segmentation case (one with `labels`). */
   target: Float32Array;
-  /** Class ids [N, H, W]; makes this a segmentation case. */
+  /** pred and target are multiplied by it ([N, *spatial], one value per pixel or voxel). */
+  mask?: Float32Array;
+  /** Makes this an instance-mask case: pred holds the mask logits, `masks` the truth. */
+  instance?: { masks: Float32Array; weights?: readonly number[] };
+  /** Class ids [N, *spatial]; makes this a segmentation case. */
   labels?: Int32Array;
   /** Defaults to 255. */
   ignoreIndex?: number;
@@ -121,7 +127,7 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
       }
       seen.add(c.id);
       const count = c.shape.reduce((a, b) => a * b, 1);
-      if (c.pred.length !== count || (!c.labels && c.target.length !== count)) {
+      if (c.pred.length !== count || (!c.labels && !c.instance && c.target.length !== count)) {
         throw new Error(`reference case ${c.id}: pred/target lengths do not match shape [${c.shape.join(',')}]`);
       }
       const entry: Record<string, unknown> = {
@@ -137,7 +143,10 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
           Object.entries(c.stateDict).map(([name, t], k) => [name, { file: writeRaw(dir, `${c.id}.state${k}.f32`, t.data), shape: t.shape }]),
         );
       }
-      if (c.labels) {
+      if (c.mask) entry.mask = writeRaw(dir, `${c.id}.mask.f32`, c.mask);
+      if (c.instance) {
+        entry.instance = { masks: writeRaw(dir, `${c.id}.masks.f32`, c.instance.masks), weights: c.instance.weights };
+      } else if (c.labels) {
         entry.labels = writeRaw(dir, `${c.id}.labels.i32`, c.labels);
         if (c.ignoreIndex !== undefined) entry.ignoreIndex = c.ignoreIndex;
       } else {

@@ -406,7 +406,7 @@ def instance_mask_loss(net, taps, logits, masks, weights=None, *, layer_weights=
         p, t = pred[i:i + 1], masks[i:i + 1]
         per_instance.append(perceptual_loss(features(net, p, taps), features(net, t, taps),
                                             reduction="sum" if reduction == "sum" else "mean", **opts))
-    values = torch.stack(per_instance) * torch.tensor(weights, dtype=pred.dtype)
+    values = torch.stack(per_instance) * torch.tensor(weights, dtype=pred.dtype, device=pred.device)
     if reduction == "none":
         return values
     if reduction == "sum":

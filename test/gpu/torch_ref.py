@@ -9,8 +9,9 @@ reference/perceptual.py (two folders up, here and in the GPU pack); torch and nu
 A case's "spatialDims" 3 makes it a volume: [N, C, D, H, W] inputs (or channels last, "nhwc": true)
 through the Conv3d network. A case with "instance" is an instance-mask loss: pred is the mask logits
 [M, 1, ...], target the binary masks; the loss is taken of sigmoid(logits), each instance weighted
-(instance.weights, or 1 each) as the SPEC's "Instance masks" says, and the gradient is with respect
-to the logits, by autograd. Its answer also holds "values": the M values under reduction 'none'.
+(instance.weights, or 1 each) as the SPEC's "Instance masks" says (reference.instance_mask_loss), and
+the gradient is with respect to the logits, by autograd. Under reduction 'none' its answer also holds
+"values": the M values w_i t_i.
 """
 import json
 import sys
@@ -49,7 +50,10 @@ def run(case):
     terms = dict(criterion=o["criterion"], feature_weight=o["featureWeight"], style_weight=o["styleWeight"])
     values = None
     if "instance" in case:
-        loss, values = instance_loss(net, taps, p, t, o, terms, case["instance"].get("weights"))
+        # instanceMaskLoss: sigmoid(logits) against the masks, each instance weighted.
+        loss = ref.instance_mask_loss(net, taps, p, t, case["instance"].get("weights"), layer_weights=o["tapWeights"], reduction=o["reduction"], **terms)
+        if o["reduction"] == "none":
+            values = [float(v) for v in loss.detach().cpu()]
     else:
         with torch.no_grad():
             ft = ref.features(net, t, taps)
@@ -62,32 +66,6 @@ def run(case):
     if values is not None:
         answer["values"] = values
     return answer
-
-
-def instance_loss(net, taps, logits, masks, o, terms, weights):
-    """The instance-mask loss of the SPEC by autograd: pred = sigmoid(logits), target = masks; t_i
-    instance i's loss under reduction 'none', s_i under 'sum'; 'mean': sum_i w_i t_i / sum_i w_i,
-    'sum': sum_i w_i s_i, 'none': the vector w_i t_i (its sum is what the gradient is of).
-    Returns the loss and the M values (w_i t_i, w_i s_i or w_i t_i)."""
-    m = logits.shape[0]
-    with torch.no_grad():
-        ft = ref.features(net, masks, taps)
-    fp = ref.features(net, torch.sigmoid(logits), taps)
-    reduction = o["reduction"]
-    if reduction == "sum":
-        # s_i: the 'sum' loss of instance i alone (the network treats every sample on its own).
-        per = torch.stack([ref.perceptual_loss([f[i : i + 1] for f in fp], [f[i : i + 1] for f in ft], o["tapWeights"], reduction="sum", **terms) for i in range(m)])
-    else:
-        per = ref.perceptual_loss(fp, ft, o["tapWeights"], reduction="none", **terms)
-    w = torch.ones(m, dtype=per.dtype, device=per.device) if weights is None else torch.tensor(weights, dtype=per.dtype, device=per.device)
-    weighted = w * per
-    if reduction == "mean":
-        loss = weighted.sum() / w.sum()
-    elif reduction == "sum":
-        loss = weighted.sum()
-    else:
-        loss = weighted
-    return loss, [float(v) for v in weighted.detach().cpu()]
 
 
 def main():

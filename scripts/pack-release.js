@@ -67,7 +67,7 @@ function takeLock() {
 }
 
 /** What the tarballs are made from (tracked and untracked files, not ignored ones). */
-const SOURCES = ['lib', 'native', 'install', 'tools', 'npm', 'scripts/pack-release.js', 'scripts/make-runtime-package.js', 'package.json', 'README.md', 'CMakeLists.txt', 'binding.gyp', 'tsconfig.json'];
+const SOURCES = ['lib', 'native', 'install', 'tools', 'npm', 'scripts/pack-release.js', 'scripts/make-runtime-package.js', 'package.json', 'README.md', 'docs', 'examples', 'CMakeLists.txt', 'binding.gyp', 'tsconfig.json'];
 
 /** Why release/ does not hold this checkout's tarballs (a sentence), or undefined when it does. */
 function staleness() {

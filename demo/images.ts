@@ -68,3 +68,97 @@ export function colourDepth(depth: ArrayLike<number>, valid: Uint8Array | null, 
 export function colourError(pred: ArrayLike<number>, gt: ArrayLike<number>, valid: Uint8Array, offset: number, count: number, top: number): Buffer {
   return paint(count, (i) => (valid[offset + i] ? ramp(HOT, Math.abs(pred[offset + i] - gt[offset + i]) / top) : INVALID));
 }
+
+/** Values from `offset` -> grey RGB bytes, black at `lo` to white at `hi` (clipped). */
+export function greyBytes(values: ArrayLike<number>, offset: number, count: number, lo: number, hi: number): Buffer {
+  return paint(count, (i) => {
+    const v = Math.round(255 * Math.min(1, Math.max(0, (values[offset + i] - lo) / (hi - lo))));
+    return [v, v, v];
+  });
+}
+
+/** Maximum-intensity projection along D of volume `index` of [n, D, H, W] values: H x W values. */
+export function mip(values: ArrayLike<number>, index: number, [d, h, w]: readonly [number, number, number]): Float32Array {
+  const plane = h * w;
+  const out = new Float32Array(plane).fill(-Infinity);
+  const offset = index * d * plane;
+  for (let z = 0; z < d; z++) {
+    for (let p = 0; p < plane; p++) out[p] = Math.max(out[p], values[offset + z * plane + p]);
+  }
+  return out;
+}
+
+/** Colours of a prediction's errors against the truth (Okabe–Ito vermillion, blue and reddish purple). */
+export const OUTCOME = {
+  background: [0, 0, 0] as const,
+  hit: [215, 215, 215] as const,
+  falsePositive: [213, 94, 0] as const,
+  falseNegative: [0, 114, 178] as const,
+  both: [204, 121, 167] as const,
+};
+
+/** Which outcome a pixel shows: a missed and a spurious part at once, either one, a correct foreground, or none. */
+function outcome(missed: boolean, spurious: boolean, hit: boolean): readonly [number, number, number] {
+  if (missed && spurious) return OUTCOME.both;
+  if (missed) return OUTCOME.falseNegative;
+  if (spurious) return OUTCOME.falsePositive;
+  return hit ? OUTCOME.hit : OUTCOME.background;
+}
+
+/**
+ * The errors of volume `index` of binary [n, D, H, W] predictions, projected along D: a column
+ * with a missed vessel voxel is blue, one with a spurious voxel vermillion, one with both reddish
+ * purple, one whose vessel voxels are all found light grey.
+ */
+export function colourVolumeErrors(pred: ArrayLike<number>, truth: ArrayLike<number>, index: number, [d, h, w]: readonly [number, number, number]): Buffer {
+  const plane = h * w;
+  const offset = index * d * plane;
+  return paint(plane, (p) => {
+    let [missed, spurious, hit] = [false, false, false];
+    for (let z = 0; z < d; z++) {
+      const v = offset + z * plane + p;
+      if (truth[v] && !pred[v]) missed = true;
+      else if (!truth[v] && pred[v]) spurious = true;
+      else if (truth[v]) hit = true;
+    }
+    return outcome(missed, spurious, hit);
+  });
+}
+
+/** Instances' colours (Okabe–Ito, without the error colours' vermillion and blue). */
+export const INSTANCE_PALETTE: ReadonlyArray<readonly [number, number, number]> = [
+  [230, 159, 0],
+  [86, 180, 233],
+  [0, 158, 115],
+  [240, 228, 66],
+  [204, 121, 167],
+  [150, 150, 150],
+];
+/** A pixel that two or more predicted masks claim. */
+export const CLAIMED_TWICE: readonly [number, number, number] = [255, 255, 255];
+
+/**
+ * The instance masks of one image (`masks[k]` reads mask k at a pixel: 0/1 or a probability,
+ * counted above 0.5) as one picture: each instance in its colour, a pixel claimed by two white.
+ */
+export function colourInstances(masks: Array<(p: number) => number>, count: number): Buffer {
+  return paint(count, (p) => {
+    const on = masks.flatMap((m, k) => (m(p) > 0.5 ? [k] : []));
+    if (on.length === 0) return [30, 30, 30];
+    return on.length > 1 ? CLAIMED_TWICE : INSTANCE_PALETTE[on[0] % INSTANCE_PALETTE.length];
+  });
+}
+
+/** The errors of one image's predicted instance masks (probabilities, counted above 0.5) against the truth. */
+export function colourInstanceErrors(pred: Array<(p: number) => number>, truth: Array<(p: number) => number>, count: number): Buffer {
+  return paint(count, (p) => {
+    let [missed, spurious, hit] = [false, false, false];
+    pred.forEach((m, k) => {
+      const [predicted, real] = [m(p) > 0.5, truth[k](p) > 0.5];
+      if (real && !predicted) missed = true;
+      else if (!real && predicted) spurious = true;
+      else if (real) hit = true;
+    });
+    return outcome(missed, spurious, hit);
+  });
+}

@@ -18,7 +18,10 @@ function cmakeJsRange() {
   return JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).devDependencies?.['cmake-js'] ?? '8';
 }
 
-/** npm itself: the one running this script's lifecycle (npm_execpath), else the npm on PATH. */
+/**
+ * npm itself: the one running this script's lifecycle (npm_execpath), else the npm on PATH.
+ * @returns {[string, string[]]} the command and its leading arguments
+ */
 function npmCommand() {
   const cli = process.env.npm_execpath;
   return cli && /\.[cm]?js$/.test(cli) && fs.existsSync(cli) ? [process.execPath, [cli]] : [process.platform === 'win32' ? 'npm.cmd' : 'npm', []];

@@ -177,7 +177,6 @@ Tensor distanceGrad(const Config& config, const Tensor& a, const Tensor& b, doub
     perElement /= static_cast<double>(numel / a.size(0));
   }
   Tensor diff = ops::sub(a, b);
-  if (factors.defined()) ops::mulInPlace(diff, perSample(factors, diff));
   switch (config.criterion) {
     case Criterion::L2: ops::mulInPlace(diff, 2.0 * perElement); break;
     case Criterion::L1:
@@ -190,6 +189,8 @@ Tensor distanceGrad(const Config& config, const Tensor& a, const Tensor& b, doub
       ops::mulInPlace(diff, perElement);
       break;
   }
+  // After the criterion's own derivative: sign and clamp see the differences, not their weights.
+  if (factors.defined()) ops::mulInPlace(diff, perSample(factors, diff));
   return diff;
 }
 

@@ -61,8 +61,10 @@ function measureMemory(sides, shapes, threads, progress) {
           out.push({ ...r, side: side.name, shape, mode, env: mallocEnv, stepPeakMiB: (r.hwmAfterKiB - r.rssBeforeKiB) / 1024, baselineMiB: r.rssBeforeKiB / 1024 });
           progress(`memory ${shape} (${mode}) ${side.name}: +${((r.hwmAfterKiB - r.rssBeforeKiB) / 1024).toFixed(1)} MiB`);
         } catch (e) {
-          out.push({ side: side.name, shape, mode, error: e.message.split('\n')[0] });
-          progress(`memory ${shape} (${mode}) ${side.name}: failed: ${e.message.split('\n')[0]}`);
+          // The child's stderr (its last lines) says why; the first line only names the command.
+          const why = e.message.split('\n').slice(1).filter(Boolean).slice(-3).join(' | ');
+          out.push({ side: side.name, shape, mode, error: e.message.split('\n')[0], stderrTail: e.message.slice(-3000) });
+          progress(`memory ${shape} (${mode}) ${side.name}: failed: ${e.message.split('\n')[0]}${why ? `\n  ${why}` : ''}`);
         }
       }
     }

@@ -5,7 +5,8 @@
 //   node bench/package_child.js serve
 //       {"cmd": "hello"}                              versions, the binary and the CPU features
 //       {"cmd": "threads", "n": N}                    setNumThreads(N)
-//       {"cmd": "setup", "shape": [...], "variant": V}  build the loss (not timed)
+//       {"cmd": "setup", "shape": [...], "variant": V}  build the loss and take one warm step (not
+//                                                     timed); {"error": ...} where V cannot run here
 //     A shape [N, C, H, W] is an image batch (the default loss, vgg19); [N, C, D, H, W] a batch of
 //     volumes: spatialDims 3 with its defaults (the documented 3-D arch and taps, layout 'ncdhw').
 //       {"cmd": "prepare", "shape": [...], "variant": V}  prepareTarget of one random target
@@ -152,7 +153,16 @@ function serve() {
       switch (req.cmd) {
         case 'hello': reply = hello(pkg); break;
         case 'threads': pkg.setNumThreads(req.n); reply = { threads: pkg.runtime().numThreads }; break;
-        case 'setup': side.lossFor(req.shape, req.variant); reply = {}; break;
+        case 'setup':
+          // As the PyTorch side does: a variant that cannot run here (a dtype this libtorch lacks
+          // for an op) is reported by one warm step, not fatal to the run.
+          try {
+            side.step('lossAndGrad', req.shape, req.variant);
+            reply = {};
+          } catch (e) {
+            reply = { error: `${e.code ? `${e.code}: ` : ''}${e.message.split('\n')[0]}` };
+          }
+          break;
         case 'prepare': side.prepare(req.shape, req.variant); reply = {}; break;
         case 'step': reply = { ms: side.step(req.path, req.shape, req.variant) }; break;
         case 'check': {

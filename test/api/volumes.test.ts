@@ -12,6 +12,7 @@ import {
   denseLoss,
   depthLoss,
   PerceptualLoss,
+  runtime,
   segmentationLoss,
   setNumThreads,
   Tensor,
@@ -249,6 +250,29 @@ describe('the loss on volumes', () => {
     expect(terms.every((t) => t.style > 0)).toBe(true);
     const total = terms.reduce((s, t) => s + t.feature + t.style, 0);
     expect(Math.abs(total - value) / value).toBeLessThan(1e-5);
+  });
+});
+
+describe('dtypes on volumes', () => {
+  const [p, t] = [host(SHAPE3, 33), host(SHAPE3, 34)];
+
+  it.skipIf(!runtime().cpu.bfloat16)('bfloat16 (a CPU with AVX512-BF16 or AMX-BF16): close to float32, with float32 results', () => {
+    const f32 = keep(new PerceptualLoss(SMALL3)).lossAndGrad(p, t);
+    const bf16 = keep(new PerceptualLoss({ ...SMALL3, dtype: 'bfloat16' })).lossAndGrad(p, t);
+    expect(bf16.grad).toBeInstanceOf(Float32Array);
+    // As test/fuzz/bfloat16.test.ts bounds bf16 against float32: 8 bits of mantissa.
+    expect(Math.abs(bf16.loss - f32.loss) / f32.loss).toBeLessThan(2e-2);
+    const norm = (d: ArrayLike<number>) => Math.sqrt(Array.from(d).reduce((s, v) => s + v * v, 0));
+    expect(norm(bf16.grad.map((g, i) => g - f32.grad[i])) / norm(f32.grad)).toBeLessThan(0.25);
+  });
+
+  it('float64 with Float64Array inputs: close to float32, with Float64Array results', () => {
+    const f32 = keep(new PerceptualLoss(SMALL3)).lossAndGrad(p, t);
+    const p64 = { data: Float64Array.from(p.data), shape: SHAPE3 };
+    const f64 = keep(new PerceptualLoss({ ...SMALL3, dtype: 'float64' })).lossAndGrad(p64, { data: Float64Array.from(t.data), shape: SHAPE3 });
+    expect(f64.grad).toBeInstanceOf(Float64Array);
+    expect(Math.abs(f64.loss - f32.loss) / f64.loss).toBeLessThan(1e-5);
+    expect(maxRelError(f32.grad, f64.grad)).toBeLessThan(1e-4);
   });
 });
 

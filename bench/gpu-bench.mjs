@@ -154,6 +154,11 @@ try {
   torch = JSON.parse(fs.readFileSync(torchFile, 'utf8'));
 } catch (error) {
   console.log(`PyTorch side failed: ${error.message}`);
+  // It writes its JSON after every row: keep what it measured before it failed or ran out of time.
+  if (fs.existsSync(torchFile)) {
+    torch = { ...JSON.parse(fs.readFileSync(torchFile, 'utf8')), failed: error.message.split('\n')[0] };
+    console.log(`PyTorch side: keeping the ${Object.keys(torch.shapes).length} rows it measured`);
+  }
 }
 
 const summary = {};
@@ -235,10 +240,11 @@ if (result.parity) {
   for (const p of result.parity) worst[p.bound] = Math.max(worst[p.bound] ?? 0, p.lossRelErr, p.gradRelErr);
   lines.push(`parity (worst relative error per bound): ${Object.entries(worst).map(([b, e]) => `${e.toExponential(1)} <= ${b}`).join(', ')}`);
 }
+if (torch?.failed) lines.push(`PyTorch side failed (${torch.failed}); the rows it measured before are kept`);
 const failed = Object.entries(pkg).flatMap(([key, variants]) => Object.entries(variants).filter(([, r]) => r.error).map(([name, r]) => `${key} ${name}: ${r.error}`));
 if (failed.length) lines.push(`package variants that failed: ${failed.join('; ')}`);
 lines.push(`full results: ${path.join(out, 'bench.json')} and ${recordName}`);
 fs.writeFileSync(path.join(out, 'table.txt'), lines.join('\n') + '\n');
 console.log(lines.join('\n'));
 // No PyTorch figures, or a shape where no package variant ran: the bench failed.
-if (!torch || Object.values(summary).some((r) => r.error)) process.exit(1);
+if (!torch || torch.failed || Object.values(summary).some((r) => r.error)) process.exit(1);

@@ -8,7 +8,10 @@ A step is the loss and d loss / d pred of vgg19 with five taps (relu1_2 ... relu
 random frozen weights, the network cut after the deepest tap. Two users:
   typical: float32, NCHW, eval(), target under torch.no_grad(), torch.autograd.grad(loss, pred);
   expert:  the same under bfloat16 autocast (loss in float32), channels-last model and inputs,
-           cudnn.benchmark, and torch.compile of the network when it works here (within the budget).
+           cudnn.benchmark, and torch.compile of the network when it works here (within the budget,
+           which counts from the first compile: every eager row is measured before any compile).
+The JSON is written after every row ("complete": false until the end), so a run cut short keeps
+what it measured.
 Every step gets fresh random inputs (drawn before its timer starts); CUDA events time it; the
 median of `steps` timed steps after `warmup` is reported, with the peak memory above the resident
 model and inputs. Also measures the card's dense bfloat16 matmul rate, the yardstick for "% of peak".
@@ -202,13 +205,44 @@ def main():
         "shapes": {},
         "network3d": {k: NET3D[k] for k in ("arch", "layers")} if grid3d else None,
     }
+    result["complete"] = False
+
+    def save():
+        # After every row: a run cut short (the caller's timeout) keeps what it measured.
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+    def release():
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    save()
+    # Eager first, every row (the volumes too), then torch.compile within its budget: a slow
+    # compile cannot cost the eager figures.
+    for shape in grid:
+        key = "x".join(map(str, shape))
+        row = {"typical": measure(device, shape, False, False, args.warmup, args.steps)}
+        row["expert_eager"] = measure(device, shape, True, False, args.warmup, args.steps)
+        row["expert_compiled"] = {"skipped": "not reached"}
+        row["expert"] = {**row["expert_eager"], "which": "eager"}
+        result["shapes"][key] = row
+        release()
+        save()
+    for shape in grid3d:
+        key = "x".join(map(str, shape))
+        row = {
+            "typical": measure(device, shape, False, False, args.warmup3d, args.steps3d),
+            "expert_eager": measure(device, shape, True, False, args.warmup3d, args.steps3d),
+            "expert_compiled": {"skipped": "not tried for volumes: the suite's time budget"},
+        }
+        row["expert"] = {**row["expert_eager"], "which": "eager"}
+        result["shapes"][key] = row
+        release()
+        save()
     budget_end = time.perf_counter() + args.compile_budget
     can_compile = hasattr(torch, "compile")
     for shape in grid:
-        key = "x".join(map(str, shape))
-        row = {}
-        row["typical"] = measure(device, shape, False, False, args.warmup, args.steps)
-        row["expert_eager"] = measure(device, shape, True, False, args.warmup, args.steps)
+        row = result["shapes"]["x".join(map(str, shape))]
         if not can_compile:
             row["expert_compiled"] = {"skipped": "torch.compile is not in this torch"}
         elif time.perf_counter() > budget_end:
@@ -221,22 +255,10 @@ def main():
         best = [r for r in (row["expert_eager"], row["expert_compiled"]) if "median_ms" in r]
         row["expert"] = min(best, key=lambda r: r["median_ms"])
         row["expert"] = {**row["expert"], "which": "compiled" if row["expert"] is row["expert_compiled"] else "eager"}
-        result["shapes"][key] = row
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    for shape in grid3d:
-        key = "x".join(map(str, shape))
-        row = {
-            "typical": measure(device, shape, False, False, args.warmup3d, args.steps3d),
-            "expert_eager": measure(device, shape, True, False, args.warmup3d, args.steps3d),
-            "expert_compiled": {"skipped": "not tried for volumes: the suite's time budget"},
-        }
-        row["expert"] = {**row["expert_eager"], "which": "eager"}
-        result["shapes"][key] = row
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+        release()
+        save()
+    result["complete"] = True
+    save()
 
 
 if __name__ == "__main__":

@@ -85,7 +85,8 @@ const CASES = [
   { name: 'weights, mean', options: BASE, how: { weights: WEIGHTS } },
   { name: 'weights, sum', options: { ...BASE, reduction: 'sum' }, how: { weights: WEIGHTS } },
   { name: "weights, 'none' (the M values w_i t_i)", options: { ...BASE, reduction: 'none' }, how: { weights: WEIGHTS } },
-  { name: 'no weights, l1 + style', options: { ...BASE, criterion: 'l1', styleWeight: 0.5 }, how: {} },
+  { name: 'weights, l1 + style', options: { ...BASE, criterion: 'l1', styleWeight: 0.5 }, how: { weights: WEIGHTS } },
+  { name: 'weights, smooth_l1, sum', options: { ...BASE, criterion: 'smooth_l1', reduction: 'sum' }, how: { weights: WEIGHTS } },
   { name: 'weights, Tensors on the device', options: BASE, how: { weights: WEIGHTS, tensors: true } },
   { name: 'weights, uint8 masks, lossAndGradAsync', options: BASE, how: { weights: WEIGHTS, async: true, m: ballMasks(SHAPE, Uint8Array) } },
   {

@@ -134,6 +134,10 @@ if [ "${PL_SUITE_SKIP:-}" != stable ]; then
 fi
 # ---------------------------------------------------------------- the short table, last
 log "done; files in $out"
+# The budget of /work/shared/GPU.md: a lent GPU gives 15 minutes in all, machine start included, and
+# the suite must leave room for one rerun.
+elapsed=$(($(date +%s) - started))
+[ "$mode" = gpu ] && [ "$elapsed" -gt 480 ] && echo "gpu-suite: WARNING: took ${elapsed} s, over the 480 s budget (GPU.md): trim it before the next run"
 grep -E "^ℹ (tests|pass|fail|skipped) " "$out/tests.txt" 2>/dev/null | tr '\n' ' '
 echo
 [ -f "$out/table.txt" ] && cat "$out/table.txt"

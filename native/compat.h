@@ -96,6 +96,12 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
 }
 #endif
 
+// CPU 3-D pools without a bfloat16 kernel run in float32, which holds every bfloat16 value
+// exactly, and round back once: 1.13 has none for either pool, 2.x none for the average pool.
+inline bool poolInFloat(const at::Tensor& x, bool average) {
+  return (average || TORCH_VERSION_MAJOR < 2) && x.dim() == 5 && x.is_cpu() && x.scalar_type() == at::kBFloat16;
+}
+
 // The 2x2 (2x2x2 for a volume) average pool's backward.
 inline at::Tensor avgPoolBackward(const at::Tensor& gradOutput, const at::Tensor& input) {
   const std::vector<int64_t> twos(static_cast<size_t>(input.dim() - 2), 2), zeros(twos.size(), 0);

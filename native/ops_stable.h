@@ -337,12 +337,21 @@ inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, con
       input.dim() == 5 ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward", "",
       gradOutput, input, twos, twos, detail::perAxis(input, 0), detail::perAxis(input, 1), false, indices);
 }
+// The CPU's 3-D average pool has no bfloat16 kernel (2.13): it runs in float32, which holds every
+// bfloat16 value exactly, and rounds back once.
+inline bool avgPoolInFloat(const Tensor& x) {
+  return x.dim() == 5 && x.is_cpu() && x.scalar_type() == ScalarType::BFloat16;
+}
 inline Tensor avgPool(const Tensor& x) {
+  if (avgPoolInFloat(x)) return to(avgPool(to(x, ScalarType::Float)), ScalarType::BFloat16);
   const detail::Ints twos = detail::perAxis(x, 2);
   return detail::call(x.dim() == 5 ? "aten::avg_pool3d" : "aten::avg_pool2d", "", x, twos, twos, detail::perAxis(x, 0),
                       false, true, std::optional<int64_t>());
 }
 inline Tensor avgPoolBackward(const Tensor& gradOutput, const Tensor& input) {
+  if (avgPoolInFloat(input)) {
+    return to(avgPoolBackward(to(gradOutput, ScalarType::Float), to(input, ScalarType::Float)), ScalarType::BFloat16);
+  }
   const detail::Ints twos = detail::perAxis(input, 2);
   return detail::call(input.dim() == 5 ? "aten::avg_pool3d_backward" : "aten::avg_pool2d_backward", "", gradOutput,
                       input, twos, twos, detail::perAxis(input, 0), false, true, std::optional<int64_t>());

@@ -251,7 +251,9 @@ Forward runForward(const Network& net, const Config& config, const Tensor& x, bo
         reluDone = net.oneDnn && config.checkFinite && !tapped[i] && i + 1 < count &&
                    net.modules[i + 1].kind == ModuleKind::ReLU;
         out = convForward(net, c, h, reluDone);
-        if (forBackward) fwd.saved[i].input = h;
+        // oneDNN's input gradient is a forward conv of the output gradient alone: keeping the
+        // input would hold a pool's output (or the input copy) to the end of the backward pass.
+        if (forBackward && !net.oneDnn) fwd.saved[i].input = h;
         break;
       }
       case ModuleKind::ReLU:
@@ -448,12 +450,13 @@ TargetFeatures prepareTarget(const Network& net, const Config& config, const Ten
   return prepared;
 }
 
-LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred, const TargetFeatures& target,
-                       bool wantGrad, const Tensor& sampleFactors) {
+LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred,
+                       std::shared_ptr<const TargetFeatures> target, bool wantGrad, const Tensor& sampleFactors) {
   Forward fwd = runForward(net, config, pred, wantGrad);
   std::vector<Tensor> tapGrads;
-  LossResult result = reduceTaps(config, fwd.taps, target, wantGrad, sampleFactors, tapGrads);
+  LossResult result = reduceTaps(config, fwd.taps, *target, wantGrad, sampleFactors, tapGrads);
   fwd.taps.clear();
+  target.reset();
   if (wantGrad) result.grad = runBackward(net, config, fwd, tapGrads);
   return result;
 }
@@ -480,8 +483,9 @@ LossResult lossAndGradSegmentation(const Network& net, const Config& config, con
   for (int64_t d = 1; d + 1 < oneHot.dim(); ++d) classesFirst.push_back(d);
   const Tensor target =
       ops::mul(ops::to(ops::permute(oneHot, classesFirst), config.dtype), ops::to(mask, config.dtype));
-  LossResult result =
-      lossAndGrad(net, config, ops::contiguous(pred), prepareTarget(net, config, ops::contiguous(target)), wantGrad);
+  LossResult result = lossAndGrad(
+      net, config, ops::contiguous(pred),
+      std::make_shared<const TargetFeatures>(prepareTarget(net, config, ops::contiguous(target))), wantGrad);
   if (wantGrad) {
     // Through the mask, then the softmax: dL/dz = p * (g - sum_c g p).
     Tensor g = ops::to(result.grad, logits.scalar_type());
@@ -495,8 +499,9 @@ LossResult lossAndGradInstanceMasks(const Network& net, const Config& config, co
                                     const Tensor& sampleFactors, bool wantGrad) {
   // As the segmentation's softmax: the sigmoid and its backward run in the logits' dtype.
   const Tensor probs = ops::sigmoid(logits);
-  LossResult result = lossAndGrad(net, config, ops::contiguous(ops::to(probs, config.dtype)),
-                                  prepareTarget(net, config, masks), wantGrad, sampleFactors);
+  LossResult result =
+      lossAndGrad(net, config, ops::contiguous(ops::to(probs, config.dtype)),
+                  std::make_shared<const TargetFeatures>(prepareTarget(net, config, masks)), wantGrad, sampleFactors);
   if (wantGrad) {
     // d sigmoid(z) / dz = p (1 - p) = p - p^2.
     const Tensor g = ops::to(result.grad, logits.scalar_type());

@@ -105,8 +105,11 @@ TargetFeatures prepareTarget(const Network& net, const Config& config, const Ten
 // result, its per-sample value taken as under 'sum' (Reduction::Sum) or as under 'none' (Mean and
 // None). Mean then sums the weighted values (the caller normalises the factors), Sum sums them,
 // None gives them per sample. Without factors, Mean averages every element of a tap.
-LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred, const TargetFeatures& target,
-                       bool wantGrad, const Tensor& sampleFactors = Tensor());
+// `target` is let go of before the backward pass: its features are not needed there, and a step's
+// peak memory falls by their size unless the caller (a prepared target) keeps them.
+LossResult lossAndGrad(const Network& net, const Config& config, const Tensor& pred,
+                       std::shared_ptr<const TargetFeatures> target, bool wantGrad,
+                       const Tensor& sampleFactors = Tensor());
 
 // The dtype the logits come in: the compute dtype, or float32 under a reduced one.
 ops::ScalarType segmentationLogitsType(const Config& config);

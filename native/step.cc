@@ -62,7 +62,7 @@ LossOutput computeLoss(const Call& call, bool wantGrad) {
     const Tensor pred = toCompute(predIn, call.layout, config.device, config.dtype, config.channelsLast);
     check(pred, "pred");
     cuda::Step out;
-    out.result = perceptual::lossAndGrad(net, config, pred, *target, wantGrad);
+    out.result = perceptual::lossAndGrad(net, config, pred, std::move(target), wantGrad);
     if (!flags.empty()) out.finite = ops::stack(flags);
     return out;
   };

@@ -1,6 +1,6 @@
 // Property-based fuzzing of dtype 'bfloat16' on the CPU (test/helpers/fuzz.ts says how to replay a
 // failure): every method, sync and async, host arrays and Tensors, prepared targets, segmentation
-// and both layouts, against the same loss in float32. Where the CPU lacks AVX512-BF16 and AMX-BF16,
+// and both layouts, against the same loss in float32; for images and for volumes (spatialDims: 3). Where the CPU lacks AVX512-BF16 and AMX-BF16,
 // every method's loss is refused at construction with ERR_DTYPE instead.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -11,6 +11,7 @@ import {
   dataArb,
   describeTotals,
   expectSameBits,
+  extrasArb,
   expectThrowsCode,
   FUZZ_RUNS,
   fuzzParams,
@@ -21,8 +22,12 @@ import {
   METHODS,
   release,
   setupFuzzFile,
+  shapeIn,
   tinyConfigArb,
+  tinyVolumeConfigArb,
+  type Layout,
   type Method,
+  type TinyConfig,
 } from '../helpers/fuzz';
 import * as ref from '../helpers/js-reference';
 import { mulberry32 } from '../helpers/random';
@@ -36,19 +41,25 @@ const FEATURE_RTOL = 2e-2;
 /** ||g_bf16 - g_f32|| / ||g_f32||: far looser, as PyTorch's own bf16 autocast is (see test/parity/bfloat16.test.ts). */
 const GRAD_RTOL = 0.25;
 
-const caseArb = fc.record({
-  config: tinyConfigArb,
+const caseFields = {
   method: fc.constantFrom<Method>(...METHODS),
   batch: fc.integer({ min: 1, max: 2 }),
-  extraH: fc.integer({ min: 0, max: 5 }),
-  extraW: fc.integer({ min: 0, max: 5 }),
+};
+const dataFields = {
   pred: dataArb.map((d) => ({ ...d, kind: 'randn' as const })),
   target: dataArb.map((d) => ({ ...d, kind: 'randn' as const })),
   tensors: fc.boolean(),
   labelSeed: fc.nat(),
-});
+};
 
-type Case = typeof caseArb extends fc.Arbitrary<infer T> ? T : never;
+const caseArb = fc
+  .record({ config: tinyConfigArb, ...caseFields, extraH: fc.integer({ min: 0, max: 5 }), extraW: fc.integer({ min: 0, max: 5 }), ...dataFields })
+  .map(({ extraH, extraW, ...c }) => ({ ...c, extras: [extraH, extraW] }));
+
+/** Volumes: [N, C, D, H, W] or [N, D, H, W, C], a few voxels per axis. */
+const volumeCaseArb = fc.record({ config: tinyVolumeConfigArb, ...caseFields, extras: extrasArb(3, 3), ...dataFields });
+
+type Case = typeof volumeCaseArb extends fc.Arbitrary<infer T> ? T : never;
 
 const norm = (a: ArrayLike<number>) => Math.sqrt(Array.from(a).reduce((sum, v) => sum + v * v, 0));
 
@@ -101,7 +112,7 @@ function expectGradClose(actual: Float32Array, expected: Float32Array, criterion
  * gradient norm of the network with |weights| on |inputs|, and for segmentation the norm of
  * d loss / d softmax output (d loss / d logits = p (g - sum_c g p) can cancel far below it).
  */
-function scalesOf(f32: PerceptualLoss, method: Method, x: Inputs, config: { js: ref.JsOptions; layout: 'nchw' | 'nhwc' }): { magnitude: unknown; gradScale: number } {
+function scalesOf(f32: PerceptualLoss, method: Method, x: Inputs, config: { js: ref.JsOptions; layout: Layout }): { magnitude: unknown; gradScale: number } {
   const convs = ref.convsOf(f32.stateDict());
   const absConvs = convs.map((cv) => ({ weight: Array.from(cv.weight, Math.abs), bias: Array.from(cv.bias, Math.abs) }));
   const abs = (d: Float32Array) => toNchw64(Float32Array.from(d, Math.abs), x.shape, config.layout);
@@ -130,12 +141,13 @@ function inputsOf(c: Case): Inputs {
   // difference of nearly equal terms, and a saturated one (scale 30) is ill-conditioned in any
   // precision; neither can be held to a relative bound in bf16.
   if (c.method.startsWith('lossAndGradSegmentation')) c = { ...c, pred: { ...c.pred, scale: 1 } };
-  const [h, w] = [minSize + c.extraH, minSize + c.extraW];
+  const spatial = c.extras.map((e) => minSize + e);
   const channels = js.inChannels;
-  const shape = layout === 'nhwc' ? [c.batch, h, w, channels] : [c.batch, channels, h, w];
+  const shape = shapeIn(layout, c.batch, channels, spatial);
+  const labelShape = [c.batch, ...spatial];
   const rand = mulberry32(c.labelSeed);
-  const labels = Int32Array.from({ length: c.batch * h * w }, () => (rand() < 0.1 ? 255 : Math.floor(rand() * channels)));
-  return { shape, pred: materialize(c.pred, count(shape)), target: materialize(c.target, count(shape)), labels, labelShape: [c.batch, h, w] };
+  const labels = Int32Array.from({ length: count(labelShape) }, () => (rand() < 0.1 ? 255 : Math.floor(rand() * channels)));
+  return { shape, pred: materialize(c.pred, count(shape)), target: materialize(c.target, count(shape)), labels, labelShape };
 }
 
 /** One call of `method` on `loss`; results as host values (Tensors read back and released). */
@@ -186,61 +198,63 @@ async function call(loss: PerceptualLoss, method: Method, x: Inputs, tensors: bo
   }
 }
 
+/** One case: the bfloat16 loss against the same loss in float32, and against its own twin call. */
+async function runCase(c: Case): Promise<void> {
+  const options: PerceptualLossOptions = { ...c.config.options, device: 'cpu' };
+  const x = inputsOf(c);
+  using bf = new PerceptualLoss({ ...options, dtype: 'bfloat16' });
+  using f32 = new PerceptualLoss({ ...options, dtype: 'float32' });
+  expect(bf.options.dtype).toBe('bfloat16');
+  const got = await call(bf, c.method, x, c.tensors);
+  const want = await call(f32, c.method, x, c.tensors);
+  // The async twin (or the sync one) gives the same bits; a prepared target, those of the plain call.
+  const twin = (c.method === 'prepareTarget' ? 'lossAndGrad' : isAsync(c.method) ? c.method.slice(0, -'Async'.length) : `${c.method}Async`) as Method;
+  const again = await call(bf, twin, x, c.tensors);
+  if (want.features) {
+    expect(got.features!.length).toBe(want.features.length);
+    // Rounding inside the convs scales with the features of |weights| on |inputs|.
+    const absConvs = ref.convsOf(f32.stateDict()).map((cv) => ({ weight: Array.from(cv.weight, Math.abs), bias: Array.from(cv.bias, Math.abs) }));
+    const scales = ref.features(c.config.js, absConvs, toNchw64(Float32Array.from(x.pred, Math.abs), x.shape, c.config.layout)).map((f) => norm(f.data));
+    got.features!.forEach((f, i) => {
+      expect(f).toBeInstanceOf(Float32Array);
+      const bound = FEATURE_RTOL * (norm(want.features![i]) + scales[i]) + 1e-30;
+      expect(relNorm(f, want.features![i]) * norm(want.features![i]), `features[${i}]: relative difference ${relNorm(f, want.features![i])}`).toBeLessThanOrEqual(bound);
+      expectSameBits(again.features![i], f, `features[${i}] of ${twin}`);
+    });
+    return;
+  }
+  const { magnitude, gradScale } = scalesOf(f32, c.method, x, c.config);
+  expectLossClose(got.value, want.value, magnitude);
+  if (want.grad) expectGradClose(got.grad!, want.grad, c.config.js.criterion, gradScale);
+  if (typeof got.value === 'number') expect(again.value).toBe(got.value);
+  else expectSameBits(again.value as Float32Array, got.value as Float32Array, `loss of ${twin}`);
+  if (got.grad) expectSameBits(again.grad!, got.grad, `grad of ${twin}`);
+}
+
+/** Where the CPU lacks bfloat16: the loss is refused at construction, naming what is missing. */
+function runRefusal(c: { config: TinyConfig }): void {
+  const e = expectThrowsCode(() => new PerceptualLoss({ ...c.config.options, device: 'cpu', dtype: 'bfloat16' }), ['ERR_DTYPE']);
+  expect(e.message).toContain(runtime().cpu.bfloat16Missing);
+}
+
 describe.skipIf(!BF16)('bfloat16 on this CPU (one with AVX512-BF16 or AMX-BF16)', () => {
   it('every method, sync and async, host arrays and Tensors, prepared targets, segmentation, both layouts: close to float32', async () => {
-    await fc.assert(
-      fc.asyncProperty(
-        caseArb,
-        counted('bfloat16', async (c) => {
-          const options: PerceptualLossOptions = { ...c.config.options, device: 'cpu' };
-          const x = inputsOf(c);
-          using bf = new PerceptualLoss({ ...options, dtype: 'bfloat16' });
-          using f32 = new PerceptualLoss({ ...options, dtype: 'float32' });
-          expect(bf.options.dtype).toBe('bfloat16');
-          const got = await call(bf, c.method, x, c.tensors);
-          const want = await call(f32, c.method, x, c.tensors);
-          // The async twin (or the sync one) gives the same bits; a prepared target, those of the plain call.
-          const twin = (c.method === 'prepareTarget' ? 'lossAndGrad' : isAsync(c.method) ? c.method.slice(0, -'Async'.length) : `${c.method}Async`) as Method;
-          const again = await call(bf, twin, x, c.tensors);
-          if (want.features) {
-            expect(got.features!.length).toBe(want.features.length);
-            // Rounding inside the convs scales with the features of |weights| on |inputs|.
-            const absConvs = ref.convsOf(f32.stateDict()).map((cv) => ({ weight: Array.from(cv.weight, Math.abs), bias: Array.from(cv.bias, Math.abs) }));
-            const scales = ref.features(c.config.js, absConvs, toNchw64(Float32Array.from(x.pred, Math.abs), x.shape, c.config.layout)).map((f) => norm(f.data));
-            got.features!.forEach((f, i) => {
-              expect(f).toBeInstanceOf(Float32Array);
-              const bound = FEATURE_RTOL * (norm(want.features![i]) + scales[i]) + 1e-30;
-              expect(relNorm(f, want.features![i]) * norm(want.features![i]), `features[${i}]: relative difference ${relNorm(f, want.features![i])}`).toBeLessThanOrEqual(bound);
-              expectSameBits(again.features![i], f, `features[${i}] of ${twin}`);
-            });
-            return;
-          }
-          const { magnitude, gradScale } = scalesOf(f32, c.method, x, c.config);
-          expectLossClose(got.value, want.value, magnitude);
-          if (want.grad) expectGradClose(got.grad!, want.grad, c.config.js.criterion, gradScale);
-          if (typeof got.value === 'number') expect(again.value).toBe(got.value);
-          else expectSameBits(again.value as Float32Array, got.value as Float32Array, `loss of ${twin}`);
-          if (got.grad) expectSameBits(again.grad!, got.grad, `grad of ${twin}`);
-        }),
-      ),
-      fuzzParams(FUZZ_RUNS.bfloat16),
-    );
+    await fc.assert(fc.asyncProperty(caseArb, counted('bfloat16', runCase)), fuzzParams(FUZZ_RUNS.bfloat16));
+  }, 600_000);
+
+  it("volumes (spatialDims 3): every method, sync and async, host arrays and Tensors, prepared targets, segmentation, 'ncdhw' and 'ndhwc': close to float32", async () => {
+    await fc.assert(fc.asyncProperty(volumeCaseArb, counted('bfloat16Volume', runCase)), fuzzParams(FUZZ_RUNS.bfloat16Volume));
   }, 600_000);
 });
 
 describe.skipIf(BF16)('bfloat16 where this CPU lacks it', () => {
   it('every configuration is refused at construction with ERR_DTYPE', () => {
-    fc.assert(
-      fc.property(
-        caseArb,
-        counted('bfloat16', (c) => {
-          const e = expectThrowsCode(() => new PerceptualLoss({ ...c.config.options, device: 'cpu', dtype: 'bfloat16' }), ['ERR_DTYPE']);
-          expect(e.message).toContain(runtime().cpu.bfloat16Missing);
-        }),
-      ),
-      fuzzParams(FUZZ_RUNS.bfloat16),
-    );
+    fc.assert(fc.property(caseArb, counted('bfloat16', runRefusal)), fuzzParams(FUZZ_RUNS.bfloat16));
+  });
+
+  it('every volume configuration (spatialDims 3) is refused at construction with ERR_DTYPE', () => {
+    fc.assert(fc.property(volumeCaseArb, counted('bfloat16Volume', runRefusal)), fuzzParams(FUZZ_RUNS.bfloat16Volume));
   });
 });
 
-describeTotals(['bfloat16']);
+describeTotals(['bfloat16', 'bfloat16Volume']);

@@ -1,6 +1,6 @@
 // Property-based fuzzing of checkFinite: false (test/helpers/fuzz.ts says how to replay a failure):
 // NaN and Inf in pred or target propagate to the loss and the gradient as PyTorch's rules say
-// (test/helpers/js-reference.ts), per sample, through every path.
+// (test/helpers/js-reference.ts), per sample, through every path; in images and in volumes.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PerceptualLoss, Tensor } from '../../lib/index';
@@ -14,6 +14,7 @@ import {
   describeTotals,
   expectClose,
   expectCloseNorm,
+  extrasArb,
   FLOAT32_MAGNITUDE,
   fromNchw,
   FUZZ_RUNS,
@@ -22,7 +23,9 @@ import {
   materialize,
   nchwShape,
   setupFuzzFile,
+  shapeIn,
   tinyConfigArb,
+  tinyVolumeConfigArb,
   tolerance,
   toNchw64,
 } from '../helpers/fuzz';
@@ -30,10 +33,7 @@ import * as ref from '../helpers/js-reference';
 
 setupFuzzFile();
 
-const nonFiniteCaseArb = fc.record({
-  config: tinyConfigArb,
-  n: fc.integer({ min: 1, max: 3 }),
-  extra: fc.nat(3),
+const nonFiniteFields = {
   pred: dataArb,
   target: dataArb,
   poison: fc.constantFrom('pred', 'target'),
@@ -41,17 +41,23 @@ const nonFiniteCaseArb = fc.record({
   sample: fc.nat(2),
   at: fc.nat(1_000_000),
   method: fc.constantFrom('lossAndGrad', 'lossAndGradAsync', 'loss', 'features', 'tensor'),
-});
+};
 
-async function runNonFiniteCase(c: typeof nonFiniteCaseArb extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
+const nonFiniteCaseArb = fc
+  .record({ config: tinyConfigArb, n: fc.integer({ min: 1, max: 3 }), extra: fc.nat(3), ...nonFiniteFields })
+  .map(({ extra, ...c }) => ({ ...c, extras: [extra, extra] }));
+
+/** Volumes: a NaN or Inf voxel in [N, C, D, H, W] or [N, D, H, W, C]. */
+const volumeNonFiniteCaseArb = fc.record({ config: tinyVolumeConfigArb, n: fc.integer({ min: 1, max: 3 }), extras: extrasArb(3, 2), ...nonFiniteFields });
+
+async function runNonFiniteCase(c: typeof volumeNonFiniteCaseArb extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
   const cfg = c.config;
   const loss = new PerceptualLoss({ ...cfg.options, device: 'cpu', checkFinite: false });
   const owned: Array<{ dispose(): void }> = [loss];
   try {
     const layout = cfg.layout;
     const C = cfg.js.inChannels;
-    const size = cfg.minSize + c.extra;
-    const shape = layout === 'nhwc' ? [c.n, size, size, C] : [c.n, C, size, size];
+    const shape = shapeIn(layout, c.n, C, c.extras.map((e) => cfg.minSize + e));
     const nchw = nchwShape(shape, layout);
     const p = materialize(c.pred, count(shape));
     const t = materialize(c.target, count(shape));
@@ -136,8 +142,15 @@ describe('checkFinite: false', () => {
     const nanLoss = nonFiniteStats.get('nan loss') ?? 0;
     expect(nanLoss).toBeGreaterThan(2 * (nonFiniteStats.get('finite loss') ?? 0));
   });
+
+  it('volumes (spatialDims 3): lets NaN and Inf propagate as PyTorch does, per volume, through every path', async () => {
+    nonFiniteStats.clear();
+    await fc.assert(fc.asyncProperty(volumeNonFiniteCaseArb, counted('nonFiniteVolume', runNonFiniteCase)), fuzzParams(FUZZ_RUNS.nonFiniteVolume));
+    const nanLoss = nonFiniteStats.get('nan loss') ?? 0;
+    expect(nanLoss).toBeGreaterThan(2 * (nonFiniteStats.get('finite loss') ?? 0));
+  });
 });
 
 // ================================================================== totals
 
-describeTotals(['nonFinite']);
+describeTotals(['nonFinite', 'nonFiniteVolume']);

@@ -2,8 +2,8 @@
 // tiny configurations and inputs give results equal to an independent float64 implementation of
 // docs/api.md in JavaScript (test/helpers/js-reference.ts), and bit-identical results through every
 // other path to the same value: Tensor or host array, nchw or transposed nhwc, async or sync,
-// prepared or plain target, Float64Array or Float32Array. Gradients where pred equals the target
-// or the features are zero close the file.
+// prepared or plain target, Float64Array or Float32Array; for images and for volumes (5-D inputs,
+// spatialDims: 3). Gradients where pred equals the target or the features are zero close the file.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PerceptualLoss, Tensor, type PerceptualLossOptions } from '../../lib/index';
@@ -13,6 +13,7 @@ import {
   counted,
   dataArb,
   describeTotals,
+  extrasArb,
   expectFeatures,
   expectGrad,
   expectLoss,
@@ -24,12 +25,15 @@ import {
   gradComparable,
   materialize,
   nchwShape,
+  otherLayout,
   setupFuzzFile,
+  shapeIn,
   targetFor,
   tinyConfigArb,
+  tinyVolumeConfigArb,
   toNchw64,
+  toOtherLayout,
   type Expectation,
-  type Layout,
   type TargetRelation,
   type TinyConfig,
 } from '../helpers/fuzz';
@@ -37,26 +41,41 @@ import * as ref from '../helpers/js-reference';
 
 setupFuzzFile();
 
-const pathCaseArb = fc.record({
-  config: tinyConfigArb,
-  n: fc.integer({ min: 1, max: 3 }),
-  extraH: fc.nat(5),
-  extraW: fc.nat(5),
+const relationArb = fc.constantFrom<TargetRelation>('independent', 'independent', 'same', 'near', 'zeros');
+const pathsArb = fc.record({ tensor: fc.boolean(), otherLayout: fc.boolean(), async: fc.boolean(), prepared: fc.boolean(), host64: fc.boolean(), features: fc.boolean() });
+
+const pathCaseArb = fc
+  .record({
+    config: tinyConfigArb,
+    n: fc.integer({ min: 1, max: 3 }),
+    extraH: fc.nat(5),
+    extraW: fc.nat(5),
+    pred: dataArb,
+    target: dataArb,
+    relation: relationArb,
+    paths: pathsArb,
+  })
+  .map(({ extraH, extraW, ...c }) => ({ ...c, extras: [extraH, extraW] }));
+
+/** Volumes: [N, C, D, H, W] or [N, D, H, W, C], a few voxels per axis. */
+const volumePathCaseArb = fc.record({
+  config: tinyVolumeConfigArb,
+  n: fc.integer({ min: 1, max: 2 }),
+  extras: extrasArb(3, 3),
   pred: dataArb,
   target: dataArb,
-  relation: fc.constantFrom<TargetRelation>('independent', 'independent', 'same', 'near', 'zeros'),
-  paths: fc.record({ tensor: fc.boolean(), otherLayout: fc.boolean(), async: fc.boolean(), prepared: fc.boolean(), host64: fc.boolean(), features: fc.boolean() }),
+  relation: relationArb,
+  paths: pathsArb,
 });
 
-async function runPathCase(c: typeof pathCaseArb extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
+async function runPathCase(c: typeof volumePathCaseArb extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
   const cfg: TinyConfig = c.config;
   const loss = new PerceptualLoss({ ...cfg.options, device: 'cpu' });
   const owned: Array<{ dispose(): void }> = [loss];
   try {
     const layout = cfg.layout;
     const C = cfg.js.inChannels;
-    const [H, W] = [cfg.minSize + c.extraH, cfg.minSize + c.extraW];
-    const shape = layout === 'nhwc' ? [c.n, H, W, C] : [c.n, C, H, W];
+    const shape = shapeIn(layout, c.n, C, c.extras.map((e) => cfg.minSize + e));
     const nchw = nchwShape(shape, layout);
     const p = materialize(c.pred, count(shape));
     const t = targetFor(p, c.relation, c.target);
@@ -109,13 +128,12 @@ async function runPathCase(c: typeof pathCaseArb extends fc.Arbitrary<infer T> ?
     }
     if (c.paths.otherLayout) {
       // The same values transposed and read with the other layout, per call.
-      const other: Layout = layout === 'nhwc' ? 'nchw' : 'nhwc';
-      const move = (data: Float32Array) =>
-        layout === 'nhwc' ? ref.transpose(data, shape, (k) => new Float32Array(k)) : ref.transpose(data, shape, (k) => new Float32Array(k), true);
-      const otherShape = layout === 'nhwc' ? nchw : [nchw[0], nchw[2], nchw[3], nchw[1]];
-      const a = loss.lossAndGrad({ data: move(p), shape: otherShape }, { data: move(t), shape: otherShape }, { layout: other });
+      const other = otherLayout(layout);
+      const [movedP, otherShape] = toOtherLayout(p, shape, layout);
+      const [movedT] = toOtherLayout(t, shape, layout);
+      const a = loss.lossAndGrad({ data: movedP, shape: otherShape }, { data: movedT, shape: otherShape }, { layout: other });
       sameLoss(a.loss, `layout ${other}`);
-      const back = other === 'nhwc' ? ref.transpose(a.grad, otherShape, (k) => new Float32Array(k)) : ref.transpose(a.grad, otherShape, (k) => new Float32Array(k), true);
+      const [back] = toOtherLayout(a.grad, otherShape, other);
       expectSameBits(back, r.grad, `grad in layout ${other}, transposed back`);
     }
     if (c.paths.host64) {
@@ -153,6 +171,10 @@ async function runPathCase(c: typeof pathCaseArb extends fc.Arbitrary<infer T> ?
 describe('valid cases', () => {
   it('equal the JavaScript reference and agree bit for bit across Tensor/host, layouts, async/sync, prepared/plain, float64/float32 arrays', async () => {
     await fc.assert(fc.asyncProperty(pathCaseArb, counted('paths', runPathCase)), fuzzParams(FUZZ_RUNS.paths));
+  });
+
+  it("volumes (spatialDims 3): equal the JavaScript reference and agree bit for bit across Tensor/host, 'ncdhw'/'ndhwc', async/sync, prepared/plain, float64/float32 arrays", async () => {
+    await fc.assert(fc.asyncProperty(volumePathCaseArb, counted('pathsVolume', runPathCase)), fuzzParams(FUZZ_RUNS.pathsVolume));
   });
 });
 
@@ -197,4 +219,4 @@ describe('gradients at zero difference', () => {
 
 // ================================================================== totals
 
-describeTotals(['paths']);
+describeTotals(['paths', 'pathsVolume']);

@@ -1,6 +1,7 @@
 // Property-based fuzzing of the segmentation loss (test/helpers/fuzz.ts says how to replay a
 // failure): random logits, labels, ignoreIndex values and ignored fractions, as host arrays or
-// Tensors, sync or async, in either layout, equal the JavaScript reference and agree bit for bit.
+// Tensors, sync or async, in either layout, equal the JavaScript reference and agree bit for bit;
+// for images (labels [N, H, W]) and volumes (labels [N, D, H, W]).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PerceptualLoss, Tensor, type HostTensor } from '../../lib/index';
@@ -11,6 +12,7 @@ import {
   dataArb,
   describeTotals,
   expectGrad,
+  extrasArb,
   expectLoss,
   expectSameBits,
   expectTerms,
@@ -21,22 +23,21 @@ import {
   hostOf,
   materialize,
   nchwShape,
+  otherLayout,
   setupFuzzFile,
+  shapeIn,
   tinyConfigArb,
+  tinyVolumeConfigArb,
   toNchw64,
+  toOtherLayout,
   type Expectation,
-  type Layout,
 } from '../helpers/fuzz';
 import * as ref from '../helpers/js-reference';
 import { mulberry32 as mulberry } from '../helpers/random';
 
 setupFuzzFile();
 
-const segCaseArb = fc.record({
-  config: tinyConfigArb,
-  n: fc.integer({ min: 1, max: 3 }),
-  extraH: fc.nat(4),
-  extraW: fc.nat(4),
+const segFields = {
   logits: dataArb,
   labelsSeed: fc.nat(),
   ignoreIndex: fc.oneof(fc.constant(undefined), fc.constantFrom(255, -1, 0, 1, 2, 7, 2 ** 31 - 1, -(2 ** 53 - 1))),
@@ -45,28 +46,36 @@ const segCaseArb = fc.record({
   logitsTensor: fc.boolean(),
   async: fc.boolean(),
   otherLayout: fc.boolean(),
-});
+};
 
-async function runSegCase(c: typeof segCaseArb extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
+const segCaseArb = fc
+  .record({ config: tinyConfigArb, n: fc.integer({ min: 1, max: 3 }), extraH: fc.nat(4), extraW: fc.nat(4), ...segFields })
+  .map(({ extraH, extraW, ...c }) => ({ ...c, extras: [extraH, extraW] }));
+
+/** Volumes: logits [N, C, D, H, W] or [N, D, H, W, C], labels [N, D, H, W]. */
+const volumeSegCaseArb = fc.record({ config: tinyVolumeConfigArb, n: fc.integer({ min: 1, max: 2 }), extras: extrasArb(3, 3), ...segFields });
+
+async function runSegCase(c: typeof volumeSegCaseArb extends fc.Arbitrary<infer T> ? T : never): Promise<void> {
   const cfg = c.config;
   const loss = new PerceptualLoss({ ...cfg.options, device: 'cpu' });
   const owned: Array<{ dispose(): void }> = [loss];
   try {
     const layout = cfg.layout;
     const C = cfg.js.inChannels;
-    const [H, W] = [cfg.minSize + c.extraH, cfg.minSize + c.extraW];
-    const shape = layout === 'nhwc' ? [c.n, H, W, C] : [c.n, C, H, W];
+    const spatial = c.extras.map((e) => cfg.minSize + e);
+    const shape = shapeIn(layout, c.n, C, spatial);
+    const labelShape = [c.n, ...spatial];
     const nchw = nchwShape(shape, layout);
     const z = materialize(c.logits, count(shape));
     const ignoreIndex = c.ignoreIndex ?? 255;
     const uint8 = c.labelsForm.toLowerCase().includes('uint8');
     const storable = uint8 ? ignoreIndex >= 0 && ignoreIndex <= 255 : Math.abs(ignoreIndex) < 2 ** 31;
     const rand = mulberry(c.labelsSeed);
-    const values = Int32Array.from({ length: c.n * H * W }, () => (storable && rand() < c.ignoredFraction ? ignoreIndex : Math.floor(rand() * C)));
+    const values = Int32Array.from({ length: count(labelShape) }, () => (storable && rand() < c.ignoredFraction ? ignoreIndex : Math.floor(rand() * C)));
     const typed = uint8 ? Uint8Array.from(values) : values;
-    let labels: unknown = { data: typed, shape: [c.n, H, W] };
+    let labels: unknown = { data: typed, shape: labelShape };
     if (c.labelsForm.startsWith('tensor')) {
-      const t = Tensor.from(typed, [c.n, H, W], { device: 'cpu' });
+      const t = Tensor.from(typed, labelShape, { device: 'cpu' });
       owned.push(t);
       labels = t;
     }
@@ -97,15 +106,14 @@ async function runSegCase(c: typeof segCaseArb extends fc.Arbitrary<infer T> ? T
       expect(Array.from(grad).every((v) => v === 0)).toBe(true);
     }
     // The same call, sync and host, and in the other layout, is bit-identical.
-    const plain = loss.lossAndGradSegmentation({ data: z, shape }, { data: typed, shape: [c.n, H, W] }, options);
+    const plain = loss.lossAndGradSegmentation({ data: z, shape }, { data: typed, shape: labelShape }, options);
     if (typeof plain.loss === 'number') expect(r.loss).toBe(plain.loss);
     else expectSameBits(r.loss as Float32Array, plain.loss, 'segmentation loss');
     expectSameBits(grad, plain.grad, 'segmentation grad');
     if (c.otherLayout) {
-      const other: Layout = layout === 'nhwc' ? 'nchw' : 'nhwc';
-      const otherShape = layout === 'nhwc' ? nchw : [nchw[0], nchw[2], nchw[3], nchw[1]];
-      const moved = layout === 'nhwc' ? ref.transpose(z, shape, (k) => new Float32Array(k)) : ref.transpose(z, shape, (k) => new Float32Array(k), true);
-      const a = loss.lossAndGradSegmentation({ data: moved, shape: otherShape }, { data: typed, shape: [c.n, H, W] }, { ...options, layout: other });
+      const other = otherLayout(layout);
+      const [moved, otherShape] = toOtherLayout(z, shape, layout);
+      const a = loss.lossAndGradSegmentation({ data: moved, shape: otherShape }, { data: typed, shape: labelShape }, { ...options, layout: other });
       if (typeof plain.loss === 'number') expect(a.loss).toBe(plain.loss);
       else expectSameBits(a.loss as Float32Array, plain.loss, 'segmentation loss in the other layout');
     }
@@ -118,8 +126,12 @@ describe('segmentation', () => {
   it('equals the reference for random labels, ignoreIndex values and ignored fractions, through every path', async () => {
     await fc.assert(fc.asyncProperty(segCaseArb, counted('segmentation', runSegCase)), fuzzParams(FUZZ_RUNS.segmentation));
   });
+
+  it('volumes (spatialDims 3, labels [N, D, H, W]): equal the reference for random labels, ignoreIndex values and ignored fractions, through every path', async () => {
+    await fc.assert(fc.asyncProperty(volumeSegCaseArb, counted('segmentationVolume', runSegCase)), fuzzParams(FUZZ_RUNS.segmentationVolume));
+  });
 });
 
 // ================================================================== totals
 
-describeTotals(['segmentation']);
+describeTotals(['segmentation', 'segmentationVolume']);

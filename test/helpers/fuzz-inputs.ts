@@ -62,7 +62,7 @@ export function makePoolEntry({ options, js }: (typeof POOL_OPTIONS)[number]): P
   const arch = options.arch as ref.ArchEntry[];
   const layers = (options.layers as string[] | undefined) ?? defaultLayers(arch);
   // The pool's losses are 2-D: their layouts are 'nchw' and 'nhwc'.
-  const layout = (options.layout ?? 'nchw') as Layout;
+  const layout: Layout = options.layout ?? 'nchw';
   const minSize = ref.minSizeOf(arch, layers);
   const c = options.inChannels;
   const shape = layout === 'nhwc' ? [2, minSize + 1, minSize + 2, c] : [2, c, minSize + 1, minSize + 2];

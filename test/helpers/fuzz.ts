@@ -22,7 +22,7 @@ export const RUNS_SCALE = Number(process.env.PL_FUZZ_RUNS_SCALE ?? 1);
 const REPLAY_PATH = process.env.PL_FUZZ_PATH;
 
 /**
- * fast-check runs of each property, before RUNS_SCALE: 11,700 generated cases over the
+ * fast-check runs of each property, before RUNS_SCALE: 14,800 generated cases over the
  * test/fuzz/*.test.ts files. Each file checks that its properties ran all of theirs.
  */
 export const FUZZ_RUNS = {
@@ -35,6 +35,15 @@ export const FUZZ_RUNS = {
   methods: 400,
   memory: 200,
   bfloat16: 150,
+  // Volumes (spatialDims: 3, 5-D inputs) and instance masks.
+  inputsVolume: 1500,
+  pathsVolume: 400,
+  segmentationVolume: 250,
+  nonFiniteVolume: 150,
+  methodsVolume: 100,
+  memoryVolume: 60,
+  bfloat16Volume: 40,
+  instanceMasks: 600,
 } as const;
 export type FuzzProperty = keyof typeof FUZZ_RUNS;
 
@@ -156,79 +165,107 @@ export function targetFor(pred: Float32Array, relation: TargetRelation, spec: Da
 
 // ------------------------------------------------------------------ small valid configurations
 
-/** A tiny custom arch: 1 to 4 channels per conv, at most 2 pools, at least one conv. */
-export const tinyArchArb: fc.Arbitrary<ArchEntry[]> = fc
-  .array(fc.oneof({ arbitrary: fc.integer({ min: 1, max: 4 }), weight: 3 }, { arbitrary: fc.constant('M' as const), weight: 1 }), {
-    minLength: 1,
-    maxLength: 5,
-  })
-  .filter((a) => a.some((v) => v !== 'M') && a.filter((v) => v === 'M').length <= 2);
+/** A tiny custom arch: 1 to `width` channels per conv, at most 2 pools, at least one conv. */
+function tinyArchOf(width: number, maxLength: number): fc.Arbitrary<ArchEntry[]> {
+  return fc
+    .array(fc.oneof({ arbitrary: fc.integer({ min: 1, max: width }), weight: 3 }, { arbitrary: fc.constant('M' as const), weight: 1 }), {
+      minLength: 1,
+      maxLength,
+    })
+    .filter((a) => a.some((v) => v !== 'M') && a.filter((v) => v === 'M').length <= 2);
+}
+
+export const tinyArchArb: fc.Arbitrary<ArchEntry[]> = tinyArchOf(4, 5);
 
 export interface TinyConfig {
   options: PerceptualLossOptions;
   /** The options as this test resolves them (independently of lib/options.ts). */
   js: JsOptions;
   dtype: 'float32' | 'float64';
-  layout: 'nchw' | 'nhwc';
+  /** 2: images [N, C, H, W]; 3: volumes [N, C, D, H, W]. */
+  spatialDims: 2 | 3;
+  layout: Layout;
+  /** The smallest size of each spatial axis. */
   minSize: number;
 }
 
-export const tinyConfigArb: fc.Arbitrary<TinyConfig> = fc
-  .tuple(tinyArchArb, fc.integer({ min: 1, max: 3 }))
-  .chain(([arch, inChannels]) => {
-    const names = tapNames(arch);
-    return fc.record({
-      arch: fc.constant(arch),
-      inChannels: fc.constant(inChannels),
-      layers: fc.uniqueArray(fc.constantFrom(...names), { minLength: 1, maxLength: Math.min(3, names.length) }),
-      // Weights are 0, 1 or of ordinary size: denormal weights round to 0 in float32 and would turn
-      // Inf * weight into NaN, a float32 effect the float64 reference does not model.
-      weights: fc.array(fc.oneof(fc.constant(1), fc.constant(0), fc.double({ min: 1e-3, max: 5, noNaN: true })), { minLength: 3, maxLength: 3 }),
-      weightMode: fc.constantFrom('omit', 'array', 'object'),
-      criterion: fc.constantFrom('l1' as const, 'l2' as const, 'smooth_l1' as const),
-      reduction: fc.constantFrom('mean' as const, 'sum' as const, 'none' as const),
-      pool: fc.constantFrom('max' as const, 'avg' as const, undefined),
-      featureWeight: fc.oneof(fc.constant(undefined), fc.constant(0), fc.double({ min: 1e-3, max: 10, noNaN: true })),
-      styleWeight: fc.oneof(fc.constant(undefined), fc.constant(0), fc.double({ min: 1e-3, max: 10, noNaN: true })),
-      init: fc.oneof(
-        fc.constantFrom('kaiming_normal' as const, 'kaiming_uniform' as const, 'xavier_normal' as const, 'xavier_uniform' as const, undefined),
-        fc.double({ min: 1e-3, max: 2, noNaN: true }).map((normal) => ({ normal })),
-      ),
-      seed: fc.oneof(fc.nat(1000), fc.maxSafeNat()),
-      dtype: fc.constantFrom('float32' as const, 'float64' as const),
-      layout: fc.constantFrom('nchw' as const, 'nhwc' as const, undefined),
+/**
+ * Small valid configurations of images (2) or volumes (3): volumes take at most 2 input channels,
+ * 3 per conv and 4 modules, so that a few voxels per axis keep the reference fast.
+ */
+function tinyConfigOf(spatialDims: 2 | 3): fc.Arbitrary<TinyConfig> {
+  const volume = spatialDims === 3;
+  const layouts = volume ? (['ncdhw', 'ndhwc'] as const) : (['nchw', 'nhwc'] as const);
+  return fc
+    .tuple(volume ? tinyArchOf(3, 4) : tinyArchArb, fc.integer({ min: 1, max: volume ? 2 : 3 }))
+    .chain(([arch, inChannels]) => {
+      const names = tapNames(arch);
+      return fc.record({
+        arch: fc.constant(arch),
+        inChannels: fc.constant(inChannels),
+        layers: fc.uniqueArray(fc.constantFrom(...names), { minLength: 1, maxLength: Math.min(3, names.length) }),
+        // Weights are 0, 1 or of ordinary size: denormal weights round to 0 in float32 and would turn
+        // Inf * weight into NaN, a float32 effect the float64 reference does not model.
+        weights: fc.array(fc.oneof(fc.constant(1), fc.constant(0), fc.double({ min: 1e-3, max: 5, noNaN: true })), { minLength: 3, maxLength: 3 }),
+        weightMode: fc.constantFrom('omit', 'array', 'object'),
+        criterion: fc.constantFrom('l1' as const, 'l2' as const, 'smooth_l1' as const),
+        reduction: fc.constantFrom('mean' as const, 'sum' as const, 'none' as const),
+        pool: fc.constantFrom('max' as const, 'avg' as const, undefined),
+        featureWeight: fc.oneof(fc.constant(undefined), fc.constant(0), fc.double({ min: 1e-3, max: 10, noNaN: true })),
+        styleWeight: fc.oneof(fc.constant(undefined), fc.constant(0), fc.double({ min: 1e-3, max: 10, noNaN: true })),
+        init: fc.oneof(
+          fc.constantFrom('kaiming_normal' as const, 'kaiming_uniform' as const, 'xavier_normal' as const, 'xavier_uniform' as const, undefined),
+          fc.double({ min: 1e-3, max: 2, noNaN: true }).map((normal) => ({ normal })),
+        ),
+        seed: fc.oneof(fc.nat(1000), fc.maxSafeNat()),
+        dtype: fc.constantFrom('float32' as const, 'float64' as const),
+        layout: fc.constantFrom<Layout | undefined>(...layouts, undefined),
+      });
+    })
+    .map((c) => {
+      const options: PerceptualLossOptions = { inChannels: c.inChannels, arch: c.arch, layers: c.layers, criterion: c.criterion, reduction: c.reduction, seed: c.seed, dtype: c.dtype };
+      if (volume) options.spatialDims = 3;
+      let layerWeights = c.layers.map(() => 1);
+      if (c.weightMode === 'array') {
+        layerWeights = c.layers.map((_, i) => c.weights[i]);
+        options.layerWeights = layerWeights;
+      } else if (c.weightMode === 'object') {
+        // Every tap but the second by name; the second keeps its weight of 1.
+        const byName = Object.fromEntries(c.layers.map((l, i) => [l, c.weights[i]] as const).filter((_, i) => i !== 1));
+        options.layerWeights = byName;
+        layerWeights = c.layers.map((l) => byName[l] ?? 1);
+      }
+      if (c.pool !== undefined) options.pool = c.pool;
+      if (c.featureWeight !== undefined) options.featureWeight = c.featureWeight;
+      if (c.styleWeight !== undefined) options.styleWeight = c.styleWeight;
+      if (c.init !== undefined) options.init = c.init;
+      if (c.layout !== undefined) options.layout = c.layout;
+      const js: JsOptions = {
+        inChannels: c.inChannels,
+        arch: c.arch,
+        layers: c.layers,
+        layerWeights,
+        criterion: c.criterion,
+        featureWeight: c.featureWeight ?? 1,
+        styleWeight: c.styleWeight ?? 0,
+        reduction: c.reduction,
+        pool: c.pool ?? 'max',
+      };
+      return { options, js, dtype: c.dtype, spatialDims, layout: c.layout ?? layouts[0], minSize: minSizeOf(c.arch, c.layers) };
     });
-  })
-  .map((c) => {
-    const options: PerceptualLossOptions = { inChannels: c.inChannels, arch: c.arch, layers: c.layers, criterion: c.criterion, reduction: c.reduction, seed: c.seed, dtype: c.dtype };
-    let layerWeights = c.layers.map(() => 1);
-    if (c.weightMode === 'array') {
-      layerWeights = c.layers.map((_, i) => c.weights[i]);
-      options.layerWeights = layerWeights;
-    } else if (c.weightMode === 'object') {
-      // Every tap but the second by name; the second keeps its weight of 1.
-      const byName = Object.fromEntries(c.layers.map((l, i) => [l, c.weights[i]] as const).filter((_, i) => i !== 1));
-      options.layerWeights = byName;
-      layerWeights = c.layers.map((l) => byName[l] ?? 1);
-    }
-    if (c.pool !== undefined) options.pool = c.pool;
-    if (c.featureWeight !== undefined) options.featureWeight = c.featureWeight;
-    if (c.styleWeight !== undefined) options.styleWeight = c.styleWeight;
-    if (c.init !== undefined) options.init = c.init;
-    if (c.layout !== undefined) options.layout = c.layout;
-    const js: JsOptions = {
-      inChannels: c.inChannels,
-      arch: c.arch,
-      layers: c.layers,
-      layerWeights,
-      criterion: c.criterion,
-      featureWeight: c.featureWeight ?? 1,
-      styleWeight: c.styleWeight ?? 0,
-      reduction: c.reduction,
-      pool: c.pool ?? 'max',
-    };
-    return { options, js, dtype: c.dtype, layout: c.layout ?? 'nchw', minSize: minSizeOf(c.arch, c.layers) };
-  });
+}
+
+export const tinyConfigArb: fc.Arbitrary<TinyConfig> = tinyConfigOf(2);
+/** The same for volumes: spatialDims 3, layouts 'ncdhw' and 'ndhwc'. */
+export const tinyVolumeConfigArb: fc.Arbitrary<TinyConfig> = tinyConfigOf(3);
+
+/** The extra size of each spatial axis beyond the minimum, up to `max`: [H, W] or [D, H, W]. */
+export const extrasArb = (spatialDims: 2 | 3, max: number) => fc.array(fc.nat(max), { minLength: spatialDims, maxLength: spatialDims });
+
+/** An input's shape in `layout`: [N, C, ...spatial] or [N, ...spatial, C]. */
+export function shapeIn(layout: Layout, n: number, c: number, spatial: readonly number[]): number[] {
+  return channelsLast(layout) ? [n, ...spatial, c] : [n, c, ...spatial];
+}
 
 // ------------------------------------------------------------------ errors
 
@@ -316,8 +353,14 @@ export const allFinite = (values: number | ArrayLike<number>): boolean =>
 
 // ------------------------------------------------------------------ results against the JavaScript reference
 
-export type Layout = 'nchw' | 'nhwc';
+/** The layouts of images ('nchw', 'nhwc') and volumes ('ncdhw', 'ndhwc'). */
+export type Layout = 'nchw' | 'nhwc' | 'ncdhw' | 'ndhwc';
 export type Dtype = 'float32' | 'float64';
+
+/** Whether the channels are the last axis. */
+export const channelsLast = (layout: Layout) => layout === 'nhwc' || layout === 'ndhwc';
+/** The other layout of the same dimensionality. */
+export const otherLayout = (layout: Layout): Layout => ({ nchw: 'nhwc', nhwc: 'nchw', ncdhw: 'ndhwc', ndhwc: 'ncdhw' }) [layout] as Layout;
 
 export const CUDA = runtime().devices.filter((d) => d.startsWith('cuda'));
 export const count = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
@@ -357,22 +400,34 @@ export function comparable(dtype: Dtype, data: readonly DataSpec[], logits?: Dat
   return dtype === 'float64' || data.every((d) => d.kind !== 'denormal' && d.kind !== 'mixed');
 }
 
-/** [N, H, W, C] data -> [N, C, H, W] float64, or NCHW data as float64. */
+/** Data in `layout` -> channels first ([N, C, H, W] or [N, C, D, H, W]) float64. */
 export function toNchw64(data: ArrayLike<number>, shape: readonly number[], layout: Layout): ref.JsTensor {
   const f64 = Float64Array.from(data);
-  if (layout === 'nchw') return { shape: shape as [number, number, number, number], data: f64 };
-  const [n, h, w, c] = shape;
-  return { shape: [n, c, h, w], data: ref.transpose(f64, shape, (k) => new Float64Array(k)) };
+  if (!channelsLast(layout)) return { shape: [...shape], data: f64 };
+  return { shape: nchwShape(shape, layout), data: ref.transpose(f64, shape, (k) => new Float64Array(k)) };
 }
 
-/** NCHW float64 reference values in `layout`. */
+/** Channels-first float64 reference values in `layout`. */
 export function fromNchw(data: Float64Array, nchw: readonly number[], layout: Layout): Float64Array {
-  return layout === 'nchw' ? data : ref.transpose(data, nchw, (k) => new Float64Array(k), true);
+  return channelsLast(layout) ? ref.transpose(data, nchw, (k) => new Float64Array(k), true) : data;
 }
 
-export function nchwShape(shape: readonly number[], layout: Layout): [number, number, number, number] {
-  const [a, b, c, d] = shape;
-  return layout === 'nhwc' ? [a, d, b, c] : [a, b, c, d];
+/** A shape in `layout`, channels first. */
+export function nchwShape(shape: readonly number[], layout: Layout): number[] {
+  return channelsLast(layout) ? [shape[0], shape[shape.length - 1], ...shape.slice(1, -1)] : [...shape];
+}
+
+/** A channels-first shape in `layout`. */
+export function layoutShape(nchw: readonly number[], layout: Layout): number[] {
+  return channelsLast(layout) ? [nchw[0], ...nchw.slice(2), nchw[1]] : [...nchw];
+}
+
+/** The same values moved from `layout` to the other layout of their rank: [data, shape]. */
+export function toOtherLayout<A extends Float32Array | Float64Array>(data: A, shape: readonly number[], layout: Layout): [A, number[]] {
+  const make = (k: number) => new (data.constructor as new (k: number) => A)(k);
+  const nchw = nchwShape(shape, layout);
+  if (channelsLast(layout)) return [ref.transpose(data, shape, make), nchw];
+  return [ref.transpose(data, shape, make, true), layoutShape(nchw, otherLayout(layout))];
 }
 
 export function hostOf(x: Tensor | Float32Array | Float64Array): Float32Array | Float64Array {
@@ -436,7 +491,7 @@ export function expectFeatures(actual: Array<{ name: string; shape: number[]; da
   expect(actual.map((f) => f.name)).toEqual(e.js.layers);
   actual.forEach((f, i) => {
     const want = expected[i];
-    const shape = layout === 'nhwc' ? [want.shape[0], want.shape[2], want.shape[3], want.shape[1]] : want.shape;
+    const shape = layoutShape(want.shape, layout);
     expect(f.shape, `features[${f.name}].shape`).toEqual(shape);
     const data = hostOf(f.data as Tensor | Float32Array);
     expect(allFinite(data), `features[${f.name}] are finite`).toBe(true);

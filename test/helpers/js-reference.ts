@@ -1,6 +1,6 @@
 // An independent float64 implementation of the loss of docs/api.md in plain JavaScript: the network
-// (3x3 convs, ReLU, 2x2 pools) forward and backward, the criteria, the reductions, the Gram
-// term and segmentation. It is slow but needs no process, so the fuzz tests can check every
+// (3x3 convs, ReLU, 2x2 pools, or for volumes 3x3x3 convs and 2x2x2 pools) forward and backward,
+// the criteria, the reductions, the Gram term, segmentation and instance masks (with weights). It is slow but needs no process, so the fuzz tests can check every
 // valid case against it. It follows PyTorch's rules for NaN (ReLU and max pool propagate it,
 // sign(NaN) = 0, clamp(NaN) = NaN, relu backward passes the gradient where the output is NaN).
 
@@ -19,13 +19,13 @@ export interface JsOptions {
   pool: 'max' | 'avg';
 }
 
-/** NCHW, float64. */
+/** Channels first, float64: NCHW [N, C, H, W], or NCDHW [N, C, D, H, W] for volumes. */
 export interface JsTensor {
-  shape: [number, number, number, number];
+  shape: number[];
   data: Float64Array;
 }
 
-/** A conv's parameters, as in the state dict: weight [out, in, 3, 3], bias [out]. */
+/** A conv's parameters, as in the state dict: weight [out, in, 3, 3] ([out, in, 3, 3, 3] in 3-D), bias [out]. */
 export interface JsConv {
   weight: ArrayLike<number>;
   bias: ArrayLike<number>;
@@ -62,7 +62,7 @@ export function tapNames(arch: readonly ArchEntry[]): string[] {
   return modulesOf(arch).map((m) => m.name);
 }
 
-/** Smallest H and W that reach the deepest of `layers`: 2 ** (pools up to it). */
+/** Smallest H and W (and D) that reach the deepest of `layers`: 2 ** (pools up to it). */
 export function minSizeOf(arch: readonly ArchEntry[], layers: readonly string[]): number {
   const modules = modulesOf(arch);
   const deepest = Math.max(...layers.map((l) => modules.findIndex((m) => m.name === l)));
@@ -80,9 +80,17 @@ const at = (t: JsTensor, n: number, c: number, y: number, x: number) => {
   return ((n * C + c) * H + y) * W + x;
 };
 
-function zeros(shape: [number, number, number, number]): JsTensor {
-  return { shape, data: new Float64Array(shape[0] * shape[1] * shape[2] * shape[3]) };
+const at3 = (t: JsTensor, n: number, c: number, z: number, y: number, x: number) => {
+  const [, C, D, H, W] = t.shape;
+  return (((n * C + c) * D + z) * H + y) * W + x;
+};
+
+function zeros(shape: number[]): JsTensor {
+  return { shape, data: new Float64Array(shape.reduce((a, b) => a * b, 1)) };
 }
+
+/** The number of values per channel of one sample: H * W, or D * H * W. */
+const spatialSize = (shape: readonly number[]) => shape.slice(2).reduce((a, b) => a * b, 1);
 
 function conv2d(x: JsTensor, p: JsConv, out: number): JsTensor {
   const [N, C, H, W] = x.shape;
@@ -182,6 +190,114 @@ function poolBack(g: JsTensor, input: JsTensor, kind: 'max' | 'avg', index?: Int
   return dx;
 }
 
+function conv3d(x: JsTensor, p: JsConv, out: number): JsTensor {
+  const [N, C, D, H, W] = x.shape;
+  const y = zeros([N, out, D, H, W]);
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < out; o++)
+      for (let q = 0; q < D; q++)
+        for (let r = 0; r < H; r++)
+          for (let s = 0; s < W; s++) {
+            let sum = p.bias[o];
+            for (let i = 0; i < C; i++)
+              for (let kz = 0; kz < 3; kz++) {
+                const qq = q + kz - 1;
+                if (qq < 0 || qq >= D) continue;
+                for (let ky = 0; ky < 3; ky++) {
+                  const rr = r + ky - 1;
+                  if (rr < 0 || rr >= H) continue;
+                  for (let kx = 0; kx < 3; kx++) {
+                    const ss = s + kx - 1;
+                    if (ss < 0 || ss >= W) continue;
+                    sum += p.weight[(((o * C + i) * 3 + kz) * 3 + ky) * 3 + kx] * x.data[at3(x, n, i, qq, rr, ss)];
+                  }
+                }
+              }
+            y.data[at3(y, n, o, q, r, s)] = sum;
+          }
+  return y;
+}
+
+function conv3dBackInput(g: JsTensor, p: JsConv, inChannels: number): JsTensor {
+  const [N, O, D, H, W] = g.shape;
+  const dx = zeros([N, inChannels, D, H, W]);
+  for (let n = 0; n < N; n++)
+    for (let o = 0; o < O; o++)
+      for (let q = 0; q < D; q++)
+        for (let r = 0; r < H; r++)
+          for (let s = 0; s < W; s++) {
+            const go = g.data[at3(g, n, o, q, r, s)];
+            if (go === 0) continue;
+            for (let i = 0; i < inChannels; i++)
+              for (let kz = 0; kz < 3; kz++) {
+                const qq = q + kz - 1;
+                if (qq < 0 || qq >= D) continue;
+                for (let ky = 0; ky < 3; ky++) {
+                  const rr = r + ky - 1;
+                  if (rr < 0 || rr >= H) continue;
+                  for (let kx = 0; kx < 3; kx++) {
+                    const ss = s + kx - 1;
+                    if (ss < 0 || ss >= W) continue;
+                    dx.data[at3(dx, n, i, qq, rr, ss)] += go * p.weight[(((o * inChannels + i) * 3 + kz) * 3 + ky) * 3 + kx];
+                  }
+                }
+              }
+          }
+  return dx;
+}
+
+/** The 2x2x2 pool, stride 2: the first maximum in (z, y, x) order, or the last NaN, as PyTorch's CPU kernel. */
+function pool3d(x: JsTensor, kind: 'max' | 'avg'): { out: JsTensor; index?: Int32Array } {
+  const [N, C, D, H, W] = x.shape;
+  const [od, oh, ow] = [Math.floor(D / 2), Math.floor(H / 2), Math.floor(W / 2)];
+  const out = zeros([N, C, od, oh, ow]);
+  const index = kind === 'max' ? new Int32Array(out.data.length) : undefined;
+  for (let n = 0; n < N; n++)
+    for (let c = 0; c < C; c++)
+      for (let q = 0; q < od; q++)
+        for (let r = 0; r < oh; r++)
+          for (let s = 0; s < ow; s++) {
+            const o = at3(out, n, c, q, r, s);
+            let best = -Infinity;
+            let bestAt = at3(x, n, c, 2 * q, 2 * r, 2 * s);
+            let sum = 0;
+            for (let dz = 0; dz < 2; dz++)
+              for (let dy = 0; dy < 2; dy++)
+                for (let dx = 0; dx < 2; dx++) {
+                  const i = at3(x, n, c, 2 * q + dz, 2 * r + dy, 2 * s + dx);
+                  const v = x.data[i];
+                  sum += v;
+                  if (v > best || Number.isNaN(v)) {
+                    best = v;
+                    bestAt = i;
+                  }
+                }
+            if (kind === 'avg') out.data[o] = sum / 8;
+            else {
+              out.data[o] = best;
+              index![o] = bestAt;
+            }
+          }
+  return { out, index };
+}
+
+function pool3dBack(g: JsTensor, input: JsTensor, kind: 'max' | 'avg', index?: Int32Array): JsTensor {
+  const dx = zeros(input.shape);
+  const [N, C, od, oh, ow] = g.shape;
+  for (let n = 0; n < N; n++)
+    for (let c = 0; c < C; c++)
+      for (let q = 0; q < od; q++)
+        for (let r = 0; r < oh; r++)
+          for (let s = 0; s < ow; s++) {
+            const o = at3(g, n, c, q, r, s);
+            if (kind === 'max') dx.data[index![o]] += g.data[o];
+            else
+              for (let dz = 0; dz < 2; dz++)
+                for (let dy = 0; dy < 2; dy++) for (let ddx = 0; ddx < 2; ddx++) dx.data[at3(dx, n, c, 2 * q + dz, 2 * r + dy, 2 * s + ddx)] += g.data[o] / 8;
+          }
+  return dx;
+}
+
 interface Saved {
   input: JsTensor;
   output: JsTensor;
@@ -198,9 +314,10 @@ function forward(options: JsOptions, convs: readonly JsConv[], x: JsTensor): { t
   for (const m of modules) {
     let out: JsTensor;
     let index: Int32Array | undefined;
-    if (m.kind === 'conv') out = conv2d(h, convs[m.conv!], m.outChannels!);
+    const volume = h.shape.length === 5;
+    if (m.kind === 'conv') out = (volume ? conv3d : conv2d)(h, convs[m.conv!], m.outChannels!);
     else if (m.kind === 'relu') out = { shape: h.shape, data: h.data.map(relu) };
-    else ({ out, index } = pool(h, options.pool));
+    else ({ out, index } = (volume ? pool3d : pool)(h, options.pool));
     saved.push({ input: h, output: out, index });
     h = out;
   }
@@ -212,8 +329,8 @@ export function features(options: JsOptions, convs: readonly JsConv[], x: JsTens
 }
 
 function gram(f: JsTensor): Float64Array {
-  const [N, C, H, W] = f.shape;
-  const hw = H * W;
+  const [N, C] = f.shape;
+  const hw = spatialSize(f.shape);
   const g = new Float64Array(N * C * C);
   for (let n = 0; n < N; n++)
     for (let i = 0; i < C; i++)
@@ -236,26 +353,30 @@ const CRITERIA = {
 
 /**
  * D(a, b) per sample (summed over its elements), and d D / d a before the reduction's scale.
- * a and b are [N, per-sample elements] flattened.
+ * a and b are [N, per-sample elements] flattened. `factors` (one per sample) weight the samples:
+ * 'mean' then sums the weighted means of the samples, 'sum' their weighted sums, 'none' gives
+ * each sample's weighted mean.
  */
-function distance(options: JsOptions, a: ArrayLike<number>, b: ArrayLike<number>, n: number, scale: number) {
+function distance(options: JsOptions, a: ArrayLike<number>, b: ArrayLike<number>, n: number, scale: number, factors?: readonly number[]) {
   const per = a.length / n;
   const crit = CRITERIA[options.criterion];
   const perSample = new Float64Array(n);
   const perSampleMagnitude = new Float64Array(n);
   const grad = new Float64Array(a.length);
-  const factor = options.reduction === 'mean' ? scale / a.length : options.reduction === 'sum' ? scale : scale / per;
+  // What each sample's sum is divided by.
+  const norm = options.reduction === 'sum' ? 1 : options.reduction === 'none' || factors ? per : a.length;
   for (let i = 0; i < a.length; i++) {
     const d = a[i] - b[i];
-    perSample[Math.floor(i / per)] += crit.value(d);
-    perSampleMagnitude[Math.floor(i / per)] += crit.value(Math.abs(a[i]) + Math.abs(b[i]));
-    grad[i] = crit.grad(d) * factor;
+    const s = Math.floor(i / per);
+    perSample[s] += crit.value(d);
+    perSampleMagnitude[s] += crit.value(Math.abs(a[i]) + Math.abs(b[i]));
+    grad[i] = (crit.grad(d) * scale * (factors ? factors[s] : 1)) / norm;
   }
   // mean: one value over all elements; sum: the total; none: the mean of each sample.
-  const reduce = (sums: Float64Array) =>
-    options.reduction === 'none'
-      ? Array.from(sums, (v) => (v / per) * scale)
-      : [(sums.reduce((s, v) => s + v, 0) / (options.reduction === 'mean' ? a.length : 1)) * scale];
+  const reduce = (sums: Float64Array) => {
+    const weighted = Array.from(sums, (v, s) => ((v / norm) * scale) * (factors ? factors[s] : 1));
+    return options.reduction === 'none' ? weighted : [weighted.reduce((t, v) => t + v, 0)];
+  };
   // magnitude: the same reduction of D(|a| + |b|, 0), the size of what rounding errors scale with.
   return { values: reduce(perSample), magnitude: reduce(perSampleMagnitude), grad };
 }
@@ -286,7 +407,7 @@ function combine(options: JsOptions, n: number, parts: number[][]): number | num
   return Array.from({ length: n }, (_, i) => parts.reduce((s, p) => s + p[i], 0));
 }
 
-function lossFromFeatures(options: JsOptions, predTaps: JsTensor[], targetTaps: JsTensor[]) {
+function lossFromFeatures(options: JsOptions, predTaps: JsTensor[], targetTaps: JsTensor[], factors?: readonly number[]) {
   const parts: number[][] = [];
   const magnitudes: number[][] = [];
   const terms: Array<[number, number]> = [];
@@ -297,22 +418,22 @@ function lossFromFeatures(options: JsOptions, predTaps: JsTensor[], targetTaps: 
     const b = targetTaps[t];
     const w = options.layerWeights[t];
     const n = a.shape[0];
-    const feature = distance(options, a.data, b.data, n, options.featureWeight * w);
+    const feature = distance(options, a.data, b.data, n, options.featureWeight * w, factors);
     const grad = feature.grad;
     parts.push(feature.values);
     magnitudes.push(feature.magnitude);
     let styleTotal = 0;
     let styleMagnitude = 0;
     if (options.styleWeight > 0) {
-      const [, C, H, W] = a.shape;
+      const C = a.shape[1];
       const ga = gram(a);
-      const style = distance(options, ga, gram(b), n, options.styleWeight * w);
+      const style = distance(options, ga, gram(b), n, options.styleWeight * w, factors);
       parts.push(style.values);
       magnitudes.push(style.magnitude);
       styleTotal = sum(style.values);
       styleMagnitude = sum(style.magnitude);
       // G = F F^T / k  =>  dF = (dG + dG^T) F / k.
-      const hw = H * W;
+      const hw = spatialSize(a.shape);
       for (let s = 0; s < n; s++)
         for (let i = 0; i < C; i++)
           for (let j = 0; j < C; j++) {
@@ -342,18 +463,22 @@ function backward(options: JsOptions, convs: readonly JsConv[], fwd: ReturnType<
     if (extra) g = g ? { shape: g.shape, data: g.data.map((v, i) => v + extra[i]) } : { shape: s.output.shape, data: extra.slice() };
     if (!g) continue;
     const m = fwd.modules[k];
-    if (m.kind === 'conv') g = conv2dBackInput(g, convs[m.conv!], s.input.shape[1]);
+    const volume = g.shape.length === 5;
+    if (m.kind === 'conv') g = (volume ? conv3dBackInput : conv2dBackInput)(g, convs[m.conv!], s.input.shape[1]);
     else if (m.kind === 'relu') g = { shape: g.shape, data: g.data.map((v, i) => (s.output.data[i] <= 0 ? 0 : v)) };
-    else g = poolBack(g, s.input, options.pool, s.index);
+    else g = (volume ? pool3dBack : poolBack)(g, s.input, options.pool, s.index);
   }
   return g!.data;
 }
 
-/** The loss of docs/api.md and its gradient with respect to pred (both NCHW). */
-export function lossAndGrad(options: JsOptions, convs: readonly JsConv[], pred: JsTensor, target: JsTensor): JsResult {
+/**
+ * The loss of docs/api.md and its gradient with respect to pred (both channels first). `factors`
+ * (one per sample) weight the samples as `distance` says.
+ */
+export function lossAndGrad(options: JsOptions, convs: readonly JsConv[], pred: JsTensor, target: JsTensor, factors?: readonly number[]): JsResult {
   const fwd = forward(options, convs, pred);
   const targetTaps = forward(options, convs, target).taps;
-  const { parts, magnitudes, terms, termMagnitudes, tapGrads } = lossFromFeatures(options, fwd.taps, targetTaps);
+  const { parts, magnitudes, terms, termMagnitudes, tapGrads } = lossFromFeatures(options, fwd.taps, targetTaps, factors);
   return {
     loss: combine(options, pred.shape[0], parts),
     terms,
@@ -363,70 +488,104 @@ export function lossAndGrad(options: JsOptions, convs: readonly JsConv[], pred: 
   };
 }
 
-/** Segmentation: pred = softmax(logits) and target = one_hot(labels), masked at ignoreIndex. */
+/**
+ * Segmentation: pred = softmax(logits) and target = one_hot(labels), masked at ignoreIndex.
+ * logits [N, C, ...spatial], labels [N, ...spatial].
+ */
 export function segmentation(options: JsOptions, convs: readonly JsConv[], logits: JsTensor, labels: ArrayLike<number>, ignoreIndex: number): JsResult {
-  const [N, C, H, W] = logits.shape;
+  const [N, C] = logits.shape;
+  const S = spatialSize(logits.shape);
   const probs = zeros(logits.shape);
   const pred = zeros(logits.shape);
   const target = zeros(logits.shape);
-  const mask = new Float64Array(N * H * W);
+  const mask = new Float64Array(N * S);
+  const index = (n: number, c: number, p: number) => (n * C + c) * S + p;
   for (let n = 0; n < N; n++)
-    for (let y = 0; y < H; y++)
-      for (let x = 0; x < W; x++) {
-        const label = labels[(n * H + y) * W + x];
-        const valid = label !== ignoreIndex;
-        mask[(n * H + y) * W + x] = valid ? 1 : 0;
-        let max = -Infinity;
-        for (let c = 0; c < C; c++) max = Math.max(max, logits.data[at(logits, n, c, y, x)]);
-        let sum = 0;
-        for (let c = 0; c < C; c++) sum += Math.exp(logits.data[at(logits, n, c, y, x)] - max);
-        for (let c = 0; c < C; c++) {
-          const i = at(logits, n, c, y, x);
-          probs.data[i] = Math.exp(logits.data[i] - max) / sum;
-          pred.data[i] = valid ? probs.data[i] : 0;
-          target.data[i] = valid && label === c ? 1 : 0;
-        }
+    for (let p = 0; p < S; p++) {
+      const label = labels[n * S + p];
+      const valid = label !== ignoreIndex;
+      mask[n * S + p] = valid ? 1 : 0;
+      let max = -Infinity;
+      for (let c = 0; c < C; c++) max = Math.max(max, logits.data[index(n, c, p)]);
+      let sum = 0;
+      for (let c = 0; c < C; c++) sum += Math.exp(logits.data[index(n, c, p)] - max);
+      for (let c = 0; c < C; c++) {
+        const i = index(n, c, p);
+        probs.data[i] = Math.exp(logits.data[i] - max) / sum;
+        pred.data[i] = valid ? probs.data[i] : 0;
+        target.data[i] = valid && label === c ? 1 : 0;
       }
+    }
   const result = lossAndGrad(options, convs, pred, target);
   // Through the mask, then the softmax: dz = p * (g - sum_c g p).
   const dz = new Float64Array(result.grad.length);
   for (let n = 0; n < N; n++)
-    for (let y = 0; y < H; y++)
-      for (let x = 0; x < W; x++) {
-        const m = mask[(n * H + y) * W + x];
-        let dot = 0;
-        for (let c = 0; c < C; c++) {
-          const i = at(logits, n, c, y, x);
-          dot += result.grad[i] * m * probs.data[i];
-        }
-        for (let c = 0; c < C; c++) {
-          const i = at(logits, n, c, y, x);
-          dz[i] = probs.data[i] * (result.grad[i] * m - dot);
-        }
+    for (let p = 0; p < S; p++) {
+      const m = mask[n * S + p];
+      let dot = 0;
+      for (let c = 0; c < C; c++) {
+        const i = index(n, c, p);
+        dot += result.grad[i] * m * probs.data[i];
       }
+      for (let c = 0; c < C; c++) {
+        const i = index(n, c, p);
+        dz[i] = probs.data[i] * (result.grad[i] * m - dot);
+      }
+    }
   const gradScale = Math.sqrt(result.grad.reduce((sum, v) => sum + v * v, 0));
   return { ...result, grad: dz, gradScale };
 }
 
-/** [N, H, W, C] -> [N, C, H, W] (or back with `inverse`), any array type. */
+/**
+ * Instance masks: pred = sigmoid(maskLogits) and target = masks ([M, 1, ...spatial]), the M
+ * instances weighted by `weights` (docs/api.md: 'mean' gives sum_i w_i t_i / sum_i w_i, 'sum'
+ * sum_i w_i s_i, 'none' the values w_i t_i); the gradient is with respect to the logits.
+ */
+export function instanceMasks(options: JsOptions, convs: readonly JsConv[], logits: JsTensor, masks: JsTensor, weights?: readonly number[]): JsResult {
+  const p = Float64Array.from(logits.data, (v) => 1 / (1 + Math.exp(-v)));
+  let factors: number[] | undefined;
+  if (weights) {
+    const total = weights.reduce((a, b) => a + b, 0);
+    factors = options.reduction === 'mean' ? weights.map((w) => w / total) : [...weights];
+  }
+  const result = lossAndGrad(options, convs, { shape: logits.shape, data: p }, masks, factors);
+  // d sigmoid(z) / dz = p (1 - p).
+  return { ...result, grad: result.grad.map((g, i) => g * p[i] * (1 - p[i])) };
+}
+
+/** pred and target multiplied by `mask` before the network ([N, 1, ...spatial] or pred's shape); the gradient through it. */
+export function masked(options: JsOptions, convs: readonly JsConv[], pred: JsTensor, target: JsTensor, mask: JsTensor): JsResult {
+  const perPixel = mask.data.length !== pred.data.length;
+  const [N, C] = pred.shape;
+  const S = spatialSize(pred.shape);
+  const m = (i: number) => (perPixel ? mask.data[Math.floor(i / (C * S)) * S + (i % S)] : mask.data[i]);
+  const apply = (x: JsTensor) => ({ shape: x.shape, data: x.data.map((v, i) => v * m(i)) });
+  if (perPixel && mask.data.length !== N * S) throw new Error('js-reference: a mask has one value per pixel or per element');
+  const result = lossAndGrad(options, convs, apply(pred), apply(target));
+  return { ...result, grad: result.grad.map((g, i) => g * m(i)) };
+}
+
+/**
+ * Channels last -> channels first: [N, ...spatial, C] -> [N, C, ...spatial] (or back with
+ * `inverse`, the shape then given channels first), any rank and array type.
+ */
 export function transpose<A extends { length: number; [i: number]: number }>(
   data: A,
-  [n, a, b, c]: readonly number[],
+  shape: readonly number[],
   make: (length: number) => A,
   inverse = false,
 ): A {
-  // nhwc -> nchw: shape given as [N, H, W, C]; inverse: shape given as [N, C, H, W].
+  const n = shape[0];
+  const ch = inverse ? shape[1] : shape[shape.length - 1];
+  const size = (inverse ? shape.slice(2) : shape.slice(1, -1)).reduce((a, b) => a * b, 1);
   const out = make(data.length);
-  if (!inverse) {
-    const [h, w, ch] = [a, b, c];
-    for (let i = 0; i < n; i++)
-      for (let y = 0; y < h; y++)
-        for (let x = 0; x < w; x++) for (let k = 0; k < ch; k++) out[((i * ch + k) * h + y) * w + x] = data[((i * h + y) * w + x) * ch + k];
-  } else {
-    const [ch, h, w] = [a, b, c];
-    for (let i = 0; i < n; i++)
-      for (let k = 0; k < ch; k++)
-        for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) out[((i * h + y) * w + x) * ch + k] = data[((i * ch + k) * h + y) * w + x];
-  }
+  for (let i = 0; i < n; i++)
+    for (let p = 0; p < size; p++)
+      for (let k = 0; k < ch; k++) {
+        const first = (i * ch + k) * size + p;
+        const last = (i * size + p) * ch + k;
+        if (inverse) out[last] = data[first];
+        else out[first] = data[last];
+      }
   return out;
 }

@@ -1,7 +1,8 @@
 // Property-based fuzzing of the constructor's options (test/helpers/fuzz.ts says how to replay a
 // failure): random valid, invalid, missing, undefined and unknown options; every invalid object
 // throws a PerceptualLossError with the code of its defect, every valid one resolves to the
-// options docs/api.md gives, defaults included.
+// options docs/api.md gives, defaults included; for images and volumes (spatialDims: 3, whose
+// default network, layouts and refusal of the 2-D layout names differ).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PerceptualLoss, runtime, type ErrorCode, type PerceptualLossOptions } from '../../lib/index';
@@ -80,16 +81,28 @@ const optionsCaseArb = fc.record({
     { arbitrary: fc.constantFrom('float16', 'bfloat16').map((value) => ({ key: 'dtype', value, half: true })), weight: 1 },
     { arbitrary: fc.constantFrom('float', 'fp32', 32, null, 'Float32').map((value) => ({ key: 'dtype', value, code: 'ERR_OPTIONS' as const })), weight: 1 },
   ),
-  layout: optionDrawArb('layout', fc.constantFrom('nchw', 'nhwc'), ['NCHW', 'chw', 'nwhc', 1, null]),
+  spatialDims: optionDrawArb('spatialDims', fc.constantFrom(2, 3), [1, 4, 0, '3', 3.5, null, true, [3], NaN, '2d']),
+  // The layout of the loss's dimensionality (first or second), one of the other dimensionality
+  // (refused: 'nchw' for a volume loss, 'ndhwc' for an image loss), or no layout at all.
+  layout: fc.oneof(
+    { arbitrary: fc.constant(null), weight: 6 },
+    { arbitrary: fc.nat(1).map((index) => ({ index })), weight: 3 },
+    { arbitrary: fc.nat(1).map((index) => ({ index, other: true })), weight: 1 },
+    { arbitrary: fc.constantFrom('NCHW', 'chw', 'nwhc', 1, null, 'NCDHW', 'dhwc', 'nchwd').map((value) => ({ value })), weight: 1 },
+  ),
   checkFinite: optionDrawArb('checkFinite', fc.boolean(), ['yes', 0, 1, null, 'true']),
   unknown: fc.oneof(
     { arbitrary: fc.constant(null), weight: 12 },
     { arbitrary: fc.constantFrom('criterio', 'lr', 'Layers', 'inchannels', '__proto__', 'constructor', 'toString', 'device ').map((key) => ({ key })), weight: 1 },
   ),
-  undefinedKeys: fc.subarray(['arch', 'layers', 'criterion', 'seed', 'dtype', 'layout', 'checkFinite']),
+  undefinedKeys: fc.subarray(['arch', 'layers', 'criterion', 'seed', 'dtype', 'layout', 'checkFinite', 'spatialDims']),
 });
 
 type OptionsCase = typeof optionsCaseArb extends fc.Arbitrary<infer T> ? T : never;
+
+/** The default network of a volume loss (docs/api.md, "Volumes (3-D)"). */
+const DEFAULT_ARCH_3D: ref.ArchEntry[] = [64, 'M', 128, 'M', 256, 'M', 512, 'M', 512];
+const layoutsOf = (spatialDims: number) => (spatialDims === 3 ? ['ncdhw', 'ndhwc'] : ['nchw', 'nhwc']);
 
 /** The conv/'M' list of an arch option, for the names of its taps. */
 function archEntries(arch: unknown): ref.ArchEntry[] {
@@ -103,7 +116,7 @@ function archEntries(arch: unknown): ref.ArchEntry[] {
 }
 
 /** Builds the options object of a case and what must happen: the codes it may give, or valid. */
-function buildOptions(c: OptionsCase): { input: unknown; codes: Set<ErrorCode>; expected?: Record<string, unknown> } {
+function buildOptions(c: OptionsCase): { input: unknown; codes: Set<ErrorCode>; expected?: Record<string, unknown>; layoutOther?: number } {
   if (c.form !== 'object') return { input: c.form, codes: new Set(['ERR_OPTIONS']) };
   const codes = new Set<ErrorCode>();
   const input: Record<string, unknown> = {};
@@ -115,10 +128,17 @@ function buildOptions(c: OptionsCase): { input: unknown; codes: Set<ErrorCode>; 
     set('inChannels', c.inChannels.value);
     if ('code' in c.inChannels && c.inChannels.code) codes.add(c.inChannels.code);
   }
-  // arch and layers (the layers of a named VGG stay shallow so that building it is cheap)
+  // spatialDims: 2 unless a valid 3 is given
+  let spatialDims = 2;
+  if (c.spatialDims !== null) {
+    set('spatialDims', c.spatialDims.value);
+    if (c.spatialDims.code) codes.add(c.spatialDims.code);
+    else spatialDims = c.spatialDims.value as number;
+  }
+  // arch and layers (the layers of a named VGG, or of the default network, stay shallow so that building it is cheap)
   const archDraw = c.arch;
   let archValid = true;
-  let entries: ref.ArchEntry[] = archEntries('vgg19');
+  let entries: ref.ArchEntry[] = spatialDims === 3 ? DEFAULT_ARCH_3D : archEntries('vgg19');
   if (archDraw !== undefined) {
     set('arch', archDraw.value);
     if ('code' in archDraw) {
@@ -164,11 +184,26 @@ function buildOptions(c: OptionsCase): { input: unknown; codes: Set<ErrorCode>; 
     codes.add('ERR_OPTIONS');
   }
   const expected: Record<string, unknown> = {};
-  for (const draw of [c.criterion, c.featureWeight, c.styleWeight, c.reduction, c.init, c.seed, c.pool, c.layout, c.checkFinite]) {
+  for (const draw of [c.criterion, c.featureWeight, c.styleWeight, c.reduction, c.init, c.seed, c.pool, c.checkFinite]) {
     if (draw === null) continue;
     set(draw.key, draw.value);
     if (draw.code) codes.add(draw.code);
     else expected[draw.key] = draw.value;
+  }
+  // layout: a name of the loss's dimensionality, or of the other one (refused), or junk
+  let layoutOther: number | undefined;
+  if (c.layout !== null) {
+    if ('value' in c.layout) {
+      set('layout', c.layout.value);
+      codes.add('ERR_OPTIONS');
+    } else if ('other' in c.layout) {
+      layoutOther = spatialDims === 3 ? 2 : 3;
+      set('layout', layoutsOf(layoutOther)[c.layout.index]);
+      codes.add('ERR_OPTIONS');
+    } else {
+      expected.layout = layoutsOf(spatialDims)[c.layout.index];
+      set('layout', expected.layout);
+    }
   }
   // device, then dtype: float16/bfloat16 need CUDA
   let device = CUDA.length > 0 ? 'cuda:0' : 'cpu';
@@ -194,14 +229,17 @@ function buildOptions(c: OptionsCase): { input: unknown; codes: Set<ErrorCode>; 
   }
   // An option given as undefined is an option left out.
   for (const key of c.undefinedKeys) if (!(key in input)) set(key, undefined);
-  if (!archValid) return { input, codes };
+  if (!archValid) return { input, codes, layoutOther };
   return {
     input,
     codes,
+    layoutOther,
     expected: {
       ...expected,
       inChannels: input.inChannels,
-      arch: archDraw === undefined ? 'vgg19' : archDraw.value,
+      spatialDims,
+      layout: expected.layout ?? layoutsOf(spatialDims)[0],
+      arch: archDraw === undefined ? (spatialDims === 3 ? DEFAULT_ARCH_3D : 'vgg19') : archDraw.value,
       layers: resolvedLayers,
       layerWeights,
       device,
@@ -218,7 +256,6 @@ const OPTION_DEFAULTS: Record<string, unknown> = {
   seed: 0,
   pool: 'max',
   dtype: 'float32',
-  layout: 'nchw',
   checkFinite: true,
 };
 
@@ -228,9 +265,14 @@ describe('new PerceptualLoss(options)', () => {
       fc.property(
         optionsCaseArb,
         counted('options', (c) => {
-          const { input, codes, expected } = buildOptions(c);
+          const { input, codes, expected, layoutOther } = buildOptions(c);
           if (codes.size > 0) {
-            expectThrowsCode(() => new PerceptualLoss(input as PerceptualLossOptions), [...codes]);
+            const error = expectThrowsCode(() => new PerceptualLoss(input as PerceptualLossOptions), [...codes]);
+            // A layout of the other dimensionality alone: the message names the loss's own layouts.
+            if (layoutOther !== undefined && codes.size === 1 && error.message.includes('"layout"')) {
+              const own = layoutsOf(layoutOther === 3 ? 2 : 3);
+              expect(error.message).toContain(`'${own[0]}' | '${own[1]}'`);
+            }
             return;
           }
           const loss = new PerceptualLoss(input as PerceptualLossOptions);
@@ -241,6 +283,8 @@ describe('new PerceptualLoss(options)', () => {
               expect(resolved[key], `options.${key}`).toEqual(want);
             }
             expect(resolved.inChannels).toBe(expected!.inChannels);
+            expect(resolved.spatialDims).toBe(expected!.spatialDims);
+            expect(resolved.layout).toBe(expected!.layout);
             expect(resolved.arch).toEqual(expected!.arch);
             expect(resolved.layers).toEqual(expected!.layers);
             expect(resolved.layerWeights).toEqual(expected!.layerWeights);

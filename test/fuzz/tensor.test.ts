@@ -203,6 +203,27 @@ describe('foreign objects and odd values', () => {
     loss.dispose();
   });
 
+  it('gives the same loss, bit for bit, for ndhwc volumes and the same data in ncdhw, with one channel and one sample, as host arrays and as 5-D Tensors (style on)', () => {
+    using loss = new PerceptualLoss({ inChannels: 1, spatialDims: 3, arch: [3, 2], layers: ['conv1_1', 'relu1_2'], styleWeight: 0.5, criterion: 'l1', device: 'cpu' });
+    for (const [d, h, w] of [[3, 5, 4], [1, 2, 1]]) {
+      const data = Float32Array.from({ length: d * h * w }, (_, i) => Math.sin(i * 1.7));
+      const zero = new Float32Array(data.length);
+      const [first, last] = [[1, 1, d, h, w], [1, d, h, w, 1]];
+      // With N = C = 1 the NCDHW and NDHWC orders hold the same bytes.
+      const ncdhw = loss.lossAndGrad({ data, shape: first }, { data: zero, shape: first });
+      const ndhwc = loss.lossAndGrad({ data, shape: last }, { data: zero, shape: last }, { layout: 'ndhwc' });
+      expect(ndhwc.loss, `${d}x${h}x${w}`).toBe(ncdhw.loss);
+      expectSameBits(ndhwc.grad, ncdhw.grad, `grad ${d}x${h}x${w}`);
+      using pred = Tensor.from(data, last);
+      using target = Tensor.from(zero, last);
+      const resident = loss.lossAndGrad(pred, target, { layout: 'ndhwc' });
+      using grad = resident.grad;
+      expect(resident.loss).toBe(ncdhw.loss);
+      expect(grad.shape).toEqual(last);
+      expectSameBits(grad.toArray(), ncdhw.grad, `Tensor grad ${d}x${h}x${w}`);
+    }
+  });
+
   it('refuses device: null like every other option given null (ERR_OPTIONS), in the constructor and in Tensor.from', () => {
     expectThrowsCode(() => new PerceptualLoss({ inChannels: 1, device: null as never }), ['ERR_OPTIONS']);
     expectThrowsCode(() => Tensor.from(new Float32Array(1), [1], { device: null as never }), ['ERR_OPTIONS']);

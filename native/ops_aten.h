@@ -143,8 +143,10 @@ inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, c
 }
 inline Tensor relu(const Tensor& x) { return at::relu(x); }
 inline Tensor reluInPlace(Tensor& x) { return at::relu_(x); }
-inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
-  return at::threshold_backward(gradOutput, output, 0);
+// The gradient through a ReLU, written over `grad` (0 where output <= 0): no new buffer of an
+// activation's size.
+inline void reluBackwardInPlace(Tensor& grad, const Tensor& output) {
+  at::threshold_backward_out(grad, grad, output, 0);
 }
 // 2x2 (2x2x2) pools, stride 2.
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {

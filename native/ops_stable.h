@@ -315,13 +315,12 @@ inline Tensor reluInPlace(Tensor& x) {
   detail::callInPlace("aten::relu_", "", x);
   return x;
 }
-// threshold_backward(g, out, 0) takes a Scalar: the same selection by where(), 0 where out <= 0
-// and g elsewhere (a NaN output keeps its gradient, as threshold_backward's does).
-inline Tensor reluBackward(const Tensor& gradOutput, const Tensor& output) {
+// threshold_backward(g, out, 0) takes a Scalar: the same selection, written over `grad` by
+// masked_fill_ (0 where out <= 0; a NaN output keeps its gradient, as threshold_backward's does).
+inline void reluBackwardInPlace(Tensor& grad, const Tensor& output) {
   const Tensor zero = detail::scalar(0.0, output.scalar_type());
-  const Tensor gradZero =
-      detail::call("aten::to", "dtype", zero, gradOutput.scalar_type(), false, false, std::optional<MemoryFormat>());
-  return detail::call("aten::where", "self", detail::call("aten::le", "Tensor", output, zero), gradZero, gradOutput);
+  detail::callInPlace("aten::masked_fill_", "Tensor", grad, detail::call("aten::le", "Tensor", output, zero),
+                      detail::scalar(0.0, grad.scalar_type()));
 }
 // 2x2 (2x2x2) pools, stride 2.
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
@@ -432,9 +431,18 @@ inline int numThreads() { return static_cast<int>(torch::stable::get_num_threads
 inline std::string parallelInfo() { return runtime::parallelInfo(); }
 inline void initThreadsHere() { runtime::initThreadsHere(); }
 
-// The stable ABI has no inference mode; nothing here requires a gradient, so autograd records
-// nothing either way.
-struct InferenceGuard {};
+// The stable ABI has no inference mode: grad mode off is the nearest (nothing here requires a
+// gradient, so autograd records nothing either way; off, it does not even look).
+class InferenceGuard {
+ public:
+  InferenceGuard() : previous_(aoti_torch_grad_mode_is_enabled()) { aoti_torch_grad_mode_set_enabled(false); }
+  ~InferenceGuard() { aoti_torch_grad_mode_set_enabled(previous_); }
+  InferenceGuard(const InferenceGuard&) = delete;
+  InferenceGuard& operator=(const InferenceGuard&) = delete;
+
+ private:
+  bool previous_;
+};
 
 inline bool hasCuda() { return runtime::cudaDeviceCount() > 0; }
 inline int cudaDeviceCount() { return runtime::cudaDeviceCount(); }

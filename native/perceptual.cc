@@ -307,7 +307,8 @@ Tensor runBackward(const Network& net, const Config& config, Forward& fwd, std::
     Saved& s = fwd.saved[k];
     switch (m.kind) {
       case ModuleKind::Conv: g = convBackwardInput(net, static_cast<size_t>(m.conv), g, s.input); break;
-      case ModuleKind::ReLU: g = ops::reluBackward(g, s.output); break;
+      // In place: g is this pass's own (a tap's gradient, a sum, or the module after's result).
+      case ModuleKind::ReLU: ops::reluBackwardInPlace(g, s.output); break;
       case ModuleKind::Pool:
         g = config.pool == PoolKind::Max ? ops::maxPoolBackward(g, s.input, s.indices)
                                          : ops::avgPoolBackward(g, s.input);

@@ -2,15 +2,20 @@
 // checked here, so a bad flag is a UsageError with the flag's name, not a crash mid-run.
 import { parseArgs as parseNodeArgs } from 'node:util';
 import type { DeviceSpec } from 'generic-perceptual-loss';
+import type { VolumeShape } from './vessel-data';
 
-export type TaskName = 'seg' | 'depth';
-export const TASKS: readonly TaskName[] = ['seg', 'depth'];
+export type TaskName = 'seg' | 'depth' | 'vessels' | 'instances';
+export const TASKS: readonly TaskName[] = ['seg', 'depth', 'vessels', 'instances'];
 
 export interface DemoArgs {
   tasks: TaskName[];
-  steps: number;
+  /** Training steps per arm, per task; --steps sets all. */
+  steps: Record<TaskName, number>;
+  /** Image side of the 2-D tasks (seg, depth, instances). */
   size: number;
-  /** Weight of the perceptual term per task; --lambda sets both. */
+  /** [D, H, W] of the vessels task's volumes. */
+  volume: VolumeShape;
+  /** Weight of the perceptual term per task; --lambda sets all. */
   lambda: Record<TaskName, number>;
   seed: number;
   device: DeviceSpec;
@@ -21,45 +26,64 @@ export interface DemoArgs {
   threads: number;
   /** Worker threads training arms side by side. */
   workers: number;
-  /** Images in the held-out set. */
+  /** Images in the held-out set (seg, depth, instances). */
   testImages: number;
+  /** Volumes in the vessels task's held-out set. */
+  testVolumes: number;
 }
 
+/** What `--task all` and no --task run. */
+export const DEFAULT_TASKS: readonly TaskName[] = TASKS;
+
 /**
- * The default run: 4 arms (2 tasks x 2 losses) on 2 workers, 2 arms per core in turn. 24x24 and
- * 400 steps: at 24x24 a step costs ~0.2 s of CPU, so the run fits 240 s on 2 cores; segmentation
+ * The default run: 8 arms (4 tasks x 2 losses) on 2 workers, which fits 240 s on 2 cores (see
+ * docs/demo-results.md for the timings). seg and depth: 24x24 and 400 steps; segmentation
  * predicts background alone for the first ~170 steps at this size (seed 1), so fewer steps would
- * compare two trivial answers.
+ * compare two trivial answers. vessels: 16x32x32 volumes and 200 steps of 2 (a step costs ~0.2 s
+ * of CPU; both arms leave the all-background answer by step ~100). instances: 24x24, 400 steps.
  */
 export const DEFAULTS = {
-  steps: 400,
+  steps: { seg: 400, depth: 400, vessels: 200, instances: 400 } as Record<TaskName, number>,
   size: 24,
-  lambda: { seg: 3, depth: 1 } as Record<TaskName, number>,
+  volume: [16, 32, 32] as VolumeShape,
+  lambda: { seg: 3, depth: 1, vessels: 1, instances: 1 } as Record<TaskName, number>,
   seed: 1,
   device: 'auto' as DeviceSpec,
   out: 'demo-out',
   testImages: 48,
+  testVolumes: 8,
   threads: 1,
   workers: 2,
 };
-/** --quick: a shorter run, a check that everything works (segmentation is still all background); --steps and --size still apply. */
-export const QUICK = { steps: 100, size: 24, testImages: 24 };
+/**
+ * --quick: a shorter run, a check that everything works (segmentation and vessels still predict
+ * background alone); --steps, --size and --volume still apply.
+ */
+export const QUICK = { steps: { seg: 100, depth: 100, vessels: 60, instances: 100 } as Record<TaskName, number>, size: 24, testImages: 24, testVolumes: 4 };
+
+const perTask = (values: Record<TaskName, number>) => TASKS.map((t) => `${t} ${values[t]}`).join(', ');
+const shape = (v: VolumeShape) => v.join('x');
 
 export const USAGE = `Usage: npm run demo -- [flags]   (or node dist-demo/main.js [flags])
 
-Trains small networks (TensorFlow.js, CPU backend) on two synthetic dense tasks, each twice with
-the same seed, data and steps: the pixel loss alone, and the pixel loss + lambda x the
-random-weight perceptual loss. Segmentation: cross-entropy, scored by mIoU, pixel accuracy and
-boundary F1. Depth: masked L1, scored by AbsRel, RMSE, delta < 1.25 and depth-edge F1. The arms
-train side by side in worker threads. Writes a report and PNGs.
+Trains small networks (TensorFlow.js, CPU backend) on four synthetic tasks, each twice with the
+same seed, data and steps: the pixel loss alone, and the pixel loss + lambda x the random-weight
+perceptual loss. Segmentation: cross-entropy, scored by mIoU, pixel accuracy and boundary F1.
+Depth: masked L1, scored by AbsRel, RMSE, delta < 1.25 and depth-edge F1. Vessels (3-D volumes,
+a 3-D network and a 3-D perceptual loss): binary cross-entropy, scored by Dice, clDice, skeleton
+recall and the error in the number of pieces. Instances (one mask per instance, given a seed
+point): binary cross-entropy, scored by mask IoU and boundary F1. The arms train side by side in
+worker threads. Writes a report and PNGs.
 
-  --task T       seg | depth | all (default all)
-  --steps N      training steps per arm (default ${DEFAULTS.steps}; ${QUICK.steps} with --quick)
-  --size N       image side in pixels, a multiple of 4, >= 16 (default ${DEFAULTS.size}; ${QUICK.size} with --quick)
-  --lambda X     weight of the perceptual term, both tasks (default seg ${DEFAULTS.lambda.seg}, depth ${DEFAULTS.lambda.depth})
+  --task T       seg | depth | vessels | instances | all, or a comma-separated list (default all)
+  --steps N      training steps per arm, every task (default ${perTask(DEFAULTS.steps)};
+                 with --quick ${perTask(QUICK.steps)})
+  --size N       image side of seg, depth and instances, a multiple of 4, >= 16 (default ${DEFAULTS.size})
+  --volume DxHxW the vessels volumes, each side a multiple of 4, >= 8 (default ${shape(DEFAULTS.volume)})
+  --lambda X     weight of the perceptual term, every task (default ${perTask(DEFAULTS.lambda)})
   --seed N       seeds the data, the networks' initial weights and the perceptual loss (default ${DEFAULTS.seed})
   --device D     where the perceptual loss runs: auto | cpu | cuda | cuda:N (default auto)
-  --quick        a short run: ${QUICK.size}x${QUICK.size} images, ${QUICK.steps} steps, ${QUICK.testImages} held-out images
+  --quick        a short run: ${QUICK.size}x${QUICK.size} images, the steps above, ${QUICK.testImages} held-out images, ${QUICK.testVolumes} held-out volumes
   --study        the protocol: lambda and taps chosen on validation seeds, then 5 held-out seeds
                  with the one-block ablation; mean, 95% CI and paired differences (long)
   --out DIR      output folder (default ${DEFAULTS.out})
@@ -76,6 +100,7 @@ const OPTIONS = {
   task: { type: 'string' },
   steps: { type: 'string' },
   size: { type: 'string' },
+  volume: { type: 'string' },
   lambda: { type: 'string' },
   seed: { type: 'string' },
   device: { type: 'string' },
@@ -102,17 +127,33 @@ export function parseArgs(argv: readonly string[]): DemoArgs | null {
   if (values.help) return null;
   const quick = values.quick ?? false;
   const base = quick ? { ...DEFAULTS, ...QUICK } : DEFAULTS;
-  const args: DemoArgs = { ...base, lambda: { ...base.lambda }, tasks: [...TASKS], quick, study: values.study ?? false };
+  const args: DemoArgs = { ...base, steps: { ...base.steps }, lambda: { ...base.lambda }, tasks: [...DEFAULT_TASKS], quick, study: values.study ?? false };
   if (values.task !== undefined) {
-    if (values.task === 'all') args.tasks = [...TASKS];
-    else if ((TASKS as readonly string[]).includes(values.task)) args.tasks = [values.task as TaskName];
-    else throw new UsageError(`--task needs seg, depth or all; got ${values.task}.`);
+    const names = values.task.split(',').map((t) => t.trim());
+    if (names.length === 1 && names[0] === 'all') args.tasks = [...TASKS];
+    else {
+      const unknown = names.find((t) => !(TASKS as readonly string[]).includes(t));
+      if (unknown !== undefined || names.length === 0) throw new UsageError(`--task needs ${TASKS.join(', ')} or all, or a comma-separated list of tasks; got ${values.task}.`);
+      // In the tasks' own order, once each.
+      args.tasks = TASKS.filter((t) => names.includes(t));
+    }
   }
-  if (values.steps !== undefined) args.steps = integer('steps', values.steps, 1);
+  if (values.steps !== undefined) {
+    const steps = integer('steps', values.steps, 1);
+    args.steps = Object.fromEntries(TASKS.map((t) => [t, steps])) as Record<TaskName, number>;
+  }
   if (values.size !== undefined) {
     const size = integer('size', values.size, 16);
     if (size % 4 !== 0) throw new UsageError(`--size must be a multiple of 4 (the network halves it twice); got ${size}.`);
     args.size = size;
+  }
+  if (values.volume !== undefined) {
+    const sides = values.volume.split('x');
+    const numbers = sides.map(Number);
+    if (sides.length !== 3 || sides.some((t) => t.trim() === '') || numbers.some((v) => !Number.isSafeInteger(v) || v < 8 || v % 4 !== 0)) {
+      throw new UsageError(`--volume needs DxHxW, each side a multiple of 4 and >= 8 (the network halves it, the perceptual network pools it twice); got ${values.volume}.`);
+    }
+    args.volume = numbers as unknown as VolumeShape;
   }
   if (values.seed !== undefined) args.seed = integer('seed', values.seed, 0);
   if (values.threads !== undefined) args.threads = integer('threads', values.threads, 1);
@@ -120,7 +161,7 @@ export function parseArgs(argv: readonly string[]): DemoArgs | null {
   if (values.lambda !== undefined) {
     const lambda = Number(values.lambda);
     if (values.lambda.trim() === '' || !Number.isFinite(lambda) || lambda <= 0) throw new UsageError(`--lambda needs a number > 0; got ${values.lambda}.`);
-    args.lambda = { seg: lambda, depth: lambda };
+    args.lambda = Object.fromEntries(TASKS.map((t) => [t, lambda])) as Record<TaskName, number>;
   }
   if (values.device !== undefined) {
     if (!/^(auto|cpu|cuda(:\d+)?)$/.test(values.device)) throw new UsageError(`--device needs auto, cpu, cuda or cuda:N; got ${values.device}.`);

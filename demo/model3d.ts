@@ -86,7 +86,7 @@ function convolve(xs: Float32Array, wT: Float32Array, ys: Float32Array, g: Conv3
                     a3 += xv * wT[w3 + c];
                   }
                 } else {
-                  // The last output channels, fewer than a block (the 1-channel head).
+                  // The last output channels, fewer than a block (the 1-channel output).
                   for (let c = 0; c < run; c++) {
                     const xv = xs[x0 + c];
                     a0 += xv * wT[w0 + c];
@@ -364,11 +364,16 @@ export interface VesselNet {
 
 /**
  * Encoder: two 3x3x3 convs at full resolution, then a stride-2 3x3x3 conv and another at 1/2.
- * Decoder: a 3x3x3 conv at 1/2 down to `width` channels, nearest upsampling, and one 3x3x3 conv
- * over [upsampled, skip] at full resolution; a 1x1x1 conv gives the logit. Receptive field 17
- * voxels: a tube of radius 1.5 and a blob of radius 3 look different inside it. Most of the cost
- * is at full resolution (~1.4k of ~1.8k multiply-adds per voxel at width 4), so the width stays
- * small there and the decoder narrows before it upsamples.
+ * Decoder: a 3x3x3 conv at 1/2 down to `width` channels, nearest upsampling, and one linear
+ * 3x3x3 conv over [upsampled, skip] at full resolution that gives the logit. Receptive field 17
+ * voxels: a tube of radius 1.5 and a blob of radius 3 look different inside it.
+ *
+ * Why no ReLU conv and 1x1 head at the end, as in model.ts: with so few channels, training with
+ * BCE drove the decoder's features to 0 on vessel voxels (a ReLU that no longer fires), so their
+ * logit was the head's bias, which the background holds below 0: no vessel voxel ever crossed
+ * p = 0.5. A linear last conv reads the encoder's features over 27 voxels directly. It also costs
+ * a quarter of the old pair: ~1.0k multiply-adds per voxel at width 4 in all, most at full
+ * resolution.
  */
 export function createVesselNet(options: VesselNetOptions, random: Random): VesselNet {
   const { inChannels, width: w } = options;
@@ -378,8 +383,7 @@ export function createVesselNet(options: VesselNetOptions, random: Random): Vess
     enc2a: conv3d(random, 'enc2a', 3, [w], 2 * w, { stride: 2 }),
     enc2b: conv3d(random, 'enc2b', 3, [2 * w], 2 * w),
     dec2: conv3d(random, 'dec2', 3, [2 * w], w),
-    dec1: conv3d(random, 'dec1', 3, [w, w], w),
-    head: conv3d(random, 'head', 1, [w], 1, { relu: false }),
+    out: conv3d(random, 'out', 3, [w, w], 1, { relu: false }),
   };
   const variables = Object.values(layers).flatMap((l) => [...l.filters, l.bias]);
   return {
@@ -388,8 +392,7 @@ export function createVesselNet(options: VesselNetOptions, random: Random): Vess
         const e1 = apply(layers.enc1b, apply(layers.enc1a, x));
         const e2 = apply(layers.enc2b, apply(layers.enc2a, e1));
         const d2 = apply(layers.dec2, e2);
-        const d1 = apply(layers.dec1, upsample3d(d2, [e1.shape[1], e1.shape[2], e1.shape[3]]), e1);
-        return apply(layers.head, d1);
+        return apply(layers.out, upsample3d(d2, [e1.shape[1], e1.shape[2], e1.shape[3]]), e1);
       });
     },
     variables,

@@ -18,15 +18,24 @@ export interface CurvePoint {
 
 export interface SamplePanel {
   title: string;
-  /** RGB bytes (base64) of each row's tile, size x size. */
+  /** RGB bytes (base64) of each row's tile, size x size (size x height when the grid has a height). */
   tiles: string[];
+}
+
+/** A legend entry: a colour swatch and its label. */
+export interface Swatch {
+  rgb: readonly [number, number, number];
+  label: string;
 }
 
 export interface RenderJob {
   /** vega-lite specs (see charts.ts), each to a PNG. */
   plots: Array<{ file: string; spec: unknown }>;
-  /** Grids of tiles; `legend` adds the class colours (seg) or the depth and error scales (depth). */
-  grids: Array<{ file: string; size: number; panels: SamplePanel[]; legend: 'classes' | { depth: [number, number]; error: number } }>;
+  /**
+   * Grids of tiles `size` wide and `height` (default `size`) high; `legend` adds the class colours
+   * (seg), the depth and error scales (depth), or the swatches given.
+   */
+  grids: Array<{ file: string; size: number; height?: number; panels: SamplePanel[]; legend: 'classes' | { depth: [number, number]; error: number } | { swatches: Swatch[] } }>;
 }
 
 /** Renders the job's PNGs in a fresh Node process; throws if it fails. */

@@ -2,7 +2,7 @@
 import cliProgress from 'cli-progress';
 import { runtime } from 'generic-perceptual-loss';
 import type { DemoArgs } from './args';
-import { BATCH, LEARNING_RATE, ONE_BLOCK, PERCEPTUAL, WIDTH } from './config';
+import { BATCH, LEARNING_RATE, ONE_BLOCK, ONE_BLOCK_3D, PERCEPTUAL, PERCEPTUAL_3D, WIDTH } from './config';
 import { EDGE_JUMP } from './depth-metrics';
 import { BOUNDARY_TOLERANCE } from './metrics';
 import { runAll } from './pool';
@@ -44,9 +44,16 @@ export function setup(args: DemoArgs): Record<string, unknown> {
   return {
     libtorch: info.libtorch.version,
     perceptualDevice: args.device,
-    network: { kind: 'two-level U-Net, tfjs-core CPU backend', width: WIDTH, batch: BATCH, optimizer: `Adam ${LEARNING_RATE}, 5% linear warm-up` },
+    network: {
+      kind: 'two-level U-Net (2-D; 3-D for vessels), tfjs-core CPU backend, the demo\'s own conv loops',
+      width: WIDTH,
+      batch: BATCH,
+      optimizer: `Adam ${LEARNING_RATE}, 5% linear warm-up`,
+    },
     perceptual: PERCEPTUAL,
     ablation: ONE_BLOCK,
+    perceptual3d: PERCEPTUAL_3D,
+    ablation3d: ONE_BLOCK_3D,
     boundaryTolerance: BOUNDARY_TOLERANCE,
     depthEdgeJump: EDGE_JUMP,
     workers: args.workers,

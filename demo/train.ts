@@ -2,15 +2,20 @@
 // of one task, with the pixel loss alone (lambda 0) or the pixel loss + lambda * perceptual loss,
 // and score it on the held-out set. A run is a function of its spec alone, wherever it runs.
 import * as tf from '@tensorflow/tfjs-core';
-import { depthLoss, depthValidMask, PerceptualLoss, type DenseLoss, type DeviceSpec } from 'generic-perceptual-loss';
+import { denseLoss, depthLoss, depthValidMask, instanceMaskLoss, PerceptualLoss, type DenseLoss, type DeviceSpec, type InstanceMaskLoss } from 'generic-perceptual-loss';
 import { tfjsSegmentationLoss } from 'generic-perceptual-loss/tfjs';
 import { substream } from '../tools/random';
 import type { TaskName } from './args';
 import { CHANNELS, CLASSES, STREAM, testSet, trainingBatch, type Batch } from './data';
 import { DEPTH_SCALE, DEPTH_STREAM, depthTestSet, depthTrainingBatch, type DepthBatch } from './depth-data';
 import { scoreDepth } from './depth-metrics';
+import { INSTANCE_CHANNELS, INSTANCE_STREAM, instanceTestSet, instanceTrainingBatch } from './instance-data';
+import { scoreInstances } from './instance-metrics';
 import { score } from './metrics';
-import { createSegNet, type SegNet } from './model';
+import { createSegNet } from './model';
+import { createVesselNet } from './model3d';
+import { VESSEL_STREAM, vesselTestSet, vesselTrainingBatch, type VolumeShape } from './vessel-data';
+import { scoreVessels, skeletons } from './vessel-metrics';
 
 /** The perceptual network's layout and taps; random weights seeded by the run's seed. */
 export interface PerceptualSpec {
@@ -24,12 +29,17 @@ export interface RunSpec {
   name: string;
   seed: number;
   steps: number;
+  /** Image side (seg, depth, instances). */
   size: number;
+  /** [D, H, W] of the volumes (vessels only). */
+  volume?: VolumeShape;
+  /** Images, volumes or instance masks per step. */
   batch: number;
   /** Adam's learning rate, after a short warm-up (see `learningRate`). */
   learningRate: number;
   /** Channels at full resolution of the network. */
   width: number;
+  /** Held-out images (volumes for vessels). */
   testImages: number;
   /** Held-out scores every this many steps (and at the end). */
   evalEvery: number;
@@ -41,7 +51,10 @@ export interface RunSpec {
   keepPredictions: boolean;
 }
 
-/** Held-out scores by name: mIoU, pixelAccuracy, boundaryF1 (seg); absRel, rmse, delta1, edgeF1 (depth). */
+/**
+ * Held-out scores by name: miou, pixelAccuracy, boundaryF1 (seg); absRel, rmse, delta1, edgeF1
+ * (depth); dice, clDice, skeletonRecall, betti0Error (vessels); maskIoU, boundaryF1 (instances).
+ */
 export type Metrics = Record<string, number>;
 
 export interface EvalPoint {
@@ -57,7 +70,10 @@ export interface RunResult {
   final: Metrics;
   /** Segmentation: IoU and boundary F1 per class. */
   perClass?: { iou: number[]; boundaryF1: number[] };
-  /** Held-out predictions: class ids (seg) or depth in metres (depth). */
+  /**
+   * Held-out predictions: class ids (seg), depth in metres (depth), vessel probabilities per voxel
+   * (vessels), mask probabilities per instance (instances).
+   */
   predictions?: Int32Array | Float32Array;
   /** The perceptual loss's resolved options (null for the pixel loss alone). */
   perceptualOptions: unknown;
@@ -86,16 +102,31 @@ function input(images: Float32Array, n: number, size: number): tf.Tensor4D {
   return tf.tidy(() => tf.sub(tf.tensor4d(images, [n, size, size, CHANNELS]), 0.5));
 }
 
-/** The network's outputs on a whole set, a batch at a time, without a gradient tape. */
-function predictAll(forward: (x: tf.Tensor4D) => tf.Tensor, images: Float32Array, n: number, size: number, batch: number, out: Int32Array | Float32Array): void {
-  const plane = size * size;
+/**
+ * The network's outputs on a whole set, a batch at a time, without a gradient tape: `x(i, m)` is
+ * the input of samples i..i+m, `forward` maps it to `perSample` values per sample.
+ */
+function predictAll(n: number, batch: number, perSample: number, x: (i: number, m: number) => tf.Tensor, forward: (x: tf.Tensor) => tf.Tensor, out: Int32Array | Float32Array): void {
   for (let i = 0; i < n; i += batch) {
     const m = Math.min(batch, n - i);
     tf.tidy(() => {
-      const x = input(images.subarray(i * plane * CHANNELS, (i + m) * plane * CHANNELS), m, size);
-      out.set(forward(x).dataSync(), i * plane);
+      out.set(forward(x(i, m)).dataSync(), i * perSample);
     });
   }
+}
+
+/**
+ * A loss computed with its gradient on the host (the perceptual losses) as a tfjs op: `compute`
+ * gets the op's input values and returns the loss and d loss / d input; the backward pass scales
+ * that gradient.
+ */
+function hostLoss(compute: (values: Float32Array, shape: number[]) => { loss: number; grad: Float32Array }): (x: tf.Tensor) => tf.Scalar {
+  const op = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
+    const result = compute(x.dataSync() as Float32Array, x.shape);
+    save([tf.tensor(result.grad, x.shape)]);
+    return { value: tf.scalar(result.loss), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
+  }) as unknown as Parameters<typeof tf.customGrad>[0]);
+  return (x) => op(x) as tf.Scalar;
 }
 
 /**
@@ -104,26 +135,73 @@ function predictAll(forward: (x: tf.Tensor4D) => tf.Tensor, images: Float32Array
  * the forward pass; the backward pass scales that gradient.
  */
 function depthPerceptual(loss: DenseLoss): (pred: tf.Tensor4D, target: Float32Array, mask: Uint8Array) => tf.Scalar {
-  return (pred, target, mask) => {
-    const op = tf.customGrad(((x: tf.Tensor, save: tf.GradSaveFunc) => {
-      const shape = x.shape;
-      const result = loss.lossAndGrad({ data: x.dataSync() as Float32Array, shape }, { data: target, shape }, { mask, layout: 'nhwc' });
-      save([tf.tensor(result.grad, shape)]);
-      return { value: tf.scalar(result.loss), gradFunc: (dy: tf.Tensor, saved: tf.Tensor[]) => tf.mul(dy, saved[0]) };
-    }) as unknown as Parameters<typeof tf.customGrad>[0]);
-    return op(pred) as tf.Scalar;
-  };
+  return (pred, target, mask) =>
+    hostLoss((data, shape) => {
+      const result = loss.lossAndGrad({ data, shape }, { data: target, shape }, { mask, layout: 'nhwc' });
+      return { loss: result.loss, grad: result.grad };
+    })(pred);
+}
+
+const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+
+/**
+ * Binary cross-entropy of logits against 0/1 targets, the mean over elements, as one op:
+ * max(z, 0) - z y + log(1 + exp(-|z|)), whose gradient is (sigmoid(z) - y) / count.
+ */
+function binaryCrossEntropy(logits: tf.Tensor, target: Uint8Array): tf.Scalar {
+  return hostLoss((z) => {
+    const grad = new Float32Array(z.length);
+    let sum = 0;
+    for (let i = 0; i < z.length; i++) {
+      sum += Math.max(z[i], 0) - z[i] * target[i] + Math.log1p(Math.exp(-Math.abs(z[i])));
+      grad[i] = (sigmoid(z[i]) - target[i]) / z.length;
+    }
+    return { loss: sum / z.length, grad };
+  })(logits);
+}
+
+/**
+ * The 3-D perceptual loss of vessel probabilities sigmoid(logits) [N, D, H, W, 1] against the 0/1
+ * labels, as a tfjs op on the logits: `DenseLoss.lossAndGrad` (spatialDims 3, layout 'ndhwc') on
+ * the probabilities, its gradient taken through the sigmoid here.
+ */
+function vesselPerceptual(loss: DenseLoss): (logits: tf.Tensor, labels: Float32Array) => tf.Scalar {
+  return (logits, labels) =>
+    hostLoss((z, shape) => {
+      const p = z.map(sigmoid);
+      const result = loss.lossAndGrad({ data: p, shape }, { data: labels, shape }, { layout: 'ndhwc' });
+      const grad = result.grad.map((g, i) => g * p[i] * (1 - p[i]));
+      return { loss: result.loss, grad };
+    })(logits);
+}
+
+/** `instanceMaskLoss` on mask logits [M, H, W, 1] against the 0/1 masks, as a tfjs op on the logits. */
+function instancePerceptual(loss: InstanceMaskLoss): (logits: tf.Tensor, masks: Uint8Array) => tf.Scalar {
+  return (logits, masks) =>
+    hostLoss((data, shape) => {
+      const result = loss.lossAndGrad({ data, shape }, { data: masks, shape });
+      return { loss: result.loss, grad: result.grad };
+    })(logits);
 }
 
 /** The depth net's output is depth / DEPTH_SCALE; starting from mid-range saves the first steps. */
 const DEPTH_OFFSET = 0.5;
+/** Vessel volumes' background lies near 0.1 and vessels near 0.5: centred before the network. */
+const VESSEL_CENTRE = 0.2;
+
+/** A task's network, as the training loop sees it. */
+interface Net {
+  readonly variables: tf.Variable[];
+  readonly parameterCount: number;
+  dispose(): void;
+}
 
 interface Task {
-  classes: number;
+  net: Net;
   /** The objective's parts for one batch: the pixel loss and the unweighted perceptual loss. */
-  step(step: number, forward: (x: tf.Tensor4D) => tf.Tensor4D): { pixel: tf.Scalar; perceptual: tf.Scalar | null };
+  step(step: number): { pixel: tf.Scalar; perceptual: tf.Scalar | null };
   /** Held-out predictions of the current weights, and their scores. */
-  evaluate(forward: (x: tf.Tensor4D) => tf.Tensor4D): { predictions: Int32Array | Float32Array; metrics: Metrics; perClass?: RunResult['perClass'] };
+  evaluate(): { predictions: Int32Array | Float32Array; metrics: Metrics; perClass?: RunResult['perClass'] };
   perceptualOptions: unknown;
   dispose(): void;
 }
@@ -133,24 +211,31 @@ function segmentationTask(spec: RunSpec): Task {
   const test: Batch = testSet(seed, spec.testImages, size);
   const loss = spec.perceptual ? new PerceptualLoss({ inChannels: CLASSES, ...spec.perceptual, seed, device: spec.device }) : null;
   const perceptual = loss ? tfjsSegmentationLoss(loss) : null;
+  // Same initial weights in every arm of a task: drawn from the seed's own stream.
+  const net = createSegNet({ inChannels: CHANNELS, classes: CLASSES, width: spec.width }, substream(seed, STREAM.init));
+  const plane = size * size;
   return {
-    classes: CLASSES,
-    step(step, forward) {
+    net,
+    step(step) {
       const data = trainingBatch(seed, step, batch, size);
       const x = input(data.images, batch, size);
       const labels = tf.tensor3d(data.labels, [batch, size, size], 'int32');
-      const logits = forward(x);
+      const logits = net.forward(x);
       const pixel = tf.losses.softmaxCrossEntropy<tf.Tensor, tf.Scalar>(tf.oneHot(labels, CLASSES), logits);
       return { pixel, perceptual: perceptual ? perceptual(logits, labels) : null };
     },
-    evaluate(forward) {
-      const predictions = new Int32Array(test.n * size * size);
-      predictAll((x) => tf.argMax(forward(x), 3), test.images, test.n, size, batch, predictions);
+    evaluate() {
+      const predictions = new Int32Array(test.n * plane);
+      const x = (i: number, m: number) => input(test.images.subarray(i * plane * CHANNELS, (i + m) * plane * CHANNELS), m, size);
+      predictAll(test.n, batch, plane, x, (t) => tf.argMax(net.forward(t as tf.Tensor4D), 3), predictions);
       const s = score(predictions, test.labels, test.n, size, CLASSES);
       return { predictions, metrics: { miou: s.miou, pixelAccuracy: s.pixelAccuracy, boundaryF1: s.boundaryF1 }, perClass: s.perClass };
     },
     perceptualOptions: loss?.options ?? null,
-    dispose: () => loss?.dispose(),
+    dispose: () => {
+      net.dispose();
+      loss?.dispose();
+    },
   };
 }
 
@@ -160,9 +245,12 @@ function depthTask(spec: RunSpec): Task {
   const testValid = depthValidMask({ data: test.depth });
   const loss = spec.perceptual ? depthLoss({ ...spec.perceptual, seed, device: spec.device }) : null;
   const perceptual = loss ? depthPerceptual(loss) : null;
+  const net = createSegNet({ inChannels: CHANNELS, classes: 1, width: spec.width }, substream(seed, DEPTH_STREAM.init));
+  const forward = (x: tf.Tensor4D) => tf.add<tf.Tensor4D>(net.forward(x), DEPTH_OFFSET);
+  const plane = size * size;
   return {
-    classes: 1,
-    step(step, forward) {
+    net,
+    step(step) {
       const data = depthTrainingBatch(seed, step, batch, size);
       const valid = depthValidMask({ data: data.depth });
       const scaled = data.depth.map((d) => d / DEPTH_SCALE);
@@ -175,27 +263,95 @@ function depthTask(spec: RunSpec): Task {
       const pixel = tf.div<tf.Scalar>(tf.sum(tf.mul(tf.abs(tf.sub(pred, target)), mask)), tf.maximum(tf.sum(mask), 1));
       return { pixel, perceptual: perceptual ? perceptual(pred, scaled, valid) : null };
     },
-    evaluate(forward) {
-      const predictions = new Float32Array(test.n * size * size);
-      predictAll((x) => tf.mul(forward(x), DEPTH_SCALE), test.images, test.n, size, batch, predictions);
+    evaluate() {
+      const predictions = new Float32Array(test.n * plane);
+      const x = (i: number, m: number) => input(test.images.subarray(i * plane * CHANNELS, (i + m) * plane * CHANNELS), m, size);
+      predictAll(test.n, batch, plane, x, (t) => tf.mul(forward(t as tf.Tensor4D), DEPTH_SCALE), predictions);
       return { predictions, metrics: { ...scoreDepth(predictions, test.depth, testValid, test.n, size) } };
     },
     perceptualOptions: loss?.perceptual.options ?? null,
-    dispose: () => loss?.dispose(),
+    dispose: () => {
+      net.dispose();
+      loss?.dispose();
+    },
   };
 }
 
+/** Vessels: a 3-D network on [N, D, H, W, 1] volumes, BCE against the vessel labels. */
+function vesselTask(spec: RunSpec): Task {
+  const { seed, batch } = spec;
+  const shape = spec.volume!;
+  const voxels = shape[0] * shape[1] * shape[2];
+  const test = vesselTestSet(seed, spec.testImages, shape);
+  // The truth's skeletons do not change during a run: computed once for clDice.
+  const truthSkeletons = skeletons(test.labels, test.n, shape);
+  const loss = spec.perceptual ? denseLoss({ channels: 1, spatialDims: 3, ...spec.perceptual, seed, device: spec.device }) : null;
+  const perceptual = loss ? vesselPerceptual(loss) : null;
+  const net = createVesselNet({ inChannels: 1, width: spec.width }, substream(seed, VESSEL_STREAM.init));
+  const volumes = (data: Float32Array, n: number) => tf.tidy(() => tf.sub<tf.Tensor5D>(tf.tensor5d(data, [n, ...shape, 1]), VESSEL_CENTRE));
+  return {
+    net,
+    step(step) {
+      const data = vesselTrainingBatch(seed, step, batch, shape);
+      const logits = net.forward(volumes(data.volumes, batch));
+      const pixel = binaryCrossEntropy(logits, data.labels);
+      return { pixel, perceptual: perceptual ? perceptual(logits, Float32Array.from(data.labels)) : null };
+    },
+    evaluate() {
+      const predictions = new Float32Array(test.n * voxels);
+      const x = (i: number, m: number) => volumes(test.volumes.subarray(i * voxels, (i + m) * voxels), m);
+      predictAll(test.n, batch, voxels, x, (t) => tf.sigmoid(net.forward(t as tf.Tensor5D)), predictions);
+      const masks = Uint8Array.from(predictions, (p) => (p > 0.5 ? 1 : 0));
+      return { predictions, metrics: { ...scoreVessels(masks, test.labels, test.n, shape, truthSkeletons) } };
+    },
+    perceptualOptions: loss?.perceptual.options ?? null,
+    dispose: () => {
+      net.dispose();
+      loss?.dispose();
+    },
+  };
+}
+
+/** Instances: the 2-D network on [image, seed spot], one mask per instance, BCE against the mask. */
+function instanceTask(spec: RunSpec): Task {
+  const { seed, batch, size } = spec;
+  const plane = size * size;
+  const test = instanceTestSet(seed, spec.testImages, size);
+  const loss = spec.perceptual ? instanceMaskLoss({ ...spec.perceptual, seed, device: spec.device, layout: 'nhwc' }) : null;
+  const perceptual = loss ? instancePerceptual(loss) : null;
+  const net = createSegNet({ inChannels: INSTANCE_CHANNELS, classes: 1, width: spec.width }, substream(seed, INSTANCE_STREAM.init));
+  const inputs = (data: Float32Array, m: number) => tf.tensor4d(data, [m, size, size, INSTANCE_CHANNELS]);
+  return {
+    net,
+    step(step) {
+      const data = instanceTrainingBatch(seed, step, batch, size);
+      const logits = net.forward(inputs(data.inputs, data.m));
+      const pixel = binaryCrossEntropy(logits, data.masks);
+      return { pixel, perceptual: perceptual ? perceptual(logits, data.masks) : null };
+    },
+    evaluate() {
+      const predictions = new Float32Array(test.m * plane);
+      const x = (i: number, m: number) => inputs(test.inputs.subarray(i * plane * INSTANCE_CHANNELS, (i + m) * plane * INSTANCE_CHANNELS), m);
+      // Larger batches than training: no gradient tape, fewer calls.
+      predictAll(test.m, 4 * batch, plane, x, (t) => tf.sigmoid(net.forward(t as tf.Tensor4D)), predictions);
+      const masks = Uint8Array.from(predictions, (p) => (p > 0.5 ? 1 : 0));
+      return { predictions, metrics: { ...scoreInstances(masks, test.masks, test.m, size) } };
+    },
+    perceptualOptions: loss?.perceptual.options ?? null,
+    dispose: () => {
+      net.dispose();
+      loss?.dispose();
+    },
+  };
+}
+
+const TASK_BUILDERS: Record<TaskName, (spec: RunSpec) => Task> = { seg: segmentationTask, depth: depthTask, vessels: vesselTask, instances: instanceTask };
+
 /** Trains one arm; `onStep` hears of each step's objective (for a progress bar). */
 export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => void = () => {}): RunResult {
-  const { seed, steps } = spec;
-  const task = spec.task === 'seg' ? segmentationTask(spec) : depthTask(spec);
+  const { steps } = spec;
+  const task = TASK_BUILDERS[spec.task](spec);
   const usesPerceptual = spec.lambda > 0 && spec.perceptual !== null;
-  // Same initial weights in every arm of a task: drawn from the seed's own stream.
-  const net: SegNet = createSegNet(
-    { inChannels: CHANNELS, classes: task.classes, width: spec.width },
-    substream(seed, spec.task === 'seg' ? STREAM.init : DEPTH_STREAM.init),
-  );
-  const forward = spec.task === 'seg' ? (x: tf.Tensor4D) => net.forward(x) : (x: tf.Tensor4D) => tf.add<tf.Tensor4D>(net.forward(x), DEPTH_OFFSET);
   const optimizer = tf.train.adam(spec.learningRate);
   const curve = { loss: [] as number[], pixel: [] as number[], perceptual: usesPerceptual ? ([] as number[]) : null };
   const evals: EvalPoint[] = [];
@@ -203,7 +359,7 @@ export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => 
   let last: ReturnType<Task['evaluate']> | null = null;
   const evaluate = (step: number) => {
     const t = performance.now();
-    last = task.evaluate(forward);
+    last = task.evaluate();
     evals.push({ step, metrics: last.metrics });
     evalSeconds += (performance.now() - t) / 1000;
   };
@@ -214,12 +370,12 @@ export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => 
     setLearningRate(optimizer, learningRate(spec.learningRate, step, steps));
     tf.tidy(() => {
       const loss = optimizer.minimize((): tf.Scalar => {
-        const parts = task.step(step, forward);
+        const parts = task.step(step);
         curve.pixel.push(parts.pixel.dataSync()[0]);
         if (!usesPerceptual || !parts.perceptual) return parts.pixel;
         curve.perceptual!.push(parts.perceptual.dataSync()[0]);
         return tf.add<tf.Scalar>(parts.pixel, tf.mul(spec.lambda, parts.perceptual));
-      }, true)!;
+      }, true, task.net.variables)!;
       curve.loss.push(loss.dataSync()[0]);
     });
     if (step % spec.evalEvery === 0 || step === steps) evaluate(step);
@@ -236,11 +392,10 @@ export function trainRun(spec: RunSpec, onStep: (step: number, loss: number) => 
     perClass: final.perClass,
     predictions: spec.keepPredictions ? final.predictions : undefined,
     perceptualOptions: task.perceptualOptions,
-    parameterCount: net.parameterCount,
+    parameterCount: task.net.parameterCount,
     seconds,
   };
   optimizer.dispose();
-  net.dispose();
   task.dispose();
   return result;
 }

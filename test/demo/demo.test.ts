@@ -1,19 +1,23 @@
-// The demo: its parts (flags, data, metrics, the network's conv op) and two short `--quick` runs
-// of the compiled entry point with one seed, which must write the same numbers.
+// The demo: its parts (flags, data, metrics, the network's conv op), two short `--quick` runs of
+// segmentation and depth with one seed, which must write the same numbers, and two tiny runs of
+// the vessels and instances tasks, likewise. (The new tasks' own parts: vessels.test.ts,
+// instances.test.ts, model3d.test.ts.)
 import '@tensorflow/tfjs-backend-cpu';
 import * as tf from '@tensorflow/tfjs-core';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULTS, parseArgs, QUICK, UsageError } from '../../demo/args';
+import { DEFAULT_TASKS, DEFAULTS, parseArgs, QUICK, TASKS, UsageError } from '../../demo/args';
 import { CLASSES, testSet, trainingBatch } from '../../demo/data';
 import { DEPTH_MAX, DEPTH_MIN, depthTestSet, depthTrainingBatch } from '../../demo/depth-data';
 import { scoreDepth } from '../../demo/depth-metrics';
 import { interval } from '../../demo/stats';
 import { ensureGradients } from '../../demo/gradients';
+import { instanceTestSet } from '../../demo/instance-data';
+import { scoreInstances } from '../../demo/instance-metrics';
 import { score } from '../../demo/metrics';
 import { convOp } from '../../demo/model';
 import { repoRoot } from '../helpers/package-copy';
@@ -28,19 +32,21 @@ const folders: string[] = [];
 afterAll(() => folders.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
 
 describe('demo flags', () => {
-  it('has defaults: both tasks, the default sizes and lambdas', () => {
-    expect(parseArgs([])).toEqual({ ...DEFAULTS, tasks: ['seg', 'depth'], quick: false, study: false });
+  it('has defaults: the default tasks, sizes and lambdas', () => {
+    expect(parseArgs([])).toEqual({ ...DEFAULTS, tasks: [...DEFAULT_TASKS], quick: false, study: false });
   });
 
   it('--quick presets the sizes, and explicit flags win', () => {
     expect(parseArgs(['--quick'])).toMatchObject({ ...QUICK, quick: true });
+    const every = (v: number) => Object.fromEntries(TASKS.map((t) => [t, v]));
     expect(
-      parseArgs(['--quick', '--steps', '7', '--size=40', '--lambda', '0.3', '--seed', '2', '--out', 'x', '--device', 'cpu', '--task', 'depth', '--workers', '3', '--threads', '2']),
+      parseArgs(['--quick', '--steps', '7', '--size=40', '--lambda', '0.3', '--seed', '2', '--out', 'x', '--device', 'cpu', '--task', 'depth', '--workers', '3', '--threads', '2', '--volume', '8x12x16']),
     ).toEqual({
       ...DEFAULTS,
-      steps: 7,
+      steps: every(7),
       size: 40,
-      lambda: { seg: 0.3, depth: 0.3 },
+      volume: [8, 12, 16],
+      lambda: every(0.3),
       seed: 2,
       out: 'x',
       device: 'cpu',
@@ -48,10 +54,13 @@ describe('demo flags', () => {
       workers: 3,
       threads: 2,
       testImages: QUICK.testImages,
+      testVolumes: QUICK.testVolumes,
       quick: true,
       study: false,
     });
-    expect(parseArgs(['--task', 'all', '--study'])).toMatchObject({ tasks: ['seg', 'depth'], study: true });
+    expect(parseArgs(['--task', 'all', '--study'])).toMatchObject({ tasks: [...TASKS], study: true });
+    // A list, in the tasks' own order, once each.
+    expect(parseArgs(['--task', 'instances,seg,instances'])).toMatchObject({ tasks: ['seg', 'instances'] });
     expect(parseArgs(['--help'])).toBeNull();
     expect(parseArgs(['-h'])).toBeNull();
   });
@@ -65,7 +74,11 @@ describe('demo flags', () => {
     [['--lambda', 'x'], /--lambda needs a number > 0; got x/],
     [['--lambda'], /--lambda/],
     [['--device', 'gpu'], /--device needs auto, cpu, cuda or cuda:N; got gpu/],
-    [['--task', 'flow'], /--task needs seg, depth or all; got flow/],
+    [['--task', 'flow'], /--task needs seg, depth, vessels, instances or all, or a comma-separated list of tasks; got flow/],
+    [['--task', 'seg,all'], /--task needs .*; got seg,all/],
+    [['--volume', '16x32'], /--volume needs DxHxW, each side a multiple of 4 and >= 8.*got 16x32/],
+    [['--volume', '16x30x32'], /--volume needs DxHxW.*got 16x30x32/],
+    [['--volume', '4x32x32'], /--volume needs DxHxW.*got 4x32x32/],
     [['--workers', '0'], /--workers needs an integer >= 1; got 0/],
     [['--out='], /--out needs a folder/],
     [['--frobnicate'], /Unknown option '--frobnicate'/],
@@ -251,50 +264,67 @@ describe('demo network conv op', () => {
   });
 });
 
-describe('npm run demo -- --quick', () => {
-  let dir: string;
-  const outputs: string[] = [];
-  let logs: string[] = [];
-  const STEPS = TEST_STEPS;
-  interface ArmReport {
-    name: string;
-    curve: { loss: number[]; pixel: number[]; perceptual: number[] | null };
-    final: Record<string, number>;
-  }
-  interface DemoReport {
-    config: Record<string, unknown>;
-    tasks: Record<string, { arms: ArmReport[] }>;
-    files: Record<string, string>;
-    timing?: unknown;
-    provenance?: unknown;
-  }
-  const read = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as DemoReport;
+interface ArmReport {
+  name: string;
+  curve: { loss: number[]; pixel: number[]; perceptual: number[] | null };
+  final: Record<string, number>;
+}
+interface DemoReport {
+  config: Record<string, unknown>;
+  tasks: Record<string, { arms: ArmReport[] }>;
+  files: Record<string, string>;
+  timing?: unknown;
+  provenance?: unknown;
+}
+const read = (out: string) => JSON.parse(fs.readFileSync(path.join(out, 'report.json'), 'utf8')) as DemoReport;
+/** The report without what may differ between two runs of one seed: timings, provenance, the worker count. */
+const comparable = (out: string) => {
+  const { timing: _timing, provenance: _provenance, config, ...rest } = read(out);
+  const { workers: _workers, ...same } = config;
+  return { ...rest, config: same };
+};
+const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
-  beforeAll(async () => {
-    // Compile the current sources into a scratch package (dist/ of the repo may be stale or in
-    // use), next to the repo's native build and node_modules.
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-demo-test-'));
+let compiled: Promise<string> | null = null;
+/**
+ * Compiles the current sources into a scratch package once (dist/ of the repo may be stale or in
+ * use), next to the repo's native build and node_modules; resolves to its folder.
+ */
+function compiledDemo(): Promise<string> {
+  compiled ??= (async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pl-demo-test-'));
     folders.push(dir);
-    execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(repoRoot, 'tsconfig.json'), '--outDir', path.join(dir, 'dist')], {
-      stdio: 'pipe',
-    });
-    execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', path.join(repoRoot, 'demo', 'tsconfig.json'), '--outDir', path.join(dir, 'dist-demo')], {
-      stdio: 'pipe',
-    });
+    const tsc = (project: string, outDir: string) => run(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', project, '--outDir', outDir]);
+    await tsc(path.join(repoRoot, 'tsconfig.json'), path.join(dir, 'dist'));
+    await tsc(path.join(repoRoot, 'demo', 'tsconfig.json'), path.join(dir, 'dist-demo'));
     fs.cpSync(path.join(repoRoot, 'tools'), path.join(dir, 'tools'), { recursive: true });
     fs.copyFileSync(path.join(repoRoot, 'package.json'), path.join(dir, 'package.json'));
     for (const link of ['build', 'node_modules']) fs.symlinkSync(path.join(repoRoot, link), path.join(dir, link));
-    // Two runs at once, on two and on three worker threads: the numbers must not depend on
-    // which worker trains which arm, nor when.
-    const runs = [2, 3].map(async (workers, i) => {
-      const out = path.join(dir, `out${i}`);
-      outputs.push(out);
-      const { stdout } = await run(process.execPath, [path.join(dir, 'dist-demo', 'main.js'), '--quick', '--steps', String(STEPS), '--workers', String(workers), '--out', out], {
-        cwd: dir,
-      });
-      return stdout;
-    });
-    logs = await Promise.all(runs);
+    return dir;
+  })();
+  return compiled;
+}
+
+/**
+ * Two runs at once of the demo with `argv`, on two and on three worker threads (the numbers must
+ * not depend on which worker trains which arm, nor when); resolves to their output folders and logs.
+ */
+async function twoRuns(name: string, argv: string[]): Promise<{ outputs: string[]; logs: string[] }> {
+  const dir = await compiledDemo();
+  const outputs = [2, 3].map((workers) => path.join(dir, `${name}-${workers}`));
+  const logs = await Promise.all(
+    [2, 3].map(async (workers, i) => (await run(process.execPath, [path.join(dir, 'dist-demo', 'main.js'), ...argv, '--workers', String(workers), '--out', outputs[i]], { cwd: dir })).stdout),
+  );
+  return { outputs, logs };
+}
+
+describe('npm run demo -- --quick --task seg,depth', () => {
+  let outputs: string[] = [];
+  let logs: string[] = [];
+  const STEPS = TEST_STEPS;
+
+  beforeAll(async () => {
+    ({ outputs, logs } = await twoRuns('quick', ['--quick', '--task', 'seg,depth', '--steps', String(STEPS)]));
   }, 1_800_000);
 
   it('prints the held-out tables of both tasks', () => {
@@ -309,7 +339,7 @@ describe('npm run demo -- --quick', () => {
   it('writes report.json and four PNGs', () => {
     for (const out of outputs) {
       const report = read(out);
-      expect(report.config).toMatchObject({ steps: STEPS, size: QUICK.size, testImages: QUICK.testImages, tasks: ['seg', 'depth'] });
+      expect(report.config).toMatchObject({ steps: { seg: STEPS, depth: STEPS }, size: QUICK.size, testImages: QUICK.testImages, tasks: ['seg', 'depth'] });
       expect(report.tasks.seg.arms.map((a: { name: string }) => a.name)).toEqual(['CE only', 'CE + 3 x perceptual']);
       expect(report.tasks.depth.arms.map((a: { name: string }) => a.name)).toEqual(['L1 only', 'L1 + 1 x perceptual']);
       for (const task of ['seg', 'depth']) {
@@ -321,7 +351,7 @@ describe('npm run demo -- --quick', () => {
       }
       for (const png of Object.values(report.files)) {
         const bytes = fs.readFileSync(path.join(out, png));
-        expect(bytes.subarray(0, 8)).toEqual(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]));
+        expect(bytes.subarray(0, 8)).toEqual(PNG);
         expect(bytes.length).toBeGreaterThan(5000);
       }
       expect(Object.keys(report.files)).toHaveLength(4);
@@ -357,11 +387,84 @@ describe('npm run demo -- --quick', () => {
   });
 
   it('gives identical numbers for one seed, on two workers or three (all but timings and provenance)', () => {
-    const [a, b] = outputs.map((out) => {
-      const { timing: _timing, provenance: _provenance, config, ...rest } = read(out);
-      const { workers: _workers, ...same } = config;
-      return { ...rest, config: same };
-    });
-    expect(a).toEqual(b);
+    expect(comparable(outputs[0])).toEqual(comparable(outputs[1]));
+  });
+});
+
+describe('npm run demo -- --task vessels,instances, tiny', () => {
+  let outputs: string[] = [];
+  let logs: string[] = [];
+  // Tiny: 8x16x16 volumes and 16x16 images. Enough steps for both instance arms to leave the
+  // all-background answer behind (at 16x16, seed 1: BCE alone by step ~90, with the perceptual
+  // term by step ~60); the vessel arms may still predict background alone.
+  const STEPS = 150;
+  const VOLUME = [8, 16, 16];
+
+  beforeAll(async () => {
+    ({ outputs, logs } = await twoRuns('tiny', ['--quick', '--task', 'vessels,instances', '--steps', String(STEPS), '--volume', VOLUME.join('x'), '--size', '16']));
+  }, 1_800_000);
+
+  it('prints the held-out tables of both tasks', () => {
+    expect(logs[0]).toMatch(/vessels: held-out set of 4 volumes 8x16x16/);
+    expect(logs[0]).toMatch(/Dice\s+clDice\s+skel\. recall\s+β0 error/);
+    expect(logs[0]).toMatch(/BCE only\s+\d\.\d{3}\s+\d\.\d{3}\s+\d\.\d{3}\s+\d+\.\d{3}/);
+    expect(logs[0]).toMatch(/BCE \+ 1 x perceptual\s+\d\.\d{3}/);
+    expect(logs[0]).toMatch(/instances: held-out set of 24 images 16x16/);
+    expect(logs[0]).toMatch(/mask IoU\s+boundary F1\s+exact bd\. F1/);
+  });
+
+  it('writes report.json with both arms of each task, their curves, and four PNGs', () => {
+    for (const out of outputs) {
+      const report = read(out);
+      expect(report.config).toMatchObject({ steps: { vessels: STEPS, instances: STEPS }, size: 16, volume: VOLUME, testVolumes: QUICK.testVolumes, tasks: ['vessels', 'instances'] });
+      expect(report.tasks.vessels.arms.map((a) => a.name)).toEqual(['BCE only', 'BCE + 1 x perceptual']);
+      expect(report.tasks.instances.arms.map((a) => a.name)).toEqual(['BCE only', 'BCE + 1 x perceptual']);
+      for (const task of ['vessels', 'instances']) {
+        const [pixel, perceptual] = report.tasks[task].arms;
+        expect(pixel.curve.loss).toHaveLength(STEPS);
+        expect(pixel.curve.perceptual).toBeNull();
+        expect(perceptual.curve.perceptual).toHaveLength(STEPS);
+        expect(perceptual.curve.perceptual?.every((v) => v > 0)).toBe(true);
+        // The pixel loss (BCE) falls: the last tenth of the run against the first.
+        for (const arm of [pixel, perceptual]) {
+          const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+          expect(mean(arm.curve.pixel.slice(-15))).toBeLessThan(0.8 * mean(arm.curve.pixel.slice(0, 15)));
+        }
+        expect(perceptual.curve.pixel).not.toEqual(pixel.curve.pixel);
+      }
+      expect(Object.keys(report.files).sort()).toEqual(['curves-instances', 'curves-vessels', 'samples-instances', 'samples-vessels']);
+      for (const png of Object.values(report.files)) {
+        const bytes = fs.readFileSync(path.join(out, png));
+        expect(bytes.subarray(0, 8)).toEqual(PNG);
+        expect(bytes.length).toBeGreaterThan(5000);
+      }
+    }
+  });
+
+  it('scores in range: vessels Dice, clDice and skeleton recall in [0, 1], β0 error >= 0; instance masks well above the empty answer', () => {
+    const report = read(outputs[0]);
+    for (const arm of report.tasks.vessels.arms) {
+      for (const key of ['dice', 'clDice', 'skeletonRecall']) {
+        expect(arm.final[key]).toBeGreaterThanOrEqual(0);
+        expect(arm.final[key]).toBeLessThanOrEqual(1);
+      }
+      expect(arm.final.betti0Error).toBeGreaterThanOrEqual(0);
+    }
+    // A trivial answer: each instance's seed spot (the input's second channel) above 0.5.
+    const test = instanceTestSet(DEFAULTS.seed, QUICK.testImages, 16);
+    const spots = Uint8Array.from({ length: test.masks.length }, (_, i) => (test.inputs[2 * i + 1] > 0.5 ? 1 : 0));
+    const trivial = scoreInstances(spots, test.masks, test.m, 16);
+    for (const arm of report.tasks.instances.arms) {
+      expect(arm.final.maskIoU).toBeGreaterThan(trivial.maskIoU + 0.05);
+      expect(arm.final.maskIoU).toBeLessThanOrEqual(1);
+      for (const key of ['boundaryF1', 'boundaryF1Exact'] as const) {
+        expect(arm.final[key]).toBeGreaterThan(trivial[key]);
+        expect(arm.final[key]).toBeLessThanOrEqual(1);
+      }
+    }
+  });
+
+  it('gives identical numbers for one seed, on two workers or three (all but timings and provenance)', () => {
+    expect(comparable(outputs[0])).toEqual(comparable(outputs[1]));
   });
 });

@@ -66,16 +66,18 @@ describe('demo instance scores', () => {
 
   it('scores the truth 1 and empty masks 0', () => {
     const truth = join(box(1, 1, 4, 4), box(5, 1, 4, 4));
-    expect(scoreInstances(truth, truth, 2, size)).toEqual({ maskIoU: 1, boundaryF1: 1 });
-    expect(scoreInstances(new Uint8Array(truth.length), truth, 2, size)).toEqual({ maskIoU: 0, boundaryF1: 0 });
+    expect(scoreInstances(truth, truth, 2, size)).toEqual({ maskIoU: 1, boundaryF1: 1, boundaryF1Exact: 1 });
+    expect(scoreInstances(new Uint8Array(truth.length), truth, 2, size)).toEqual({ maskIoU: 0, boundaryF1: 0, boundaryF1Exact: 0 });
   });
 
-  it('boundary F1 tolerates a 1 px shift, mask IoU does not; both average over instances', () => {
+  it('boundary F1 tolerates a 1 px shift, its exact form and mask IoU do not; all average over instances', () => {
     const truth = join(box(1, 1, 4, 4), box(5, 1, 4, 4));
     const shifted = join(box(2, 1, 4, 4), box(5, 1, 4, 4));
     const s = scoreInstances(shifted, truth, 2, size);
     expect(s.boundaryF1).toBe(1);
     expect(s.maskIoU).toBeCloseTo((12 / 20 + 1) / 2, 10);
+    // The shifted box's 12 boundary pixels: 6 on the truth's (top and bottom rows, x = 2..4).
+    expect(s.boundaryF1Exact).toBeCloseTo((6 / 12 + 1) / 2, 10);
   });
 
   it('a mask that spills into the touching instance loses IoU and boundary F1', () => {

@@ -36,7 +36,7 @@ export const FUZZ_RUNS = {
   memory: 200,
   bfloat16: 150,
   // Volumes (spatialDims: 3, 5-D inputs) and instance masks.
-  inputsVolume: 1500,
+  inputsVolume: 2500,
   pathsVolume: 400,
   segmentationVolume: 250,
   nonFiniteVolume: 150,

@@ -553,15 +553,26 @@ export function instanceMasks(options: JsOptions, convs: readonly JsConv[], logi
   return { ...result, grad: result.grad.map((g, i) => g * p[i] * (1 - p[i])) };
 }
 
-/** pred and target multiplied by `mask` before the network ([N, 1, ...spatial] or pred's shape); the gradient through it. */
-export function masked(options: JsOptions, convs: readonly JsConv[], pred: JsTensor, target: JsTensor, mask: JsTensor): JsResult {
+/**
+ * pred and target multiplied by `mask` before the network ([N, 1, ...spatial] or pred's shape),
+ * elements under a 0 set to 0 (NaN and Inf included); the gradient through it. `float32`: which
+ * of pred and target are float32 arrays, whose products with the mask are float32 arrays too.
+ */
+export function masked(
+  options: JsOptions,
+  convs: readonly JsConv[],
+  pred: JsTensor,
+  target: JsTensor,
+  mask: JsTensor,
+  float32: { pred: boolean; target: boolean } = { pred: false, target: false },
+): JsResult {
   const perPixel = mask.data.length !== pred.data.length;
   const [N, C] = pred.shape;
   const S = spatialSize(pred.shape);
   const m = (i: number) => (perPixel ? mask.data[Math.floor(i / (C * S)) * S + (i % S)] : mask.data[i]);
-  const apply = (x: JsTensor) => ({ shape: x.shape, data: x.data.map((v, i) => v * m(i)) });
+  const apply = (x: JsTensor, round: boolean) => ({ shape: x.shape, data: x.data.map((v, i) => (m(i) === 0 ? 0 : round ? Math.fround(v * m(i)) : v * m(i))) });
   if (perPixel && mask.data.length !== N * S) throw new Error('js-reference: a mask has one value per pixel or per element');
-  const result = lossAndGrad(options, convs, apply(pred), apply(target));
+  const result = lossAndGrad(options, convs, apply(pred, float32.pred), apply(target, float32.target));
   return { ...result, grad: result.grad.map((g, i) => g * m(i)) };
 }
 

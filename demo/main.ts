@@ -35,6 +35,8 @@ import type { RunResult } from './train';
 
 /** Test images shown in the sample grids. */
 const SHOWN = 4;
+/** The seed pixels on the instance task's input: black, on shapes of grey 0.6 to 0.8. */
+const SEED_MARK = [0, 0, 0] as const;
 /** Error maps saturate at this many metres. */
 const ERROR_TOP = 2;
 
@@ -153,7 +155,7 @@ export function samples(task: TaskName, results: RunResult[], seed: number, args
     const reader = (values: ArrayLike<number>, k: number) => (p: number) => values[k * plane + p];
     const inputTile = (i: number) => {
       const bytes = greyBytes(test.images, i * plane, plane, 0, 1);
-      for (const k of ofImage(i)) bytes.set(OUTCOME.falsePositive, 3 * test.seeds[k]);
+      for (const k of ofImage(i)) bytes.set(SEED_MARK, 3 * test.seeds[k]);
       return bytes;
     };
     const predicted = (r: RunResult, i: number) => ofImage(i).map((k) => reader(r.predictions!, k));
@@ -163,7 +165,7 @@ export function samples(task: TaskName, results: RunResult[], seed: number, args
       size: args.size,
       legend: {
         swatches: [
-          { rgb: OUTCOME.falsePositive, label: 'seed (input)' },
+          { rgb: SEED_MARK, label: 'seed (input)' },
           { rgb: INSTANCE_PALETTE[0], label: 'an instance' },
           { rgb: CLAIMED_TWICE, label: 'claimed twice' },
           ...OUTCOME_SWATCHES('mask').slice(1, 3),

@@ -533,7 +533,8 @@ describe('inputs at every method, sync and async', () => {
     await fc.assert(fc.asyncProperty(inputCaseArbOf(volumes.pool.length), counted('inputsVolume', (c) => runInputCase(volumes, c))), fuzzParams(FUZZ_RUNS.inputsVolume));
   });
 
-  it('volumes: exercised every method, every defect and every error code', () => {
+  // Below half the cases, some defects may not come up often enough.
+  it.skipIf(RUNS_SCALE < 0.5)('volumes: exercised every method, every defect and every error code (not below PL_FUZZ_RUNS_SCALE=0.5)', () => {
     expectExercised(volumes);
   });
 });

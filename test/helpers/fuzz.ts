@@ -22,8 +22,8 @@ export const RUNS_SCALE = Number(process.env.PL_FUZZ_RUNS_SCALE ?? 1);
 const REPLAY_PATH = process.env.PL_FUZZ_PATH;
 
 /**
- * fast-check runs of each property, before RUNS_SCALE: 14,800 generated cases over the
- * test/fuzz/*.test.ts files. Each file checks that its properties ran all of theirs.
+ * fast-check runs of each property, before RUNS_SCALE: 15,950 generated cases over the
+ * test/fuzz/*.test.ts files (11,850 of images, 4,100 of volumes and instance masks). Each file checks that its properties ran all of theirs.
  */
 export const FUZZ_RUNS = {
   options: 2500,
@@ -447,6 +447,11 @@ export interface Expectation {
  * cancel, the error is bounded by the reference's `magnitude`, not by the loss itself.
  */
 export const FLOAT32_MAGNITUDE = 2e-5;
+/**
+ * The same for float64 compute: where pred's and target's features nearly cancel (a masked target
+ * rounded to float32 against an unrounded pred), the loss is a rounding residue of the magnitude.
+ */
+export const FLOAT64_MAGNITUDE = 1e-13;
 
 /** Checks a loss value (number, or per-sample array) against the reference result. */
 export function expectLoss(actual: unknown, expected: ref.JsResult, dtype: Dtype, what = 'loss', precise = true): void {
@@ -460,7 +465,7 @@ export function expectLoss(actual: unknown, expected: ref.JsResult, dtype: Dtype
   expect(allFinite(got), `${what} is finite`).toBe(true);
   if (!precise) return;
   got.forEach((v, i) => {
-    const atol = tol.atol + (dtype === 'float32' ? FLOAT32_MAGNITUDE * magnitude[i] : 0);
+    const atol = tol.atol + (dtype === 'float32' ? FLOAT32_MAGNITUDE : FLOAT64_MAGNITUDE) * magnitude[i];
     expectClose(v, want[i], tol.loss, atol, `${what}[${i}]`);
   });
 }
@@ -472,7 +477,7 @@ export function expectTerms(actual: Array<{ name: string; feature: number; style
     expect(Number.isFinite(t.feature) && Number.isFinite(t.style), 'terms are finite').toBe(true);
     if (!e.precise) return;
     const [mf, ms] = expected.termMagnitudes[i];
-    const k = e.dtype === 'float32' ? FLOAT32_MAGNITUDE : 0;
+    const k = e.dtype === 'float32' ? FLOAT32_MAGNITUDE : FLOAT64_MAGNITUDE;
     expectClose(t.feature, expected.terms[i][0], tol.loss, tol.atol + k * mf, `terms[${t.name}].feature`);
     expectClose(t.style, expected.terms[i][1], tol.loss, tol.atol + k * ms, `terms[${t.name}].style`);
   });

@@ -179,6 +179,13 @@ describe('voxel masks and labels', () => {
     ]);
   });
 
+  it("rejects a mask that states pred's shape but holds one value per voxel", () => {
+    const mask = { data: new Uint8Array(2 * 8 * 8 * 8), shape: SHAPE3 };
+    expectError(volume, () => volume.loss.loss(volume.pred, volume.target, { mask }), 'ERR_SHAPE', [
+      'mask shape [2, 2, 8, 8, 8] needs 2048 values, but its data holds 1024.',
+    ]);
+  });
+
   it('rejects a Tensor mask of the wrong shape', () => {
     using mask = Tensor.from(new Float32Array(2 * 8 * 8), [2, 8, 8], { device: 'cpu' });
     expectError(volume, () => volume.loss.loss(volume.pred, volume.target, { mask }), 'ERR_SHAPE', ['mask shape [2, 8, 8] must be [N, D, H, W] = [2, 8, 8, 8]']);

@@ -96,6 +96,12 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
 }
 #endif
 
+// libtorch 2.x's oneDNN gives wrong bfloat16 3-D convs (zeros or garbage, at 2.13) for an input of
+// depth 1 with some channel counts (1 and 3 among them, prepacked weights or not); 1.13's does not.
+inline bool oneDnnMisreadsVolume(const at::Tensor& x) {
+  return TORCH_VERSION_MAJOR >= 2 && x.dim() == 5 && x.size(2) == 1 && x.scalar_type() == at::kBFloat16;
+}
+
 // CPU 3-D pools without a bfloat16 kernel run in float32, which holds every bfloat16 value
 // exactly, and round back once: 1.13 has none for either pool, 2.x none for the average pool.
 inline bool poolInFloat(const at::Tensor& x, bool average) {

@@ -190,6 +190,8 @@ inline Tensor smoothL1Loss(const Tensor& a, const Tensor& b, Reduce r) {
 // ---------------------------------------------------------------- oneDNN on the CPU
 
 inline bool hasOneDnn() { return at::hasMKLDNN(); }
+// Whether oneDNN's conv of `x` must not be trusted (compat.h says when); the caller computes it in float32.
+inline bool oneDnnMisreadsVolume(const Tensor& x) { return compat::oneDnnMisreadsVolume(x); }
 inline const char* prepackedOneDnnWeights() { return compat::kPrepackedOneDnnWeights; }
 inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
   return compat::prepareOneDnnWeight(channelsLastWeight);

@@ -397,6 +397,11 @@ inline bool hasOneDnn() {
   return has;
 }
 inline const char* prepackedOneDnnWeights() { return "all"; }
+// oneDNN's bfloat16 3-D convs are wrong (zeros or garbage, torch 2.13) for an input of depth 1 with
+// some channel counts (1 and 3 among them): the caller computes those in float32.
+inline bool oneDnnMisreadsVolume(const Tensor& x) {
+  return x.dim() == 5 && x.size(2) == 1 && x.scalar_type() == ScalarType::BFloat16;
+}
 
 // ---------------------------------------------------------------- random weights
 

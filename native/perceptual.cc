@@ -112,12 +112,27 @@ void placeOnDevice(const Config& config, Network& net, const std::vector<Tensor>
 // ATen routes small CPU batches to its im2col + BLAS convolution (with the reference BLAS on
 // Debian, many times slower than oneDNN); call oneDNN directly for every float32 and bfloat16 CPU
 // conv.
+// The convs oneDNN gets wrong (ops::oneDnnMisreadsVolume) run in float32 on the drawn weights
+// and round back once: the bfloat16 kernels accumulate in float32 too.
+Tensor floatConv(const Tensor& x, const Tensor& weight, const Tensor& bias, bool relu) {
+  Tensor y = ops::to(ops::conv(ops::to(x, ops::ScalarType::Float), weight, bias), x.scalar_type());
+  return relu ? ops::reluInPlace(y) : y;
+}
+
 Tensor convForward(const Network& net, size_t c, const Tensor& x, bool relu) {
+  if (net.oneDnn && ops::oneDnnMisreadsVolume(x)) {
+    return floatConv(x, net.masterWeights[c], ops::to(net.biases[c], ops::ScalarType::Float), relu);
+  }
   if (net.oneDnn) return ops::oneDnnConv(x, net.weights[c], net.oneDnnBiases[c], relu);
   return ops::conv(x, net.weights[c], net.biases[c]);
 }
 
 Tensor convBackwardInput(const Network& net, size_t c, const Tensor& gradOutput, const Tensor& input) {
+  if (net.oneDnn && ops::oneDnnMisreadsVolume(gradOutput)) {
+    const Tensor& master = net.masterWeights[c];
+    const Tensor flipped = ops::contiguous(ops::transpose(ops::flip(master, spatialAxes(master)), 0, 1));
+    return floatConv(gradOutput, flipped, ops::zeros({master.size(1)}, ops::ScalarType::Float, ops::kCpu), false);
+  }
   if (net.oneDnn) return ops::oneDnnConv(gradOutput, net.backwardWeights[c], Tensor(), false);
   return ops::convBackwardInput(gradOutput, input, net.weights[c]);
 }

@@ -283,13 +283,11 @@ export function readMask(mask: MaskLike, shape: readonly number[], layout: Layou
   }
   if (length === elements && (given === undefined || same(given, full))) return { value, shape: full };
   if (length === pixels && (given === undefined || perPixel.some((s) => same(given, s)))) return { value, shape: broadcast };
+  const expected = `${pixels} (one per ${axes.length === 3 ? 'voxel' : 'pixel'}, ${pixelAxes}) or ${elements} (one per element of pred ${show(full)})`;
   if (given !== undefined) {
-    throw new PerceptualLossError('ERR_SHAPE', `mask shape ${show(given)} needs ${elementCount(given)} values, but its data holds ${length}.`);
+    throw new PerceptualLossError('ERR_SHAPE', `mask shape ${show(given)} needs ${elementCount(given)} values, but its data holds ${length}; a mask holds ${expected}.`);
   }
-  throw new PerceptualLossError(
-    'ERR_SHAPE',
-    `mask holds ${length} values; expected ${pixels} (one per ${axes.length === 3 ? 'voxel' : 'pixel'}, ${pixelAxes}) or ${elements} (one per element of pred ${show(full)}).`,
-  );
+  throw new PerceptualLossError('ERR_SHAPE', `mask holds ${length} values; expected ${expected}.`);
 }
 
 /**

@@ -182,7 +182,7 @@ describe('voxel masks and labels', () => {
   it("rejects a mask that states pred's shape but holds one value per voxel", () => {
     const mask = { data: new Uint8Array(2 * 8 * 8 * 8), shape: SHAPE3 };
     expectError(volume, () => volume.loss.loss(volume.pred, volume.target, { mask }), 'ERR_SHAPE', [
-      'mask shape [2, 2, 8, 8, 8] needs 2048 values, but its data holds 1024.',
+      'mask shape [2, 2, 8, 8, 8] needs 2048 values, but its data holds 1024; a mask holds 1024 (one per voxel, [N, D, H, W]) or 2048 (one per element of pred [2, 2, 8, 8, 8]).',
     ]);
   });
 

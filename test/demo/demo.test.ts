@@ -285,6 +285,36 @@ const comparable = (out: string) => {
 };
 const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
+/**
+ * Two runs of the same flags trained the same: every held-out evaluation, final score, pixel-loss
+ * value and setting bit for bit. The perceptual loss's value (not its gradient) may differ in its
+ * last float32 bits: libtorch sums it over a tap's elements in one or two chunks, by its intra-op
+ * threads, and 1 and 2 threads give exactly the two values seen (instances, 12 of 150 steps, in
+ * 2 of 4 runs under vitest); the gradient is element-wise, so every later step is the same.
+ */
+function expectSameRuns(first: string, second: string): void {
+  const [a, b] = [first, second].map(comparable);
+  const lossless = (r: typeof a) => ({
+    ...r,
+    tasks: Object.fromEntries(Object.entries(r.tasks).map(([t, v]) => [t, { arms: v.arms.map(({ curve, ...arm }) => ({ ...arm, pixel: curve.pixel })) }])),
+  });
+  expect(lossless(a)).toEqual(lossless(b));
+  for (const task of Object.keys(a.tasks)) {
+    a.tasks[task].arms.forEach((arm, i) => {
+      const other = b.tasks[task].arms[i].curve;
+      for (const key of ['loss', 'perceptual'] as const) {
+        const mine = arm.curve[key];
+        if (mine === null) {
+          expect(other[key]).toBeNull();
+          continue;
+        }
+        expect(other[key]).toHaveLength(mine.length);
+        mine.forEach((v, step) => expect(Math.abs(v - other[key]![step]), `${task} / ${arm.name} / ${key}, step ${step + 1}`).toBeLessThanOrEqual(2 ** -21 * Math.abs(v)));
+      }
+    });
+  }
+}
+
 let compiled: Promise<string> | null = null;
 /**
  * Compiles the current sources into a scratch package once (dist/ of the repo may be stale or in
@@ -386,8 +416,8 @@ describe('npm run demo -- --quick --task seg,depth', () => {
     expect(perceptual.final).not.toEqual(pixel.final);
   });
 
-  it('gives identical numbers for one seed, on two workers or three (all but timings and provenance)', () => {
-    expect(comparable(outputs[0])).toEqual(comparable(outputs[1]));
+  it('gives the same numbers for one seed, on two workers or three (all but timings and provenance)', () => {
+    expectSameRuns(outputs[0], outputs[1]);
   });
 });
 
@@ -464,7 +494,7 @@ describe('npm run demo -- --task vessels,instances, tiny', () => {
     }
   });
 
-  it('gives identical numbers for one seed, on two workers or three (all but timings and provenance)', () => {
-    expect(comparable(outputs[0])).toEqual(comparable(outputs[1]));
+  it('gives the same numbers for one seed, on two workers or three (all but timings and provenance)', () => {
+    expectSameRuns(outputs[0], outputs[1]);
   });
 });

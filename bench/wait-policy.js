@@ -4,7 +4,7 @@
 // libgomp's own default (what the package did before: threads spin a while between parallel
 // regions, then sleep), on a quiet machine and beside a competing load (2 busy-loop processes).
 //
-//   node bench/wait-policy.js [--runs N] [--warmup N] [--threads N] [--quick] [--out FILE]
+//   node bench/wait-policy.js [--runs N] [--warmup N] [--repeat N] [--threads N] [--quick] [--out FILE]
 //
 // libgomp's default is reached through a setting the package honours as the user's own choice:
 // GOMP_SPINCOUNT=300000, libgomp's spin count when OMP_WAIT_POLICY is not set, so the package
@@ -40,9 +40,10 @@ const CONDITIONS = [
   { name: 'competing load', busy: 2 },
 ];
 
-const USAGE = `usage: node bench/wait-policy.js [--runs N] [--warmup N] [--threads N] [--quick] [--out FILE]
+const USAGE = `usage: node bench/wait-policy.js [--runs N] [--warmup N] [--repeat N] [--threads N] [--quick] [--out FILE]
   --runs N      timed steps per child, the median reported (default 15; --quick: 3)
   --warmup N    untimed steps first (default 3; --quick: 1)
+  --repeat N    children per arm, condition and shape, the arms taking turns; the median of their medians is reported (default 1)
   --threads N   setNumThreads in the children (default: os.availableParallelism(), ${os.availableParallelism()})
   --quick       smoke test: 3 runs, 1 warm-up, 1x3x64x64 only
   --out FILE    where the JSON goes (default bench/results/wait-policy-DATE.json)`;
@@ -55,6 +56,7 @@ function options(argv) {
       options: {
         runs: { type: 'string' },
         warmup: { type: 'string' },
+        repeat: { type: 'string' },
         threads: { type: 'string' },
         quick: { type: 'boolean', default: false },
         out: { type: 'string' },
@@ -83,6 +85,7 @@ function options(argv) {
     quick,
     runs: count('runs', parsed.runs, quick ? 3 : 15, 1),
     warmup: count('warmup', parsed.warmup, quick ? 1 : 3, 0),
+    repeat: count('repeat', parsed.repeat, 1, 1),
     threads: count('threads', parsed.threads, os.availableParallelism(), 1),
     shapes: quick ? SHAPES.slice(0, 1) : SHAPES,
     out: parsed.out ?? path.join(ROOT, 'bench', 'results', `wait-policy-${new Date().toISOString().slice(0, 10)}.json`),
@@ -156,11 +159,19 @@ function main() {
     const stop = busyLoops(condition.busy);
     try {
       for (const shape of opts.shapes) {
+        const children = new Map(ARMS.map((arm) => [arm.name, []]));
+        for (let k = 0; k < opts.repeat; k++) {
+          for (const arm of ARMS) {
+            process.stderr.write(`wait-policy: ${condition.name}, ${shape.join('x')}, ${arm.name} (${k + 1}/${opts.repeat}) ... `);
+            const r = measure(arm, shape, opts);
+            process.stderr.write(`median ${r.medianMs.toFixed(1)} ms\n`);
+            children.get(arm.name).push(r);
+          }
+        }
         for (const arm of ARMS) {
-          process.stderr.write(`wait-policy: ${condition.name}, ${shape.join('x')}, ${arm.name} ... `);
-          const r = measure(arm, shape, opts);
-          process.stderr.write(`median ${r.medianMs.toFixed(1)} ms\n`);
-          results.push({ condition: condition.name, busyProcesses: condition.busy, shape, arm: arm.name, ...r });
+          const runs = children.get(arm.name);
+          const medianMs = median(runs.map((r) => r.medianMs));
+          results.push({ condition: condition.name, busyProcesses: condition.busy, shape, arm: arm.name, ...runs[0], medianMs, childMediansMs: runs.map((r) => r.medianMs) });
         }
       }
     } finally {
@@ -185,7 +196,7 @@ function main() {
   const header = ['condition', 'shape', 'package (short spin) ms', 'PASSIVE, no spin ms', 'libgomp default (old) ms', 'package / old'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const line = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-  console.log(`vgg19 lossAndGrad, median of ${opts.runs} after ${opts.warmup} warm-up, ${opts.threads} thread(s), ${results[0].libtorch}`);
+  console.log(`vgg19 lossAndGrad, median of ${opts.runs} after ${opts.warmup} warm-up (the median over ${opts.repeat} child(ren) per cell), ${opts.threads} thread(s), ${results[0].libtorch}`);
   console.log(line(header));
   console.log(line(widths.map((w) => '-'.repeat(w))));
   for (const row of rows) console.log(line(row));
@@ -196,7 +207,7 @@ function main() {
     seconds: (Date.now() - started) / 1000,
     git: gitInfo(true),
     machine: { cpu: os.cpus()[0]?.model, logicalCpus: os.availableParallelism(), loadAverage: os.loadavg(), node: process.version },
-    options: { runs: opts.runs, warmup: opts.warmup, threads: opts.threads, quick: opts.quick },
+    options: { runs: opts.runs, warmup: opts.warmup, repeat: opts.repeat, threads: opts.threads, quick: opts.quick },
     arms: ARMS.map(({ name, what, env }) => ({ name, what, env })),
     results,
   };

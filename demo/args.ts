@@ -73,8 +73,8 @@ perceptual loss. Segmentation: cross-entropy, scored by mIoU, pixel accuracy and
 Depth: masked L1, scored by AbsRel, RMSE, delta < 1.25 and depth-edge F1. Vessels (3-D volumes,
 a 3-D network and a 3-D perceptual loss): binary cross-entropy, scored by Dice, clDice, skeleton
 recall and the error in the number of pieces. Instances (one mask per instance, given a seed
-point): binary cross-entropy, scored by mask IoU and boundary F1. The arms train side by side in
-worker threads. Writes a report and PNGs.
+point): binary cross-entropy, scored by mask IoU and boundary F1 (within 1 px, and exact). The
+arms train side by side in worker threads. Writes a report and PNGs.
 
   --task T       seg | depth | vessels | instances | all, or a comma-separated list (default all)
   --steps N      training steps per arm, every task (default ${perTask(DEFAULTS.steps)};

@@ -100,7 +100,7 @@ inline Tensor sum(const Tensor& t) { return t.sum(); }
 inline Tensor sum(const Tensor& t, int64_t dim, bool keepdim) { return t.sum(dim, keepdim); }
 inline Tensor mean(const Tensor& t, int64_t dim) { return t.mean(dim); }
 inline Tensor bmm(const Tensor& a, const Tensor& b) { return at::bmm(a, b); }
-inline Tensor stack(const std::vector<Tensor>& tensors) { return at::stack(tensors); }
+inline Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0) { return at::stack(tensors, dim); }
 inline Tensor softmax(const Tensor& t, int64_t dim) { return at::softmax(t, dim); }
 inline Tensor sigmoid(const Tensor& t) { return at::sigmoid(t); }
 inline Tensor oneHot(const Tensor& labels, int64_t classes) { return at::one_hot(labels, classes); }

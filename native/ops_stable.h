@@ -16,13 +16,16 @@
 #include <torch/csrc/stable/tensor.h>
 #include <torch/headeronly/core/ScalarType.h>
 
+#include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "runtime_symbols.h"
 
@@ -152,21 +155,54 @@ inline Tensor fromBlob(void* data, const Shape& shape, ScalarType type) {
   return torch::stable::from_blob(data, shape, strides, toStable(kCpu), type);
 }
 // Copies are synchronous here: with no stream of its own, a result is complete when it returns.
+// A tensor already of that dtype and device is returned itself, as aten::to returns it, without
+// the dispatcher's round trip (a step makes dozens of such calls).
 inline Tensor to(const Tensor& t, ScalarType type) {
+  if (t.scalar_type() == type) return t;
   return detail::call("aten::to", "dtype", t, type, false, false, std::optional<MemoryFormat>());
 }
 inline Tensor to(const Tensor& t, const Device& device, ScalarType type, bool /*nonBlocking*/ = false) {
+  if (t.scalar_type() == type && deviceOf(t) == device) return t;
   return detail::call("aten::to", "device", t, toStable(device), type, false, false, std::optional<MemoryFormat>());
 }
 inline Tensor toDevice(const Tensor& t, const Device& device, bool /*nonBlocking*/ = false) {
   return to(t, device, t.scalar_type());
 }
-inline Tensor contiguous(const Tensor& t, bool channelsLast = false) {
-  return detail::call("aten::contiguous", "", t, format(channelsLast, t.dim()));
+namespace detail {
+// Whether `t` has exactly the strides that aten::empty gives its sizes in that layout (channels-
+// last: C innermost, then the spatial dims from the last): then it is contiguous in that layout,
+// and the dispatcher need not be asked. Other strides (zero sizes among them) are left to ATen.
+inline bool hasLayoutStrides(const Tensor& t, bool channelsLast) {
+  const auto sizes = t.sizes();
+  const auto strides = t.strides();
+  const int64_t dims = t.dim();
+  if (channelsLast && dims != 4 && dims != 5) return false;
+  std::vector<int64_t> order;  // innermost first
+  if (channelsLast) {
+    order.push_back(1);
+    for (int64_t d = dims - 1; d >= 2; --d) order.push_back(d);
+    order.push_back(0);
+  } else {
+    for (int64_t d = dims - 1; d >= 0; --d) order.push_back(d);
+  }
+  int64_t expected = 1;
+  for (int64_t d : order) {
+    if (sizes[d] == 0 || strides[d] != expected) return false;
+    expected *= sizes[d];
+  }
+  return true;
 }
+}  // namespace detail
+
 inline bool isContiguous(const Tensor& t, bool channelsLast = false) {
+  if (detail::hasLayoutStrides(t, channelsLast)) return true;
   return torch::stable::detail::to<bool>(
       detail::dispatch<1>("aten::is_contiguous", "memory_format", t, format(channelsLast, t.dim()))[0]);
+}
+// aten::contiguous returns the tensor itself where it is contiguous already.
+inline Tensor contiguous(const Tensor& t, bool channelsLast = false) {
+  if (detail::hasLayoutStrides(t, channelsLast)) return t;
+  return detail::call("aten::contiguous", "", t, format(channelsLast, t.dim()));
 }
 inline Tensor clone(const Tensor& t, bool channelsLast = false) {
   return detail::call("aten::clone", "", t, std::optional(format(channelsLast, t.dim())));
@@ -221,8 +257,8 @@ inline Tensor mean(const Tensor& t, int64_t dim) {
   return detail::call("aten::mean", "dim", t, std::optional<Shape>(Shape{dim}), false, std::optional<ScalarType>());
 }
 inline Tensor bmm(const Tensor& a, const Tensor& b) { return detail::call("aten::bmm", "", a, b); }
-inline Tensor stack(const std::vector<Tensor>& tensors) {
-  return detail::call("aten::stack", "", tensors, static_cast<int64_t>(0));
+inline Tensor stack(const std::vector<Tensor>& tensors, int64_t dim = 0) {
+  return detail::call("aten::stack", "", tensors, dim);
 }
 inline Tensor softmax(const Tensor& t, int64_t dim) {
   return detail::call("aten::softmax", "int", t, dim, std::optional<ScalarType>());
@@ -315,9 +351,61 @@ inline Tensor reluInPlace(Tensor& x) {
   detail::callInPlace("aten::relu_", "", x);
   return x;
 }
-// threshold_backward(g, out, 0) takes a Scalar: the same selection, written over `grad` by
-// masked_fill_ (0 where out <= 0; a NaN output keeps its gradient, as threshold_backward's does).
+namespace detail {
+// Whether `t`'s elements fill its storage from its data pointer without gaps or overlaps, in any
+// order of dimensions (contiguous, channels-last, ...): then two such tensors of equal sizes and
+// strides can be walked as flat arrays, element i of one beside element i of the other.
+inline bool isDense(const Tensor& t) {
+  const auto sizes = t.sizes();
+  const auto strides = t.strides();
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size), the size-1 dims left out
+  for (size_t i = 0; i < sizes.size(); i++) {
+    if (sizes[i] != 1) dims.emplace_back(strides[i], sizes[i]);
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t expected = 1;
+  for (const auto& [stride, size] : dims) {
+    if (stride != expected) return false;
+    expected *= size;
+  }
+  return true;
+}
+inline bool sameDenseLayout(const Tensor& a, const Tensor& b) {
+  return a.sizes().equals(b.sizes()) && a.strides().equals(b.strides()) && isDense(a);
+}
+// threshold_backward's selection, element by element: 0 where `zeroes(output)`, written as a
+// select so that it vectorizes.
+template <typename T, typename Zeroes>
+void zeroWhere(Tensor& grad, const Tensor& output, Zeroes zeroes) {
+  T* __restrict g = static_cast<T*>(grad.mutable_data_ptr());
+  const T* __restrict out = static_cast<const T*>(output.const_data_ptr());
+  // ATen's grain for elementwise kernels (at::internal::GRAIN_SIZE).
+  torch::stable::parallel_for(0, grad.numel(), 32768, [=](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) g[i] = zeroes(out[i]) ? T{} : g[i];
+  });
+}
+}  // namespace detail
+
+// threshold_backward(g, out, 0) takes a Scalar, which the stable stack cannot carry. On the CPU
+// the selection is a loop of its own over both buffers, on libtorch's intra-op threads: through
+// the dispatcher it took two passes (aten::le into a fresh bool tensor, then masked_fill_'s
+// scalar loop) and 10% of a bfloat16 step. Elsewhere (CUDA, layouts that differ) it is that
+// le + masked_fill_.
 inline void reluBackwardInPlace(Tensor& grad, const Tensor& output) {
+  if (grad.is_cpu() && output.is_cpu() && grad.scalar_type() == output.scalar_type() &&
+      detail::sameDenseLayout(grad, output)) {
+    // 0 where the output is <= 0; a NaN output keeps its gradient.
+    switch (grad.scalar_type()) {
+      case ScalarType::Float: return detail::zeroWhere<float>(grad, output, [](float v) { return v <= 0; });
+      case ScalarType::Double: return detail::zeroWhere<double>(grad, output, [](double v) { return v <= 0; });
+      case ScalarType::BFloat16:
+        // On the bits: <= 0 is the sign bit set or +0 (as an int16, <= 0), a NaN (a magnitude
+        // above infinity's 0x7f80) excepted.
+        return detail::zeroWhere<uint16_t>(
+            grad, output, [](uint16_t bits) { return static_cast<int16_t>(bits) <= 0 && (bits & 0x7fff) <= 0x7f80; });
+      default: break;
+    }
+  }
   const Tensor zero = detail::scalar(0.0, output.scalar_type());
   detail::callInPlace("aten::masked_fill_", "Tensor", grad, detail::call("aten::le", "Tensor", output, zero),
                       detail::scalar(0.0, grad.scalar_type()));

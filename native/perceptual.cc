@@ -334,27 +334,41 @@ Tensor runBackward(const Network& net, const Config& config, Forward& fwd, std::
   return g;
 }
 
+// x * scale; x itself for a scale of 1 (a product that would change nothing: the default
+// weights), one op fewer per tap.
+Tensor scaled(const Tensor& x, double scale) { return scale == 1 ? x : ops::mul(x, scale); }
+
+// The sum of a term's values: a 0-d term (reduction 'mean' or 'sum') is its own sum.
+Tensor total(const Tensor& term) { return term.dim() == 0 ? term : ops::sum(term); }
+
+// sum = sum + term, out of place: the first term is kept as the sum itself and is also a tap's
+// term, so it must not be added to in place.
+void addTo(Tensor& sum, const Tensor& term) { sum = sum.defined() ? ops::add(sum, term) : term; }
+
 // Accumulates the loss, the per-tap terms and (optionally) d loss / d features.
 LossResult reduceTaps(const Config& config, const std::vector<Tensor>& predTaps, const TargetFeatures& target,
                       bool wantGrad, const Tensor& factors, std::vector<Tensor>& tapGrads) {
   const ops::ScalarType accType = accumulationType(config);
   const size_t taps = config.taps.size();
-  std::vector<Tensor> termValues;
+  const bool withStyle = config.styleWeight > 0;
+  std::vector<Tensor> featureTerms, styleTerms;
   Tensor loss;
   for (size_t t = 0; t < taps; ++t) {
     const double w = config.taps[t].weight;
     const Tensor a = ops::to(predTaps[t], accType);
     const Tensor b = ops::to(target.features[t], accType);
     const double featureScale = config.featureWeight * w;
-    Tensor feature = ops::mul(distance(config, a, b, factors), featureScale);
-    Tensor style = ops::zerosLike(feature);
+    const Tensor feature = scaled(distance(config, a, b, factors), featureScale);
+    featureTerms.push_back(total(feature));
     Tensor grad;
     if (wantGrad) grad = distanceGrad(config, a, b, featureScale, factors);
-    if (config.styleWeight > 0) {
+    if (withStyle) {
       const double styleScale = config.styleWeight * w;
       const Tensor gp = gram(a);
       const Tensor gt = ops::to(target.grams[t], accType);
-      style = ops::mul(distance(config, gp, gt, factors), styleScale);
+      const Tensor style = scaled(distance(config, gp, gt, factors), styleScale);
+      styleTerms.push_back(total(style));
+      addTo(loss, ops::add(feature, style));
       if (wantGrad) {
         // G = F F^T / k  =>  dL/dF = (dL/dG + dL/dG^T) F / k.
         const Tensor dG = distanceGrad(config, gp, gt, styleScale, factors);
@@ -364,14 +378,16 @@ LossResult reduceTaps(const Config& config, const std::vector<Tensor>& predTaps,
         ops::divInPlace(dF, static_cast<double>(a.numel() / n));
         ops::addInPlace(grad, ops::reshape(dF, ops::shapeOf(a)));
       }
+    } else {
+      addTo(loss, feature);
     }
-    accumulate(loss, ops::add(feature, style));
-    termValues.push_back(ops::stack({ops::sum(feature), ops::sum(style)}));
     if (wantGrad) tapGrads.push_back(ops::to(grad, config.dtype));
   }
   LossResult result;
   result.loss = loss;
-  result.terms = ops::stack(termValues);
+  // [taps, 2]: each tap's feature and style term.
+  const Tensor features = ops::stack(featureTerms);
+  result.terms = ops::stack({features, withStyle ? ops::stack(styleTerms) : ops::zerosLike(features)}, 1);
   return result;
 }
 

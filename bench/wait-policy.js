@@ -4,7 +4,7 @@
 // libgomp's own default (what the package did before: threads spin a while between parallel
 // regions, then sleep), on a quiet machine and beside a competing load (2 busy-loop processes).
 //
-//   node bench/wait-policy.js [--runs N] [--warmup N] [--repeat N] [--threads N] [--quick] [--out FILE]
+//   node bench/wait-policy.js [--runs N] [--warmup N] [--repeat N] [--threads N] [--quick] [--quiet-only] [--out FILE]
 //
 // libgomp's default is reached through a setting the package honours as the user's own choice:
 // GOMP_SPINCOUNT=300000, libgomp's spin count when OMP_WAIT_POLICY is not set, so the package
@@ -31,7 +31,7 @@ const SHAPES = [
   [2, 3, 64, 64],
 ];
 const ARMS = [
-  { name: 'passive', what: 'the package default: OMP_WAIT_POLICY=PASSIVE after a short spin (GOMP_SPINCOUNT=10000)', env: {} },
+  { name: 'passive', what: 'the package default: OMP_WAIT_POLICY=PASSIVE after a short spin (GOMP_SPINCOUNT=100000)', env: {} },
   { name: 'passive-no-spin', what: 'OMP_WAIT_POLICY=PASSIVE alone (spin count 0: sleep at once)', env: { OMP_WAIT_POLICY: 'PASSIVE' } },
   { name: 'libgomp-default', what: "libgomp's own default (the package's old behaviour): GOMP_SPINCOUNT=300000", env: { GOMP_SPINCOUNT: '300000' } },
 ];
@@ -40,12 +40,13 @@ const CONDITIONS = [
   { name: 'competing load', busy: 2 },
 ];
 
-const USAGE = `usage: node bench/wait-policy.js [--runs N] [--warmup N] [--repeat N] [--threads N] [--quick] [--out FILE]
+const USAGE = `usage: node bench/wait-policy.js [--runs N] [--warmup N] [--repeat N] [--threads N] [--quick] [--quiet-only] [--out FILE]
   --runs N      timed steps per child, the median reported (default 15; --quick: 3)
   --warmup N    untimed steps first (default 3; --quick: 1)
   --repeat N    children per arm, condition and shape, the arms taking turns; the median of their medians is reported (default 1)
   --threads N   setNumThreads in the children (default: os.availableParallelism(), ${os.availableParallelism()})
   --quick       smoke test: 3 runs, 1 warm-up, 1x3x64x64 only
+  --quiet-only  the quiet machine alone (to settle the quiet cost with more --repeat in the time)
   --out FILE    where the JSON goes (default bench/results/wait-policy-DATE.json)`;
 
 function options(argv) {
@@ -59,6 +60,7 @@ function options(argv) {
         repeat: { type: 'string' },
         threads: { type: 'string' },
         quick: { type: 'boolean', default: false },
+        'quiet-only': { type: 'boolean', default: false },
         out: { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -88,6 +90,7 @@ function options(argv) {
     repeat: count('repeat', parsed.repeat, 1, 1),
     threads: count('threads', parsed.threads, os.availableParallelism(), 1),
     shapes: quick ? SHAPES.slice(0, 1) : SHAPES,
+    conditions: parsed['quiet-only'] ? CONDITIONS.filter((c) => c.busy === 0) : CONDITIONS,
     out: parsed.out ?? path.join(ROOT, 'bench', 'results', `wait-policy-${new Date().toISOString().slice(0, 10)}.json`),
   };
 }
@@ -155,7 +158,7 @@ function main() {
   }
   const started = Date.now();
   const results = [];
-  for (const condition of CONDITIONS) {
+  for (const condition of opts.conditions) {
     const stop = busyLoops(condition.busy);
     try {
       for (const shape of opts.shapes) {
@@ -179,7 +182,7 @@ function main() {
     }
   }
   const rows = [];
-  for (const condition of CONDITIONS) {
+  for (const condition of opts.conditions) {
     for (const shape of opts.shapes) {
       const of = (arm) => results.find((r) => r.condition === condition.name && r.arm === arm && r.shape.join('x') === shape.join('x'));
       const [passive, noSpin, old] = [of('passive'), of('passive-no-spin'), of('libgomp-default')];
@@ -189,7 +192,7 @@ function main() {
         passive.medianMs.toFixed(1),
         noSpin.medianMs.toFixed(1),
         old.medianMs.toFixed(1),
-        `${(passive.medianMs / old.medianMs).toFixed(2)}x`,
+        `${(passive.medianMs / old.medianMs).toFixed(3)}x`,
       ]);
     }
   }
@@ -202,12 +205,12 @@ function main() {
   for (const row of rows) console.log(line(row));
 
   const record = {
-    what: 'vgg19 lossAndGrad with the package default (OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=10000), PASSIVE with no spin, and libgomp default (GOMP_SPINCOUNT=300000), quiet and beside 2 busy-loop processes',
+    what: 'vgg19 lossAndGrad with the package default (OMP_WAIT_POLICY=PASSIVE, GOMP_SPINCOUNT=100000), PASSIVE with no spin, and libgomp default (GOMP_SPINCOUNT=300000), quiet and beside 2 busy-loop processes',
     date: new Date().toISOString(),
     seconds: (Date.now() - started) / 1000,
     git: gitInfo(true),
     machine: { cpu: os.cpus()[0]?.model, logicalCpus: os.availableParallelism(), loadAverage: os.loadavg(), node: process.version },
-    options: { runs: opts.runs, warmup: opts.warmup, repeat: opts.repeat, threads: opts.threads, quick: opts.quick },
+    options: { runs: opts.runs, warmup: opts.warmup, repeat: opts.repeat, threads: opts.threads, quick: opts.quick, conditions: opts.conditions.map((c) => c.name) },
     arms: ARMS.map(({ name, what, env }) => ({ name, what, env })),
     results,
   };

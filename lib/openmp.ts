@@ -7,10 +7,11 @@
 // vgg19 lossAndGrad took 150-1,500 ms instead of 73-82 ms (bench/wait-policy.js measures it).
 // PASSIVE threads sleep at once and cost nothing while they wait, but on a quiet machine waking
 // them for each of a step's ~150 parallel regions made it 20-30% slower. A short spin first
-// (GOMP_SPINCOUNT=10000, about 0.1 ms, where libgomp's own default spins about 3 ms) bridges the
+// (GOMP_SPINCOUNT=100000, about 1 ms, where libgomp's own default spins about 3 ms) bridges the
 // gaps between a step's ops and sleeps soon after it: a quiet machine's step time and most of
-// PASSIVE's gain under load (bench/wait-policy.js). So the package sets OMP_WAIT_POLICY=PASSIVE
-// and GOMP_SPINCOUNT=10000 unless the user has chosen how OpenMP waits.
+// PASSIVE's gain under load (bench/wait-policy.js; a tenth of that spin left the quiet step up
+// to 5% slower). So the package sets OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=100000 unless the
+// user has chosen how OpenMP waits.
 //
 // libgomp reads its settings once, when it is loaded, from the process's environment: this must
 // run before libtorch (and so libgomp) is opened, in the main thread (a worker thread's
@@ -18,8 +19,8 @@
 import * as fs from 'node:fs';
 import { isMainThread } from 'node:worker_threads';
 
-/** The spin before a PASSIVE thread sleeps, in libgomp's spins (about 0.1 ms). */
-export const SPIN_COUNT = '10000';
+/** The spin before a PASSIVE thread sleeps, in libgomp's spins (about 1 ms). */
+export const SPIN_COUNT = '100000';
 
 /**
  * The settings by which a user chooses how OpenMP waits: libgomp's OMP_WAIT_POLICY and
@@ -31,7 +32,7 @@ export const WAIT_SETTINGS = ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIM
 export interface OpenMPInfo {
   /**
    * OMP_WAIT_POLICY when libtorch loaded: 'PASSIVE' where the package set it (with
-   * GOMP_SPINCOUNT=10000: a short spin, then sleep), the user's value,
+   * GOMP_SPINCOUNT=100000: a short spin, then sleep), the user's value,
    * or undefined (OpenMP's own default: spin a while, then sleep).
    */
   waitPolicy: string | undefined;
@@ -49,7 +50,7 @@ export interface OpenMPInfo {
 
 /**
  * The decision for an environment: sets `env.OMP_WAIT_POLICY = 'PASSIVE'` and
- * `env.GOMP_SPINCOUNT = '10000'` where the package may and should. `mainThread`: whether `env` is the process's environment; `openmpLoaded`:
+ * `env.GOMP_SPINCOUNT = '100000'` where the package may and should. `mainThread`: whether `env` is the process's environment; `openmpLoaded`:
  * whether an OpenMP runtime is already in the process (it has read its settings then).
  */
 export function decideWaitPolicy(env: Record<string, string | undefined>, mainThread: boolean, openmpLoaded: boolean): OpenMPInfo {

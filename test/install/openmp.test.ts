@@ -19,10 +19,10 @@ function envWith(extra: Record<string, string>): NodeJS.ProcessEnv {
 }
 
 describe('the decision', () => {
-  it('sets OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=10000 where the user set nothing, in the main thread, before OpenMP loads', () => {
+  it('sets OMP_WAIT_POLICY=PASSIVE and GOMP_SPINCOUNT=100000 where the user set nothing, in the main thread, before OpenMP loads', () => {
     const env: Record<string, string | undefined> = { PATH: '/bin' };
     expect(decideWaitPolicy(env, true, false)).toEqual({ waitPolicy: 'PASSIVE', source: 'package', settings: {} });
-    expect(env).toEqual({ PATH: '/bin', OMP_WAIT_POLICY: 'PASSIVE', GOMP_SPINCOUNT: '10000' });
+    expect(env).toEqual({ PATH: '/bin', OMP_WAIT_POLICY: 'PASSIVE', GOMP_SPINCOUNT: '100000' });
   });
 
   it.each([
@@ -77,12 +77,12 @@ function child(extra: Record<string, string>): { env: string | undefined; openmp
 }
 
 describe('in a fresh process', () => {
-  it('with nothing set: OMP_WAIT_POLICY=PASSIVE after a short spin in the environment, in runtime(), and as libgomp read it (spin count 10000)', () => {
+  it('with nothing set: OMP_WAIT_POLICY=PASSIVE after a short spin in the environment, in runtime(), and as libgomp read it (spin count 100000)', () => {
     const run = child({});
     expect(run.env).toBe('PASSIVE');
     expect(run.openmp).toEqual({ waitPolicy: 'PASSIVE', source: 'package', settings: {} });
     // Where libtorch's OpenMP is libgomp (Debian's and pip's libtorch on Linux).
-    if (run.gomp) expect(run.display).toEqual({ OMP_WAIT_POLICY: 'PASSIVE', GOMP_SPINCOUNT: '10000' });
+    if (run.gomp) expect(run.display).toEqual({ OMP_WAIT_POLICY: 'PASSIVE', GOMP_SPINCOUNT: '100000' });
   });
 
   it("with OMP_WAIT_POLICY=active: the user's policy, in runtime() and as libgomp read it", () => {

@@ -28,7 +28,7 @@ const { parseArgs } = require('node:util');
 const { Child } = require('./child.js');
 const { gitInfo, machineInfo } = require('./machine.js');
 const { measureMemory } = require('./memory.js');
-const { competingLoad, cpuSnapshot, summarize, timeChecked } = require('./timing.js');
+const { competingLoad, cpuSnapshot, median, summarize, timeChecked } = require('./timing.js');
 
 const ROOT = path.resolve(__dirname, '..');
 const TORCH_SCRIPT = path.join(__dirname, 'bench_torch.py');
@@ -77,6 +77,7 @@ const OPTIONS = {
   'no-torch2': { type: 'boolean', help: 'leave out pip torch 2.x and the package built against it' },
   'no-compile': { type: 'boolean', help: 'leave out torch.compile' },
   'no-memory': { type: 'boolean', help: 'skip the memory measurement' },
+  'package-env': { type: 'string', help: "KEY=VALUE[,KEY=VALUE...]: one more side, the package as built against Debian's libtorch run with this environment, timed beside the default one (GOMP_SPINCOUNT=300000: libgomp's own wait, the package's setting's cost side by side)" },
   'allow-dirty': { type: 'boolean', help: 'record even from a git tree with uncommitted changes (the JSON says so)' },
   out: { type: 'string', help: 'JSON output (default bench/results/cpu-<YYYY-MM-DD>[-2d|-3d][-quick].json)' },
   help: { type: 'boolean', short: 'h', help: 'this text' },
@@ -150,9 +151,23 @@ function readOptions(argv) {
     compile: !values['no-compile'] && !quick,
     memory: !values['no-memory'],
     allowDirty: Boolean(values['allow-dirty']),
+    packageEnv: values['package-env'] === undefined ? null : parseEnv(values['package-env']),
     out: values.out ? path.resolve(values.out) : null,
   };
 }
+
+/** 'A=1,B=2' as { A: '1', B: '2' }. */
+function parseEnv(text) {
+  const env = {};
+  for (const pair of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) fail(`--package-env needs KEY=VALUE pairs; got ${JSON.stringify(pair)}\n${usage()}`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  if (!Object.keys(env).length) fail(`--package-env needs at least one KEY=VALUE\n${usage()}`);
+  return env;
+}
+const envText = (env) => Object.entries(env).map(([k, v]) => `${k}=${v}`).join(',');
 
 const shapeName = (shape) => shape.join('x');
 const f1 = (x) => (x === null || x === undefined ? '-' : x.toFixed(1));
@@ -225,14 +240,15 @@ const FLOP_COUNTING =
 // ---------------------------------------------------------------------------------------------
 // Sides
 
-async function startSide(name, kind, cmd, args, env) {
+// `extraEnv`: the side differs from another of its build only by `env` (--package-env).
+async function startSide(name, kind, cmd, args, env, extraEnv = false) {
   const child = new Child(name, cmd, args, env);
   try {
     const hello = await child.request({ cmd: 'hello' }, 180_000);
-    return { name, kind, child, hello, env };
+    return { name, kind, child, hello, env, extraEnv };
   } catch (e) {
     child.kill();
-    return { name, kind, child: null, error: e.message.split('\n')[0], env };
+    return { name, kind, child: null, error: e.message.split('\n')[0], env, extraEnv };
   }
 }
 
@@ -274,6 +290,7 @@ async function main() {
   // ---- the sides
   const sides = [];
   sides.push(await startSide('package@system', 'package', process.execPath, [PACKAGE_CHILD, 'serve'], {}));
+  if (opts.packageEnv) sides.push(await startSide('package@system+env', 'package', process.execPath, [PACKAGE_CHILD, 'serve'], opts.packageEnv, true));
   sides.push(await startSide('torch@debian', 'torch', opts.torch1Python, [TORCH_SCRIPT, 'serve'], {}));
   let libtorch2 = null;
   if (opts.torch2Python) {
@@ -287,7 +304,7 @@ async function main() {
   }
   const live = sides.filter((s) => s.child);
   for (const s of sides) {
-    if (s.child) s.name = s.kind === 'package' ? `package@${s.hello.libtorch}` : `torch ${s.hello.torch}`;
+    if (s.child) s.name = s.kind === 'package' ? `package@${s.hello.libtorch}${s.extraEnv ? ` ${envText(s.env)}` : ''}` : `torch ${s.hello.torch}`;
     progress(s.child ? `${s.name}: ${s.kind === 'package' ? s.hello.binary : s.hello.executable}` : `${s.name}: not available: ${s.error}`);
   }
   process.on('exit', () => live.forEach((s) => s.child.kill()));
@@ -461,6 +478,17 @@ async function main() {
     }
   }
 
+  // ---- the package with --package-env against itself as it ships: every step both timed
+  const envSide = pkgSides.find((s) => s.extraEnv);
+  const envComparison = [];
+  if (envSide) {
+    const base = pkgSides.find((s) => !s.extraEnv && !s.env?.LIBTORCH);
+    for (const r of results.filter((x) => x.side === envSide.name)) {
+      const b = results.find((x) => x.shape === r.shape && x.path === r.path && x.compile === r.compile && x.variant === r.variant && x.side === base.name);
+      if (b) envComparison.push({ shape: r.shape, path: r.path, variant: r.variant, defaultMs: b.medianMs, withEnvMs: r.medianMs, defaultOverWithEnv: b.medianMs / r.medianMs });
+    }
+  }
+
   // ---- report
   const date = new Date().toISOString().slice(0, 10);
   const lines = [];
@@ -512,6 +540,13 @@ async function main() {
       'll',
     ));
   }
+  if (envComparison.length) {
+    say();
+    say(`The package as it ships against the same build with ${envText(envSide.env)} (steps side by side): default / with that environment`);
+    say(table(['shape', 'path', 'variant', 'default ms', 'with env ms', 'ratio'], envComparison.map((c) => [c.shape, c.path, c.variant, f1(c.defaultMs), f1(c.withEnvMs), c.defaultOverWithEnv.toFixed(3)]), 'lll'));
+    const ratios = envComparison.map((c) => c.defaultOverWithEnv);
+    say(`ratio: median ${median(ratios).toFixed(3)}, from ${Math.min(...ratios).toFixed(3)} to ${Math.max(...ratios).toFixed(3)}, over ${ratios.length} kinds of step`);
+  }
   if (outOfTheBox.length) {
     say();
     say(`Out of the box (no thread setting on any side), float32 lossAndGrad at ${DEFAULT_SHAPE}:`);
@@ -561,6 +596,7 @@ async function main() {
     unavailable,
     targets,
     memoryTargets: memTargets,
+    packageEnv: envSide ? { env: envSide.env, side: envSide.name, comparison: envComparison } : null,
     outOfTheBox: oob && { shape: DEFAULT_SHAPE, gflop: oobGflop, otherLoad: oob.load.otherProcessesShare, sides: outOfTheBox },
     memory,
     elapsedSeconds: elapsed,

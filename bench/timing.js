@@ -68,14 +68,18 @@ function summarize(samples, gflop, peak) {
 const settle = (ms) => (ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve());
 
 /**
- * One path at one shape for every entry ({ key, child, variant }), interleaved step by step:
- * entry 1, entry 2, ..., entry 1, ... `warmup` rounds are thrown away, `steps` rounds kept.
+ * One path at one shape for every entry ({ key, child, variant }), interleaved step by step, each
+ * round starting one entry later: 1, 2, 3, then 2, 3, 1, ... so that no entry always comes right
+ * after the same one (a step that follows a PyTorch step, whose threads may still spin, was up to
+ * 20% slower than the same step after another: an entry against an identical one gave 1.21x at
+ * 1x3x32x32 in a fixed order). `warmup` rounds are thrown away, `steps` rounds kept.
  */
 async function timeEntries(ctx, entries, pathName, shape, rounds) {
   const samples = Object.fromEntries(entries.map((e) => [e.key, []]));
   if (pathName === 'prepared') for (const e of entries) await e.child.request({ cmd: 'prepare', shape, variant: e.variant });
   for (let i = 0; i < rounds.warmup + rounds.steps; i++) {
-    for (const e of entries) {
+    const order = entries.map((_, k) => entries[(k + i) % entries.length]);
+    for (const e of order) {
       await settle(ctx.settleMs);
       const reply = await e.child.request({ cmd: 'step', path: pathName, shape, variant: e.variant });
       if (i >= rounds.warmup) samples[e.key].push(reply.ms);

@@ -6,6 +6,7 @@
 const { execFileSync } = require('node:child_process');
 const os = require('node:os');
 const { readText } = require('./machine.js');
+const { mulberry32 } = require('../tools/random.js');
 
 const hrms = (t0, t1) => Number(t1 - t0) / 1e6;
 
@@ -68,17 +69,22 @@ function summarize(samples, gflop, peak) {
 const settle = (ms) => (ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve());
 
 /**
- * One path at one shape for every entry ({ key, child, variant }), interleaved step by step, each
- * round starting one entry later: 1, 2, 3, then 2, 3, 1, ... so that no entry always comes right
- * after the same one (a step that follows a PyTorch step, whose threads may still spin, was up to
- * 20% slower than the same step after another: an entry against an identical one gave 1.21x at
- * 1x3x32x32 in a fixed order). `warmup` rounds are thrown away, `steps` rounds kept.
+ * One path at one shape for every entry ({ key, child, variant }), interleaved step by step, in a
+ * new order each round (a seeded shuffle, the same in every run), so that no entry always comes
+ * right after the same one: in a fixed order the package's first entry always followed the PyTorch
+ * side's step, and against an identical configuration it measured 1.21x at 1x3x32x32 (rotating the
+ * order keeps who follows whom, and gave 1.14x). `warmup` rounds are thrown away, `steps` kept.
  */
 async function timeEntries(ctx, entries, pathName, shape, rounds) {
   const samples = Object.fromEntries(entries.map((e) => [e.key, []]));
   if (pathName === 'prepared') for (const e of entries) await e.child.request({ cmd: 'prepare', shape, variant: e.variant });
+  const random = mulberry32(20261207);
   for (let i = 0; i < rounds.warmup + rounds.steps; i++) {
-    const order = entries.map((_, k) => entries[(k + i) % entries.length]);
+    const order = [...entries];
+    for (let k = order.length - 1; k > 0; k--) {
+      const j = Math.floor(random() * (k + 1));
+      [order[k], order[j]] = [order[j], order[k]];
+    }
     for (const e of order) {
       await settle(ctx.settleMs);
       const reply = await e.child.request({ cmd: 'step', path: pathName, shape, variant: e.variant });

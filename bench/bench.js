@@ -77,7 +77,7 @@ const OPTIONS = {
   'no-torch2': { type: 'boolean', help: 'leave out pip torch 2.x and the package built against it' },
   'no-compile': { type: 'boolean', help: 'leave out torch.compile' },
   'no-memory': { type: 'boolean', help: 'skip the memory measurement' },
-  'package-env': { type: 'string', help: "KEY=VALUE[,KEY=VALUE...]: one more side, the package as built against Debian's libtorch run with this environment, timed beside the default one (GOMP_SPINCOUNT=300000: libgomp's own wait, the package's setting's cost side by side)" },
+  'package-env': { type: 'string', help: "KEY=VALUE[,KEY=VALUE...]: one more side, the package as built against Debian's libtorch run with this environment, timed beside the default one in mirrored rounds, --steps rounded up to even (GOMP_SPINCOUNT=300000: libgomp's own wait, the package's setting's cost side by side)" },
   'allow-dirty': { type: 'boolean', help: 'record even from a git tree with uncommitted changes (the JSON says so)' },
   out: { type: 'string', help: 'JSON output (default bench/results/cpu-<YYYY-MM-DD>[-2d|-3d][-quick].json)' },
   help: { type: 'boolean', short: 'h', help: 'this text' },
@@ -134,9 +134,13 @@ function readOptions(argv) {
   if (only) shapes = shapes.filter((sh) => is3d(sh) === (only === '3d'));
   if (!shapes.length) fail(`no ${only} shape among --shapes ${values.shapes}`);
   const torch2Python = values['torch2-python'] ?? path.join(DEFAULT_TORCH2_VENV, 'bin', 'python');
+  const packageEnv = values['package-env'] === undefined ? null : parseEnv(values['package-env']);
+  let steps = values.steps === undefined ? (quick ? 3 : 9) : positiveInt('steps', values.steps);
+  // The side with --package-env is timed in pairs of mirrored rounds (bench/timing.js).
+  if (packageEnv && steps % 2) steps += 1;
   return {
     threads: values.threads === undefined ? os.availableParallelism() : positiveInt('threads', values.threads),
-    steps: values.steps === undefined ? (quick ? 3 : 9) : positiveInt('steps', values.steps),
+    steps,
     warmup: values.warmup === undefined ? (quick ? 1 : 3) : positiveInt('warmup', values.warmup),
     quick,
     only: only ?? null,
@@ -151,7 +155,7 @@ function readOptions(argv) {
     compile: !values['no-compile'] && !quick,
     memory: !values['no-memory'],
     allowDirty: Boolean(values['allow-dirty']),
-    packageEnv: values['package-env'] === undefined ? null : parseEnv(values['package-env']),
+    packageEnv,
     out: values.out ? path.resolve(values.out) : null,
   };
 }
@@ -341,6 +345,14 @@ async function main() {
   const cpuAtStart = cpuSnapshot(ctx.pids());
   if (Number(cpuAtStart.loadavg.split(' ')[0]) > 0.5) progress(`warning: load average ${cpuAtStart.loadavg} before the timing starts: other processes may compete for the CPUs`);
 
+  // --package-env: each entry of the side with the environment is timed as the twin of the same
+  // variant on the default side (bench/timing.js swaps them in mirrored rounds).
+  const withTwins = (entries) => {
+    for (const e of entries) {
+      if (e.side.extraEnv) e.twin = entries.find((d) => d.variant === e.variant && !d.side.extraEnv && d.side.kind === 'package' && !d.side.env?.LIBTORCH)?.key;
+    }
+    return entries;
+  };
   const entriesFor = (pathName, compile, shape) => {
     const out = [];
     if (is3d(shape)) {
@@ -350,7 +362,7 @@ async function main() {
         if (bf16) out.push({ side: s, variant: 'bfloat16' });
       }
       for (const s of torchSides3d) for (const v of TORCH_FAST_VARIANTS_3D) if (bf16 || !BF16_VARIANTS.has(v)) out.push({ side: s, variant: v });
-      return out.map((e) => ({ ...e, key: `${e.side.name} ${e.variant}`, child: e.side.child }));
+      return withTwins(out.map((e) => ({ ...e, key: `${e.side.name} ${e.variant}`, child: e.side.child })));
     }
     for (const s of pkgSides) {
       out.push({ side: s, variant: 'float32' });
@@ -365,7 +377,7 @@ async function main() {
         for (const v of TORCH_FAST_VARIANTS) if (bf16 || !BF16_VARIANTS.has(v)) out.push({ side: s, variant: v });
       } else out.push({ side: s, variant: 'float32' });
     }
-    return out.map((e) => ({ ...e, key: `${e.side.name} ${e.variant}`, child: e.side.child }));
+    return withTwins(out.map((e) => ({ ...e, key: `${e.side.name} ${e.variant}`, child: e.side.child })));
   };
 
   const results = [];

@@ -131,7 +131,7 @@ function hello(pkg) {
   const sha256 = require('node:crypto').createHash('sha256').update(fs.readFileSync(binary)).digest('hex');
   return {
     package: version, libtorch: rt.libtorch.version, libtorchPath: rt.libtorch.path, binary, binarySha256: sha256,
-    binaryMtime: fs.statSync(binary).mtime.toISOString(), defaultThreads: rt.numThreads, cpu: rt.cpu, node: process.version,
+    binaryMtime: fs.statSync(binary).mtime.toISOString(), defaultThreads: rt.numThreads, cpu: rt.cpu, openmp: rt.openmp, node: process.version,
   };
 }
 

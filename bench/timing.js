@@ -69,21 +69,40 @@ function summarize(samples, gflop, peak) {
 const settle = (ms) => (ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve());
 
 /**
- * One path at one shape for every entry ({ key, child, variant }), interleaved step by step, in a
- * new order each round (a seeded shuffle, the same in every run), so that no entry always comes
- * right after the same one: in a fixed order the package's first entry always followed the PyTorch
- * side's step, and against an identical configuration it measured 1.21x at 1x3x32x32 (rotating the
- * order keeps who follows whom, and gave 1.14x). `warmup` rounds are thrown away, `steps` kept.
+ * One path at one shape for every entry ({ key, child, variant, twin? }), interleaved step by step,
+ * in a new order each round (a seeded shuffle, the same in every run), so that no entry always
+ * comes right after the same one: in a fixed order the package's first entry always followed the
+ * PyTorch side's step, and against an identical configuration it measured 1.21x at 1x3x32x32.
+ * A shuffle alone is not fair between two entries compared closely (`twin`: the key of the entry
+ * it is set against): what ran just before a step changes it (whose weights are in the caches),
+ * and against an identical configuration the first-started side still measured 1.15x at 1x3x32x32.
+ * So each shuffled timed round is followed by its mirror, the same order with every entry and its
+ * twin swapped: over the pair, each twin steps in exactly the other's places and after the same
+ * kinds of step. `warmup` rounds are thrown away, `steps` kept (even, where there are twins).
  */
 async function timeEntries(ctx, entries, pathName, shape, rounds) {
   const samples = Object.fromEntries(entries.map((e) => [e.key, []]));
   if (pathName === 'prepared') for (const e of entries) await e.child.request({ cmd: 'prepare', shape, variant: e.variant });
   const random = mulberry32(20261207);
+  const byKey = new Map(entries.map((e) => [e.key, e]));
+  const twinOf = new Map();
+  for (const e of entries) {
+    if (e.twin && byKey.has(e.twin)) {
+      twinOf.set(e, byKey.get(e.twin));
+      twinOf.set(byKey.get(e.twin), e);
+    }
+  }
+  let order = [];
   for (let i = 0; i < rounds.warmup + rounds.steps; i++) {
-    const order = [...entries];
-    for (let k = order.length - 1; k > 0; k--) {
-      const j = Math.floor(random() * (k + 1));
-      [order[k], order[j]] = [order[j], order[k]];
+    const timed = i - rounds.warmup;
+    if (timed > 0 && timed % 2 === 1 && twinOf.size) {
+      order = order.map((e) => twinOf.get(e) ?? e);
+    } else {
+      order = [...entries];
+      for (let k = order.length - 1; k > 0; k--) {
+        const j = Math.floor(random() * (k + 1));
+        [order[k], order[j]] = [order[j], order[k]];
+      }
     }
     for (const e of order) {
       await settle(ctx.settleMs);

@@ -75,6 +75,20 @@ void callInPlace(const char* op, const char* overload, const Args&... args) {
   (void)torch::stable::detail::to<Tensor>(dispatch<1>(op, overload, args...)[0]);
 }
 
+// libtorch's generated AOTI shims for CPU ops (aoti_torch_cpu_*): C functions that call the CPU
+// kernel without the dispatcher's lookup by name and boxing of every argument, which costs a
+// small step a few per cent (~100 calls, most of them convs). They are not among the stable
+// shims, so each is looked up at run time, and the op goes by name where the torch lacks it.
+template <typename Fn>
+Fn cpuShim(const char* name) {
+  return runtime::lookup<Fn>(name);
+}
+// Takes over a shim's output handle.
+inline Tensor owned(AtenTensorHandle handle) { return Tensor(handle); }
+inline void release(AtenTensorHandle handle) {
+  if (handle) aoti_torch_delete_tensor_object(handle);
+}
+
 using Ints = std::vector<int64_t>;
 // `value` once per spatial dim of an [N, C, *spatial] tensor: the kernel, stride and padding lists.
 inline Ints perAxis(const Tensor& x, int64_t value) { return Ints(static_cast<size_t>(x.dim() - 2), value); }
@@ -335,6 +349,24 @@ inline Tensor conv(const Tensor& x, const Tensor& w, const Tensor& b) {
                       detail::perAxis(x, 0), static_cast<int64_t>(1));
 }
 inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, const Tensor& weight) {
+  using Backward =
+      AOTITorchError (*)(AtenTensorHandle, AtenTensorHandle, AtenTensorHandle, const int64_t**, int64_t, const int64_t*,
+                         int64_t, const int64_t*, int64_t, const int64_t*, int64_t, int32_t, const int64_t*, int64_t,
+                         int64_t, const int32_t*, int64_t, AtenTensorHandle*, AtenTensorHandle*, AtenTensorHandle*);
+  static const auto backward = detail::cpuShim<Backward>("aoti_torch_cpu_convolution_backward");
+  const int64_t axes = input.dim() - 2;
+  if (backward && input.is_cpu() && axes <= 3) {
+    const int64_t ones[3] = {1, 1, 1}, zeros[3] = {0, 0, 0};
+    const int32_t mask[3] = {1, 0, 0};
+    AtenTensorHandle gradInput = nullptr, gradWeight = nullptr, gradBias = nullptr;
+    if (backward(gradOutput.get(), input.get(), weight.get(), nullptr, 0, ones, axes, ones, axes, ones, axes, 0, zeros,
+                 axes, 1, mask, 3, &gradInput, &gradWeight, &gradBias) != AOTI_TORCH_SUCCESS) {
+      failed("aten::convolution_backward");
+    }
+    detail::release(gradWeight);
+    detail::release(gradBias);
+    return detail::owned(gradInput);
+  }
   // bool[3] crosses as a header-only array (a std::vector<bool> has no data()).
   const std::array<bool, 3> mask{true, false, false};
   const detail::Ints ones = detail::perAxis(input, 1);
@@ -412,17 +444,48 @@ inline void reluBackwardInPlace(Tensor& grad, const Tensor& output) {
 }
 // 2x2 (2x2x2) pools, stride 2.
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
-  const detail::Ints twos = detail::perAxis(x, 2);
+  using Pool = AOTITorchError (*)(AtenTensorHandle, const int64_t*, int64_t, const int64_t*, int64_t, const int64_t*,
+                                  int64_t, const int64_t*, int64_t, int32_t, AtenTensorHandle*, AtenTensorHandle*);
+  static const auto pool2d = detail::cpuShim<Pool>("aoti_torch_cpu_max_pool2d_with_indices");
+  static const auto pool3d = detail::cpuShim<Pool>("aoti_torch_cpu_max_pool3d_with_indices");
+  const auto pool = x.dim() == 5 ? pool3d : pool2d;
+  const detail::Ints twos = detail::perAxis(x, 2), zeros = detail::perAxis(x, 0), ones = detail::perAxis(x, 1);
+  if (pool && x.is_cpu()) {
+    const auto axes = static_cast<int64_t>(twos.size());
+    AtenTensorHandle pooled = nullptr, indices = nullptr;
+    if (pool(x.get(), twos.data(), axes, twos.data(), axes, zeros.data(), axes, ones.data(), axes, 0, &pooled,
+             &indices) != AOTI_TORCH_SUCCESS) {
+      failed(x.dim() == 5 ? "aten::max_pool3d_with_indices" : "aten::max_pool2d_with_indices");
+    }
+    Tensor out = detail::owned(pooled);
+    return {out, detail::owned(indices)};
+  }
   auto stack = detail::dispatch<2>(x.dim() == 5 ? "aten::max_pool3d_with_indices" : "aten::max_pool2d_with_indices", "",
-                                   x, twos, twos, detail::perAxis(x, 0), detail::perAxis(x, 1), false);
+                                   x, twos, twos, zeros, ones, false);
   Tensor pooled = torch::stable::detail::to<Tensor>(stack[0]);
   return {pooled, torch::stable::detail::to<Tensor>(stack[1])};
 }
 inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, const Tensor& indices) {
-  const detail::Ints twos = detail::perAxis(input, 2);
+  using Backward = AOTITorchError (*)(AtenTensorHandle, AtenTensorHandle, const int64_t*, int64_t, const int64_t*,
+                                      int64_t, const int64_t*, int64_t, const int64_t*, int64_t, int32_t,
+                                      AtenTensorHandle, AtenTensorHandle*);
+  static const auto backward2d = detail::cpuShim<Backward>("aoti_torch_cpu_max_pool2d_with_indices_backward");
+  static const auto backward3d = detail::cpuShim<Backward>("aoti_torch_cpu_max_pool3d_with_indices_backward");
+  const auto backward = input.dim() == 5 ? backward3d : backward2d;
+  const detail::Ints twos = detail::perAxis(input, 2), zeros = detail::perAxis(input, 0),
+                     ones = detail::perAxis(input, 1);
+  if (backward && input.is_cpu()) {
+    const auto axes = static_cast<int64_t>(twos.size());
+    AtenTensorHandle gradInput = nullptr;
+    if (backward(gradOutput.get(), input.get(), twos.data(), axes, twos.data(), axes, zeros.data(), axes, ones.data(),
+                 axes, 0, indices.get(), &gradInput) != AOTI_TORCH_SUCCESS) {
+      failed(input.dim() == 5 ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward");
+    }
+    return detail::owned(gradInput);
+  }
   return detail::call(
       input.dim() == 5 ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward", "",
-      gradOutput, input, twos, twos, detail::perAxis(input, 0), detail::perAxis(input, 1), false, indices);
+      gradOutput, input, twos, twos, zeros, ones, false, indices);
 }
 // The CPU's 3-D average pool has no bfloat16 kernel (2.13): it runs in float32, which holds every
 // bfloat16 value exactly, and rounds back once.
@@ -464,12 +527,29 @@ inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
 }
 inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& /*preparedWeight*/) { return bias; }
 inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, bool relu) {
-  // The post-op's scalars: one None, as the 2.x exact build passes them.
+  // Through its AOTI shim (see detail::cpuShim), by name where the torch lacks it.
+  using Pointwise = AOTITorchError (*)(AtenTensorHandle, AtenTensorHandle, AtenTensorHandle*, const int64_t*, int64_t,
+                                       const int64_t*, int64_t, const int64_t*, int64_t, int64_t, const char*,
+                                       const double**, int64_t, const char**, AtenTensorHandle*);
+  static const auto pointwise = detail::cpuShim<Pointwise>("aoti_torch_cpu_mkldnn__convolution_pointwise");
+  const int64_t ones[3] = {1, 1, 1};
+  const int64_t axes = x.dim() - 2;
+  if (pointwise && axes <= 3) {
+    AtenTensorHandle biasHandle = bias.defined() ? bias.get() : nullptr;
+    const double* noScalar[1] = {nullptr};  // the post-op's scalars: one None, as the exact build
+    const char* noAlgorithm = "";
+    AtenTensorHandle out = nullptr;
+    if (pointwise(x.get(), w.get(), bias.defined() ? &biasHandle : nullptr, ones, axes, ones, axes, ones, axes, 1,
+                  relu ? "relu" : "none", noScalar, 1, &noAlgorithm, &out) != AOTI_TORCH_SUCCESS) {
+      failed("mkldnn::_convolution_pointwise");
+    }
+    return detail::owned(out);
+  }
   static const std::vector<std::optional<double>> noScalars{std::nullopt};
-  const detail::Ints ones = detail::perAxis(x, 1);
+  const detail::Ints onesList = detail::perAxis(x, 1);
   return detail::call("mkldnn::_convolution_pointwise", "", x, w,
-                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), ones, ones, ones,
-                      static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
+                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), onesList, onesList,
+                      onesList, static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
                       std::optional<std::string>(std::string()));
 }
 // Whether the loaded libtorch has oneDNN's ops: one tiny reorder, tried once.

@@ -168,6 +168,13 @@ export function planLoad(env: NodeJS.ProcessEnv = process.env): LoadPlan {
     throw new PerceptualLossError('ERR_OPTIONS', `Invalid environment setting PL_BINARY: got ${JSON.stringify(only)}; allowed: exact, stable-abi, or unset.`);
   }
   if (only) notes.push(`PL_BINARY=${only}: only ${only === 'exact' ? 'exact-flavour prebuilds are' : 'the stable-ABI prebuild is'} offered`);
+  // PL_STABLE_ABI_SHIMS=0: the stable-ABI binary reaches every op through the dispatcher by name,
+  // none through libtorch's AOTI CPU shims (native/ops_stable.h reads it); for comparing the two.
+  const shims = env.PL_STABLE_ABI_SHIMS;
+  if (shims !== undefined && shims !== '0' && shims !== '1') {
+    throw new PerceptualLossError('ERR_OPTIONS', `Invalid environment setting PL_STABLE_ABI_SHIMS: got ${JSON.stringify(shims)}; allowed: 0, 1, or unset.`);
+  }
+  if (shims === '0') notes.push('PL_STABLE_ABI_SHIMS=0: the stable-ABI binary reaches every op through the dispatcher by name');
   for (const candidate of candidates.filter((c) => c.usable)) {
     const prebuild = only === 'stable-abi' ? undefined : prebuildFor(candidate, notes);
     if (prebuild) choices.push(prebuild);

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -79,9 +80,15 @@ void callInPlace(const char* op, const char* overload, const Args&... args) {
 // kernel without the dispatcher's lookup by name and boxing of every argument, which costs a
 // small step a few per cent (~100 calls, most of them convs). They are not among the stable
 // shims, so each is looked up at run time, and the op goes by name where the torch lacks it.
+// PL_STABLE_ABI_SHIMS=0 (checked by lib/loader.ts) sends them all by name, as such a torch would:
+// test/parity/stable-abi-shims.test.ts holds the two routes to the same bits.
 template <typename Fn>
 Fn cpuShim(const char* name) {
-  return runtime::lookup<Fn>(name);
+  static const bool byNameOnly = [] {
+    const char* setting = std::getenv("PL_STABLE_ABI_SHIMS");
+    return setting && std::strcmp(setting, "0") == 0;
+  }();
+  return byNameOnly ? nullptr : runtime::lookup<Fn>(name);
 }
 // Takes over a shim's output handle.
 inline Tensor owned(AtenTensorHandle handle) { return Tensor(handle); }

@@ -14,6 +14,9 @@
 //   at::get_parallel_info): no shim sets it.
 // - CUDA's device count (c10::cuda::device_count, in libc10_cuda.so of CUDA builds only); 0 where
 //   the symbol is absent, which is what a CPU build means.
+// - libtorch's generated AOTI CPU shims for the convs, the conv backward and the max pools
+//   (ops_stable.h, detail::cpuShim): C functions past the dispatcher's lookup and boxing. Each is
+//   optional; where one is absent the op goes through the dispatcher by name.
 #pragma once
 
 #include <dlfcn.h>

@@ -234,6 +234,14 @@ describe("the README's troubleshooting rows: the message says", () => {
     expect(() => planLoad(env({ PL_BINARY: 'fast' }))).toThrow(/^Invalid environment setting PL_BINARY: got "fast"; allowed: exact, stable-abi, or unset\.$/);
   });
 
+  it('PL_STABLE_ABI_SHIMS takes 0 or 1 only: ERR_OPTIONS naming the setting', () => {
+    expect(() => planLoad(env({ PL_STABLE_ABI_SHIMS: 'off' }))).toThrow(/^Invalid environment setting PL_STABLE_ABI_SHIMS: got "off"; allowed: 0, 1, or unset\.$/);
+  });
+
+  it('PL_STABLE_ABI_SHIMS=0 is noted in the plan', () => {
+    expect(planLoad(env({ PL_STABLE_ABI_SHIMS: '0' })).notes).toContain('PL_STABLE_ABI_SHIMS=0: the stable-ABI binary reaches every op through the dispatcher by name');
+  });
+
   // Where this checkout has a local build; the package copy below checks the same without one.
   it.runIf(fs.existsSync(LOCAL_BUILD))('`the local build ... is for /a, not the LIBTORCH folder` for a local build made for another libtorch (where this checkout has a local build)', () => {
     const x = libtorchFolder('libtorch-other');

@@ -40,11 +40,11 @@ const PYTHON = path.join(ROOT, '.venv/torch2.13-cpu/bin/python');
 /** One pair of fresh processes (started in `order`) over every shape and variant: each side's medians. */
 async function timePair(order) {
   const sides = [];
+  const hello = [];
   for (const i of order) {
     sides[i] = new Child(BINARIES[i], process.execPath, [path.join(__dirname, 'package_child.js'), 'serve'], { LIBTORCH_PYTHON: PYTHON, PL_BINARY: BINARIES[i] });
-    await sides[i].request({ cmd: 'hello' });
+    hello[i] = await sides[i].request({ cmd: 'hello' });
   }
-  const hello = await Promise.all(sides.map((s) => s.request({ cmd: 'hello' })));
   for (const s of sides) await s.request({ cmd: 'threads', n: 2 });
   const bf16 = hello.every((h) => h.cpu.bfloat16);
   const variants = bf16 ? ['float32', 'bfloat16'] : ['float32'];

@@ -90,6 +90,8 @@ Fn cpuShim(const char* name) {
   }();
   return byNameOnly ? nullptr : runtime::lookup<Fn>(name);
 }
+// A shim's per-axis lists (stride, padding, dilation, kernel) for up to three spatial dims.
+inline constexpr int64_t kOnes[3] = {1, 1, 1}, kZeros[3] = {0, 0, 0}, kTwos[3] = {2, 2, 2};
 // Takes over a shim's output handle.
 inline Tensor owned(AtenTensorHandle handle) { return Tensor(handle); }
 inline void release(AtenTensorHandle handle) {
@@ -363,11 +365,11 @@ inline Tensor convBackwardInput(const Tensor& gradOutput, const Tensor& input, c
   static const auto backward = detail::cpuShim<Backward>("aoti_torch_cpu_convolution_backward");
   const int64_t axes = input.dim() - 2;
   if (backward && input.is_cpu() && axes <= 3) {
-    const int64_t ones[3] = {1, 1, 1}, zeros[3] = {0, 0, 0};
+    using detail::kOnes, detail::kZeros;
     const int32_t mask[3] = {1, 0, 0};
     AtenTensorHandle gradInput = nullptr, gradWeight = nullptr, gradBias = nullptr;
-    if (backward(gradOutput.get(), input.get(), weight.get(), nullptr, 0, ones, axes, ones, axes, ones, axes, 0, zeros,
-                 axes, 1, mask, 3, &gradInput, &gradWeight, &gradBias) != AOTI_TORCH_SUCCESS) {
+    if (backward(gradOutput.get(), input.get(), weight.get(), nullptr, 0, kOnes, axes, kOnes, axes, kOnes, axes, 0,
+                 kZeros, axes, 1, mask, 3, &gradInput, &gradWeight, &gradBias) != AOTI_TORCH_SUCCESS) {
       failed("aten::convolution_backward");
     }
     detail::release(gradWeight);
@@ -455,20 +457,22 @@ inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
                                   int64_t, const int64_t*, int64_t, int32_t, AtenTensorHandle*, AtenTensorHandle*);
   static const auto pool2d = detail::cpuShim<Pool>("aoti_torch_cpu_max_pool2d_with_indices");
   static const auto pool3d = detail::cpuShim<Pool>("aoti_torch_cpu_max_pool3d_with_indices");
-  const auto pool = x.dim() == 5 ? pool3d : pool2d;
-  const detail::Ints twos = detail::perAxis(x, 2), zeros = detail::perAxis(x, 0), ones = detail::perAxis(x, 1);
+  const bool volume = x.dim() == 5;
+  const char* op = volume ? "aten::max_pool3d_with_indices" : "aten::max_pool2d_with_indices";
+  const auto pool = volume ? pool3d : pool2d;
   if (pool && x.is_cpu()) {
-    const auto axes = static_cast<int64_t>(twos.size());
+    using detail::kOnes, detail::kTwos, detail::kZeros;
+    const int64_t axes = x.dim() - 2;
     AtenTensorHandle pooled = nullptr, indices = nullptr;
-    if (pool(x.get(), twos.data(), axes, twos.data(), axes, zeros.data(), axes, ones.data(), axes, 0, &pooled,
-             &indices) != AOTI_TORCH_SUCCESS) {
-      failed(x.dim() == 5 ? "aten::max_pool3d_with_indices" : "aten::max_pool2d_with_indices");
+    if (pool(x.get(), kTwos, axes, kTwos, axes, kZeros, axes, kOnes, axes, 0, &pooled, &indices) !=
+        AOTI_TORCH_SUCCESS) {
+      failed(op);
     }
     Tensor out = detail::owned(pooled);
     return {out, detail::owned(indices)};
   }
-  auto stack = detail::dispatch<2>(x.dim() == 5 ? "aten::max_pool3d_with_indices" : "aten::max_pool2d_with_indices", "",
-                                   x, twos, twos, zeros, ones, false);
+  const detail::Ints twos = detail::perAxis(x, 2);
+  auto stack = detail::dispatch<2>(op, "", x, twos, twos, detail::perAxis(x, 0), detail::perAxis(x, 1), false);
   Tensor pooled = torch::stable::detail::to<Tensor>(stack[0]);
   return {pooled, torch::stable::detail::to<Tensor>(stack[1])};
 }
@@ -478,21 +482,22 @@ inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, con
                                       AtenTensorHandle, AtenTensorHandle*);
   static const auto backward2d = detail::cpuShim<Backward>("aoti_torch_cpu_max_pool2d_with_indices_backward");
   static const auto backward3d = detail::cpuShim<Backward>("aoti_torch_cpu_max_pool3d_with_indices_backward");
-  const auto backward = input.dim() == 5 ? backward3d : backward2d;
-  const detail::Ints twos = detail::perAxis(input, 2), zeros = detail::perAxis(input, 0),
-                     ones = detail::perAxis(input, 1);
+  const bool volume = input.dim() == 5;
+  const char* op = volume ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward";
+  const auto backward = volume ? backward3d : backward2d;
   if (backward && input.is_cpu()) {
-    const auto axes = static_cast<int64_t>(twos.size());
+    using detail::kOnes, detail::kTwos, detail::kZeros;
+    const int64_t axes = input.dim() - 2;
     AtenTensorHandle gradInput = nullptr;
-    if (backward(gradOutput.get(), input.get(), twos.data(), axes, twos.data(), axes, zeros.data(), axes, ones.data(),
-                 axes, 0, indices.get(), &gradInput) != AOTI_TORCH_SUCCESS) {
-      failed(input.dim() == 5 ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward");
+    if (backward(gradOutput.get(), input.get(), kTwos, axes, kTwos, axes, kZeros, axes, kOnes, axes, 0, indices.get(),
+                 &gradInput) != AOTI_TORCH_SUCCESS) {
+      failed(op);
     }
     return detail::owned(gradInput);
   }
-  return detail::call(
-      input.dim() == 5 ? "aten::max_pool3d_with_indices_backward" : "aten::max_pool2d_with_indices_backward", "",
-      gradOutput, input, twos, twos, zeros, ones, false, indices);
+  const detail::Ints twos = detail::perAxis(input, 2);
+  return detail::call(op, "", gradOutput, input, twos, twos, detail::perAxis(input, 0), detail::perAxis(input, 1),
+                      false, indices);
 }
 // The CPU's 3-D average pool has no bfloat16 kernel (2.13): it runs in float32, which holds every
 // bfloat16 value exactly, and rounds back once.
@@ -539,24 +544,24 @@ inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, b
                                        const int64_t*, int64_t, const int64_t*, int64_t, int64_t, const char*,
                                        const double**, int64_t, const char**, AtenTensorHandle*);
   static const auto pointwise = detail::cpuShim<Pointwise>("aoti_torch_cpu_mkldnn__convolution_pointwise");
-  const int64_t ones[3] = {1, 1, 1};
   const int64_t axes = x.dim() - 2;
   if (pointwise && axes <= 3) {
+    using detail::kOnes;
     AtenTensorHandle biasHandle = bias.defined() ? bias.get() : nullptr;
     const double* noScalar[1] = {nullptr};  // the post-op's scalars: one None, as the exact build
     const char* noAlgorithm = "";
     AtenTensorHandle out = nullptr;
-    if (pointwise(x.get(), w.get(), bias.defined() ? &biasHandle : nullptr, ones, axes, ones, axes, ones, axes, 1,
+    if (pointwise(x.get(), w.get(), bias.defined() ? &biasHandle : nullptr, kOnes, axes, kOnes, axes, kOnes, axes, 1,
                   relu ? "relu" : "none", noScalar, 1, &noAlgorithm, &out) != AOTI_TORCH_SUCCESS) {
       failed("mkldnn::_convolution_pointwise");
     }
     return detail::owned(out);
   }
   static const std::vector<std::optional<double>> noScalars{std::nullopt};
-  const detail::Ints onesList = detail::perAxis(x, 1);
+  const detail::Ints ones = detail::perAxis(x, 1);
   return detail::call("mkldnn::_convolution_pointwise", "", x, w,
-                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), onesList, onesList,
-                      onesList, static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
+                      bias.defined() ? std::optional<Tensor>(bias) : std::optional<Tensor>(), ones, ones, ones,
+                      static_cast<int64_t>(1), std::string(relu ? "relu" : "none"), noScalars,
                       std::optional<std::string>(std::string()));
 }
 // Whether the loaded libtorch has oneDNN's ops: one tiny reorder, tried once.

@@ -313,6 +313,9 @@ async function main() {
   }
   process.on('exit', () => live.forEach((s) => s.child.kill()));
   const pkgSides = live.filter((s) => s.kind === 'package');
+  // --package-env: that side, and the one it is set against (the same Debian build, as it ships).
+  const envSide = pkgSides.find((s) => s.extraEnv);
+  const envBaseSide = pkgSides.find((s) => !s.extraEnv && !s.env?.LIBTORCH);
   const torchSides = live.filter((s) => s.kind === 'torch');
   if (!pkgSides.length || !torchSides.length) throw new Error(`need a package side and a PyTorch side; ${sides.filter((s) => !s.child).map((s) => `${s.name}: ${s.error}`).join('; ')}`);
   const bf16 = pkgSides[0].hello.cpu.bfloat16;
@@ -349,7 +352,7 @@ async function main() {
   // variant on the default side (bench/timing.js swaps them in mirrored rounds).
   const withTwins = (entries) => {
     for (const e of entries) {
-      if (e.side.extraEnv) e.twin = entries.find((d) => d.variant === e.variant && !d.side.extraEnv && d.side.kind === 'package' && !d.side.env?.LIBTORCH)?.key;
+      if (e.side === envSide) e.twin = entries.find((d) => d.variant === e.variant && d.side === envBaseSide)?.key;
     }
     return entries;
   };
@@ -491,12 +494,10 @@ async function main() {
   }
 
   // ---- the package with --package-env against itself as it ships: every step both timed
-  const envSide = pkgSides.find((s) => s.extraEnv);
   const envComparison = [];
   if (envSide) {
-    const base = pkgSides.find((s) => !s.extraEnv && !s.env?.LIBTORCH);
     for (const r of results.filter((x) => x.side === envSide.name)) {
-      const b = results.find((x) => x.shape === r.shape && x.path === r.path && x.compile === r.compile && x.variant === r.variant && x.side === base.name);
+      const b = results.find((x) => x.shape === r.shape && x.path === r.path && x.compile === r.compile && x.variant === r.variant && x.side === envBaseSide.name);
       if (b) envComparison.push({ shape: r.shape, path: r.path, variant: r.variant, defaultMs: b.medianMs, withEnvMs: r.medianMs, defaultOverWithEnv: b.medianMs / r.medianMs });
     }
   }

@@ -71,14 +71,13 @@ const settle = (ms) => (ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms
 /**
  * One path at one shape for every entry ({ key, child, variant, twin? }), interleaved step by step,
  * in a new order each round (a seeded shuffle, the same in every run), so that no entry always
- * comes right after the same one: in a fixed order the package's first entry always followed the
- * PyTorch side's step, and against an identical configuration it measured 1.21x at 1x3x32x32.
- * A shuffle alone is not fair between two entries compared closely (`twin`: the key of the entry
- * it is set against): what ran just before a step changes it (whose weights are in the caches),
- * and against an identical configuration the first-started side still measured 1.15x at 1x3x32x32.
- * So each shuffled timed round is followed by its mirror, the same order with every entry and its
- * twin swapped: over the pair, each twin steps in exactly the other's places and after the same
- * kinds of step. `warmup` rounds are thrown away, `steps` kept (even, where there are twins).
+ * comes right after the same one. A shuffle alone is not fair between two entries compared
+ * closely (`twin`: the key of the entry it is set against): what ran just before a step changes
+ * it, and with identical settings on both sides a shuffled run still measured 1.21x at 1x3x32x32
+ * (bench/results/cpu-2026-12-07-same-setting-shuffled.json). So each shuffled timed round is
+ * followed by its mirror, the same order with every entry and its twin swapped: over the pair,
+ * each twin steps in exactly the other's places and after the same kinds of step. `warmup`
+ * rounds are thrown away, `steps` kept (even, where there are twins).
  */
 async function timeEntries(ctx, entries, pathName, shape, rounds) {
   const samples = Object.fromEntries(entries.map((e) => [e.key, []]));

@@ -7,6 +7,7 @@
 //   node install/find-libtorch.js --flavour  the prebuild flavour of the libtorch found (torch2.14-cu130-cxx11)
 // The C++ standard comes from discovery too (cxxStandardFor in lib/libtorch.ts), for both builds.
 'use strict';
+const childProcess = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
 const util = require('node:util');
@@ -15,6 +16,17 @@ const { findLibtorch, describeCandidate } = require('../dist/libtorch.js');
 /** A source list of native/, one path (from the package root) a line. */
 function sourceList(/** @type {string} */ name) {
   return fs.readFileSync(path.join(__dirname, '..', 'native', name), 'utf8').split('\n').filter(Boolean);
+}
+
+/** Whether libtorch_cpu in `libraryDir` needs libgomp.so.1 (readelf comes with the linker). */
+function needsLibgomp(/** @type {string | undefined} */ libraryDir) {
+  if (!libraryDir) return false;
+  try {
+    const dynamic = childProcess.execFileSync('readelf', ['-d', path.join(libraryDir, 'libtorch_cpu.so')], { encoding: 'utf8' });
+    return dynamic.includes('Shared library: [libgomp.so.1]');
+  } catch {
+    return false;
+  }
 }
 
 /** @type {{ json?: boolean, cmake?: boolean, flavour?: boolean, gyp?: string }} */
@@ -44,6 +56,12 @@ if (!chosen) {
 
 const abi = chosen.cxx11Abi === false ? 0 : 1;
 const defines = [`_GLIBCXX_USE_CXX11_ABI=${abi}`, ...(chosen.cuda ? ['PL_WITH_CUDA'] : [])];
+// ATen's at::parallel_for is an OpenMP loop inlined from its headers: the package's own CPU kernel
+// for libtorch 1.x (native/max_pool3d_cpu.h) runs on libtorch's threads only when compiled with
+// -fopenmp. That links libgomp.so.1, so it is done only where libtorch_cpu itself needs exactly
+// that library (Debian's): one OpenMP runtime in the process, never two. Elsewhere the kernel
+// is left out at compile time and ATen's own pool runs.
+const openmpFlags = Number(chosen.version?.split('.')[0]) < 2 && needsLibgomp(chosen.libraryDir) ? ['-fopenmp'] : [];
 
 if (mode.flavour) {
   if (!chosen.flavour) {
@@ -60,6 +78,7 @@ if (mode.flavour) {
   console.log(`set(PL_TORCH_LIBRARY_DIR "${chosen.libraryDir}")`);
   console.log(`set(PL_TORCH_LIBRARIES ${list(chosen.libraries)})`);
   console.log(`set(PL_TORCH_DEFINES ${list(defines)})`);
+  console.log(`set(PL_OPENMP_FLAGS ${list(openmpFlags)})`);
 } else if (mode.gyp !== undefined) {
   const key = mode.gyp;
   /** @type {Record<string, string[]>} */
@@ -67,10 +86,10 @@ if (mode.flavour) {
     include_dirs: chosen.includeDirs,
     libraries: [`-L${chosen.libraryDir}`, ...chosen.libraries.map((l) => `-l${l}`)],
     defines,
-    ldflags: [`-Wl,-rpath,${chosen.libraryDir}`],
+    ldflags: [`-Wl,-rpath,${chosen.libraryDir}`, ...openmpFlags],
     // The CUDA-only translation units (see native/cuda.h), listed in native/sources-cuda.txt.
     sources: chosen.cuda ? sourceList('sources-cuda.txt') : [],
-    cflags_cc: [`-std=c++${chosen.cxxStandard}`],
+    cflags_cc: [`-std=c++${chosen.cxxStandard}`, ...openmpFlags],
   };
   if (!(key in lists)) {
     console.error(`unknown --gyp key ${key}; one of ${Object.keys(lists).join(', ')}`);

@@ -40,8 +40,9 @@ export interface RuntimeInfo {
    * The CPU's features, read with cpuid at run time. `bfloat16`: dtype 'bfloat16' runs on the CPU
    * (AVX512-BF16 or AMX-BF16); otherwise `bfloat16Missing` says what is missing.
    * `prepackedWeights`: which float32 and bfloat16 CPU convs use weights reordered once into
-   * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused), 'wide' (1.13: those with
-   * Cin * Cout >= 256 * 512; oneDNN reorders the others' on every call), 'none' (no oneDNN).
+   * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused), 'wide' (1.13: every volume
+   * conv, and the image convs with Cin * Cout >= 256 * 512; oneDNN reorders the others' on every
+   * call), 'none' (no oneDNN).
    */
   cpu: {
     vendor: string;

@@ -6,6 +6,8 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/api/include/torch/version.h>
 
+#include "max_pool3d_cpu.h"
+
 namespace perceptual::compat {
 
 // 2.x made c10::optional an alias of std::optional and later dropped
@@ -26,19 +28,24 @@ inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::T
                                               false, zeros, 1, {true, false, false}));
 }
 
-// A stride-1, padding-1 3x3 oneDNN convolution of a channels-last input, with its ReLU when
-// `relu`, and the weight as prepareOneDnnWeight keeps it. kPrepackedOneDnnWeights says which
-// weights are reordered once into oneDNN's own layout rather than by oneDNN on every call.
+// A stride-1, padding-1 3x3 oneDNN convolution, with its ReLU when `relu`, and the weight as
+// prepareOneDnnWeight keeps it. oneDnnChannelsLast(dims) says whether its activations (and dense
+// weights) are channels-last or NC(D)HW; kPrepackedOneDnnWeights says which weights are reordered
+// once into oneDNN's own layout rather than by oneDNN on every call.
 //
-// 2.x: all of them. mkldnn::_convolution_pointwise takes them with channels-last activations and
-// runs the ReLU as a post-op.
+// 2.x: channels-last, and all of them. mkldnn::_convolution_pointwise takes them with
+// channels-last activations and runs the ReLU as a post-op.
 //
-// 1.13: its mkldnn_convolution takes a prepacked weight only with oneDNN's blocked activations,
-// reordered in and out around the conv. That pays where the weight dwarfs the activations: the
-// wide convs (Cin * Cout >= 256 * 512, the 512-channel blocks of VGG) at the sizes a loss sees.
-// The narrower ones keep a dense channels-last weight, and the ReLU is always a pass of its own.
+// 1.13, images: channels-last. Its mkldnn_convolution takes a prepacked weight only with oneDNN's
+// blocked activations, reordered in and out around the conv. That pays where the weight dwarfs
+// the activations: the wide convs (Cin * Cout >= 256 * 512, the 512-channel blocks of VGG) at the
+// sizes a loss sees. The narrower ones keep a dense channels-last weight.
+// 1.13, volumes: NCDHW. Its conv copies a channels_last_3d input to NCDHW and its result back,
+// but takes an NCDHW input beside a prepacked weight as it is: every volume weight is prepacked.
+// The ReLU is always a pass of its own.
 #if TORCH_VERSION_MAJOR >= 2
 inline constexpr const char* kPrepackedOneDnnWeights = "all";
+inline bool oneDnnChannelsLast(int64_t /*dims*/) { return true; }
 
 inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
   // Without an input size oneDNN picks the layout its kernels take at every input size of these
@@ -68,13 +75,14 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
 }
 #else
 inline constexpr const char* kPrepackedOneDnnWeights = "wide";
+inline bool oneDnnChannelsLast(int64_t dims) { return dims == 4; }
 
-// Volumes' convs keep dense weights: 1.13's reorder here is the 2-D one.
-inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
-  if (channelsLastWeight.dim() != 4 || channelsLastWeight.size(0) * channelsLastWeight.size(1) < 256 * 512) {
-    return channelsLastWeight;
+inline at::Tensor prepareOneDnnWeight(const at::Tensor& weight) {
+  if (weight.dim() == 5) {
+    return at::mkldnn_reorder_conv3d_weight(weight.contiguous().to_mkldnn(), {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);
   }
-  return at::mkldnn_reorder_conv2d_weight(channelsLastWeight.contiguous().to_mkldnn(), {1, 1}, {1, 1}, {1, 1}, 1);
+  if (weight.size(0) * weight.size(1) < 256 * 512) return weight;
+  return at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), {1, 1}, {1, 1}, {1, 1}, 1);
 }
 
 // A prepacked weight's conv takes its bias as a oneDNN tensor too.
@@ -86,7 +94,7 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
                                 bool relu) {
   const std::vector<int64_t> ones(static_cast<size_t>(x.dim() - 2), 1);
   at::Tensor y;
-  if (weight.is_mkldnn()) {
+  if (weight.is_mkldnn() && x.dim() == 4) {
     // An NCHW result; the layers after it take any layout.
     y = at::mkldnn_convolution(x.to_mkldnn(), weight, bias, ones, ones, ones, 1).to_dense();
   } else {
@@ -102,11 +110,22 @@ inline bool oneDnnMisreadsVolume(const at::Tensor& x) {
   return TORCH_VERSION_MAJOR >= 2 && x.dim() == 5 && x.size(2) == 1 && x.scalar_type() == at::kBFloat16;
 }
 
-// CPU 3-D pools without a bfloat16 kernel run in float32, which holds every bfloat16 value
-// exactly, and round back once: 1.13 has none for either pool, 2.x none for the average pool.
-inline bool poolInFloat(const at::Tensor& x, bool average) {
-  return (average || TORCH_VERSION_MAJOR < 2) && x.dim() == 5 && x.is_cpu() && x.scalar_type() == at::kBFloat16;
+// 1.13's CPU 3-D max pool reads NCDHW volumes at a fraction of the memory's speed, and has no
+// bfloat16 kernel: the package's own (max_pool3d_cpu.h) gives the same values and indices.
+// It needs at::parallel_for to run in parallel: ATen's OpenMP loop is inlined, so only a build
+// with -fopenmp (find-libtorch.js) has it.
+#if TORCH_VERSION_MAJOR < 2 && (defined(_OPENMP) || !AT_PARALLEL_OPENMP)
+inline constexpr bool kOwnMaxPool3d = true;
+#else
+inline constexpr bool kOwnMaxPool3d = false;
+#endif
+inline bool ownMaxPool3d(const at::Tensor& x) {
+  return kOwnMaxPool3d && x.dim() == 5 && x.is_cpu() && at::isFloatingType(x.scalar_type());
 }
+
+// CPU 3-D average pools have no bfloat16 kernel: they run in float32, which holds every bfloat16
+// value exactly, and round back once.
+inline bool poolInFloat(const at::Tensor& x) { return x.dim() == 5 && x.is_cpu() && x.scalar_type() == at::kBFloat16; }
 
 // The 2x2 (2x2x2 for a volume) average pool's backward.
 inline at::Tensor avgPoolBackward(const at::Tensor& gradOutput, const at::Tensor& input) {

@@ -150,31 +150,26 @@ inline void reluBackwardInPlace(Tensor& grad, const Tensor& output) {
 }
 // 2x2 (2x2x2) pools, stride 2.
 inline std::pair<Tensor, Tensor> maxPool(const Tensor& x) {
-  if (compat::poolInFloat(x, false)) {
-    auto [pooled, indices] = maxPool(x.to(at::kFloat));
-    return {pooled.to(x.scalar_type()), indices};
-  }
+  if (compat::ownMaxPool3d(x)) return cpu::maxPool2x2x2(x);
   const auto twos = perAxis(x, 2);
   auto [pooled, indices] =
       x.dim() == 5 ? at::max_pool3d_with_indices(x, twos, twos) : at::max_pool2d_with_indices(x, twos, twos);
   return {pooled, indices};
 }
 inline Tensor maxPoolBackward(const Tensor& gradOutput, const Tensor& input, const Tensor& indices) {
-  if (compat::poolInFloat(input, false)) {
-    return maxPoolBackward(gradOutput.to(at::kFloat), input.to(at::kFloat), indices).to(input.scalar_type());
-  }
+  if (compat::ownMaxPool3d(input)) return cpu::maxPool2x2x2Backward(gradOutput, input, indices);
   const auto twos = perAxis(input, 2), zeros = perAxis(input, 0), ones = perAxis(input, 1);
   return input.dim() == 5
              ? at::max_pool3d_with_indices_backward(gradOutput, input, twos, twos, zeros, ones, false, indices)
              : at::max_pool2d_with_indices_backward(gradOutput, input, twos, twos, zeros, ones, false, indices);
 }
 inline Tensor avgPool(const Tensor& x) {
-  if (compat::poolInFloat(x, true)) return avgPool(x.to(at::kFloat)).to(x.scalar_type());
+  if (compat::poolInFloat(x)) return avgPool(x.to(at::kFloat)).to(x.scalar_type());
   const auto twos = perAxis(x, 2);
   return x.dim() == 5 ? at::avg_pool3d(x, twos, twos) : at::avg_pool2d(x, twos, twos);
 }
 inline Tensor avgPoolBackward(const Tensor& gradOutput, const Tensor& input) {
-  if (compat::poolInFloat(input, true)) {
+  if (compat::poolInFloat(input)) {
     return compat::avgPoolBackward(gradOutput.to(at::kFloat), input.to(at::kFloat)).to(input.scalar_type());
   }
   return compat::avgPoolBackward(gradOutput, input);
@@ -193,9 +188,8 @@ inline bool hasOneDnn() { return at::hasMKLDNN(); }
 // Whether oneDNN's conv of `x` must not be trusted (compat.h says when); the caller computes it in float32.
 inline bool oneDnnMisreadsVolume(const Tensor& x) { return compat::oneDnnMisreadsVolume(x); }
 inline const char* prepackedOneDnnWeights() { return compat::kPrepackedOneDnnWeights; }
-inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
-  return compat::prepareOneDnnWeight(channelsLastWeight);
-}
+inline bool oneDnnChannelsLast(int64_t dims) { return compat::oneDnnChannelsLast(dims); }
+inline Tensor prepareOneDnnWeight(const Tensor& weight) { return compat::prepareOneDnnWeight(weight); }
 inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& preparedWeight) {
   return compat::prepareOneDnnBias(bias, preparedWeight);
 }

@@ -577,6 +577,7 @@ inline bool hasOneDnn() {
   return has;
 }
 inline const char* prepackedOneDnnWeights() { return "all"; }
+inline bool oneDnnChannelsLast(int64_t /*dims*/) { return true; }
 // oneDNN's bfloat16 3-D convs are wrong (zeros or garbage, torch 2.13) for an input of depth 1 with
 // some channel counts (1 and 3 among them): the caller computes those in float32.
 inline bool oneDnnMisreadsVolume(const Tensor& x) {

@@ -89,7 +89,9 @@ void placeOnDevice(const Config& config, Network& net, const std::vector<Tensor>
   // Channels-last weights with channels-last inputs select cuDNN's NHWC kernels. On oneDNN,
   // channels-last activations are read and written in place, where NCHW ones are reordered to a
   // blocked layout and back around every conv; channels-last weights spare a copy per call.
-  const bool channelsLast = (config.device.is_cuda() && config.channelsLast) || net.oneDnn;
+  // Not where the libtorch's own conv copies channels-last inputs (1.13's volumes; compat.h).
+  net.oneDnnChannelsLast = net.oneDnn && ops::oneDnnChannelsLast(2 + config.spatialDims);
+  const bool channelsLast = (config.device.is_cuda() && config.channelsLast) || net.oneDnnChannelsLast;
   for (size_t i = 0; i < net.masterWeights.size(); ++i) {
     const Tensor& master = net.masterWeights[i];
     const Tensor weight = ops::contiguous(ops::to(master, config.device, config.dtype), channelsLast);
@@ -221,23 +223,30 @@ struct Forward {
   std::vector<Saved> saved;  // per module, when a backward follows
 };
 
-// Size-1 dims let NCHW and channels-last strides both count as channels-last contiguous, and
+// Size-1 dims let NCHW and channels-last strides both count as contiguous in either format, and
 // oneDNN and the reductions pick their kernels (and so their summation order) from the strides:
-// every input gets the strides a fresh channels-last tensor would have, so one value never
-// depends on its layout.
-Tensor canonicalChannelsLast(const Tensor& x) {
+// every input gets the strides a fresh tensor of the network's layout would have, so one value
+// never depends on the input's layout.
+Tensor canonicalLayout(const Tensor& x, bool channelsLast) {
   const ops::Shape s = ops::shapeOf(x);
-  // [N, C, *spatial] with C innermost, then the last spatial dim outward.
+  // Channels-last: [N, C, *spatial] with C innermost, then the last spatial dim outward.
   ops::Shape canonical(s.size());
-  int64_t stride = s[1];
-  canonical[1] = 1;
+  int64_t stride = 1;
+  if (channelsLast) {
+    canonical[1] = 1;
+    stride = s[1];
+  }
   for (size_t d = s.size(); d-- > 2;) {
     canonical[d] = stride;
     stride *= s[d];
   }
+  if (!channelsLast) {
+    canonical[1] = stride;
+    stride *= s[1];
+  }
   canonical[0] = stride;
-  if (ops::isContiguous(x, true) && ops::stridesOf(x) == canonical) return x;
-  Tensor out = ops::empty(s, x.scalar_type(), ops::deviceOf(x), true);
+  if (ops::isContiguous(x, channelsLast) && ops::stridesOf(x) == canonical) return x;
+  Tensor out = ops::empty(s, x.scalar_type(), ops::deviceOf(x), channelsLast);
   ops::copyInto(out, x);
   return out;
 }
@@ -250,9 +259,9 @@ Forward runForward(const Network& net, const Config& config, const Tensor& x, bo
   std::vector<Tensor> outputs(count);
   Forward fwd;
   if (forBackward) fwd.saved.resize(count);
-  // oneDNN runs channels-last end to end (pools and their backward included); an NHWC input is
-  // already laid out so.
-  Tensor h = net.oneDnn ? canonicalChannelsLast(x) : x;
+  // oneDNN runs channels-last end to end (pools and their backward included) where the libtorch
+  // allows it (ops::oneDnnChannelsLast); an NHWC input is already laid out so.
+  Tensor h = net.oneDnn ? canonicalLayout(x, net.oneDnnChannelsLast) : x;
   bool reluDone = false;  // the conv before this module ran its ReLU
   for (size_t i = 0; i < count; ++i) {
     const Module& m = net.modules[i];

@@ -66,6 +66,7 @@ struct Network {
   // with these flipped, transposed weights (see perceptual.cc). Both weight sets are then in
   // oneDNN's own layout where the libtorch allows it (compat::prepareOneDnnWeight).
   bool oneDnn = false;
+  bool oneDnnChannelsLast = false;   // its activations and weights channels-last (ops::oneDnnChannelsLast)
   std::vector<Tensor> oneDnnBiases;  // the biases as the conv beside their weight takes them
   std::vector<Tensor> backwardWeights;
   uint64_t seed = 0;

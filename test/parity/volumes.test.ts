@@ -15,6 +15,8 @@ interface Case {
   masked?: boolean;
   /** A segmentation case: classes = inChannels, labels [N, D, H, W] with `ignored` voxels. */
   segmentation?: { ignored: number };
+  /** pred takes the values 0, 1 and 2 only: a max pool over it meets exact ties. */
+  ties?: boolean;
 }
 
 const SMALL: Array<number | 'M'> = [8, 'M', 16, 16, 'M', 24];
@@ -35,6 +37,10 @@ const CASES: Case[] = [
     options: { inChannels: 2, spatialDims: 3, arch: SMALL, pool: 'avg', layers: ['conv1_1', 'pool1', 'relu2_2', 'relu3_1'], layerWeights: [0.5, 2, 1, 3] },
     shape: [1, 2, 8, 6, 10],
   },
+  // A max pool first, over inputs with exact ties and odd sizes (voxels no window covers): each
+  // window's gradient goes to its first maximum in (d, h, w) order, as PyTorch's does.
+  { id: 'vol-pool-first-ties', options: { inChannels: 1, spatialDims: 3, arch: ['M', 8, 'M', 8] }, shape: [2, 1, 7, 9, 6], ties: true },
+  { id: 'vol-pool-first-ties-f64', options: { inChannels: 2, spatialDims: 3, arch: ['M', 8, 'M', 8], dtype: 'float64' }, shape: [1, 2, 9, 6, 7], ties: true },
   { id: 'vol-xavier-uniform', options: { inChannels: 1, spatialDims: 3, arch: SMALL, init: 'xavier_uniform', seed: 9 }, shape: [1, 1, 8, 8, 8] },
   // Layouts.
   { id: 'vol-ndhwc', options: { inChannels: 2, spatialDims: 3, arch: SMALL, layout: 'ndhwc', styleWeight: 1 }, shape: [2, 6, 8, 4, 2] },
@@ -55,7 +61,7 @@ const voxelShape = (c: Case) => (channelsLast(c.options) ? c.shape.slice(0, 4) :
 
 function inputsOf(c: Case, index: number) {
   const n = count(c.shape);
-  const pred = randn(n, 5000 + index);
+  const pred = c.ties ? Float32Array.from(randint(n, 0, 3, 5000 + index)) : randn(n, 5000 + index);
   const target = randn(n, 6000 + index);
   const mask = c.masked ? Float32Array.from(randint(count(voxelShape(c)), 0, 2, 7000 + index)) : undefined;
   let labels: Int32Array | undefined;

@@ -106,7 +106,7 @@ export interface NativeRuntime {
   cxx11Abi: boolean;
   mkldnn: boolean;
   /** Read with cpuid at run time. bfloat16Missing: what bfloat16 on the CPU lacks, '' where it runs. */
-  cpu: { vendor: string; avx512: boolean; avx512Bf16: boolean; amxBf16: boolean; bfloat16Missing: string; prepackedWeights: 'all' | 'wide' | 'none' };
+  cpu: { vendor: string; avx512: boolean; avx512Bf16: boolean; amxBf16: boolean; bfloat16Missing: string; prepackedWeights: 'all' | 'wide' | 'none'; hugePages: boolean };
   numThreads: number;
   parallelInfo: string;
 }

@@ -42,7 +42,9 @@ export interface RuntimeInfo {
    * `prepackedWeights`: which float32 and bfloat16 CPU convs use weights reordered once into
    * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused), 'wide' (1.13: every volume
    * conv, and the image convs with Cin * Cout >= 256 * 512; oneDNN reorders the others' on every
-   * call), 'none' (no oneDNN).
+   * call), 'none' (no oneDNN). `hugePages`: whether libtorch's CPU buffers of 2 MiB and more are
+   * advised as transparent huge pages: by default on libtorch 1.13 (the package's allocator;
+   * THP_MEM_ALLOC_ENABLE=0 turns it off), with THP_MEM_ALLOC_ENABLE=1 on 2.x (libtorch's own).
    */
   cpu: {
     vendor: string;
@@ -52,6 +54,7 @@ export interface RuntimeInfo {
     bfloat16: boolean;
     bfloat16Missing: string;
     prepackedWeights: 'all' | 'wide' | 'none';
+    hugePages: boolean;
   };
   numThreads: number;
   /** OpenMP's wait policy in force: PASSIVE, set by the package, unless the user chose (lib/openmp.ts). */

@@ -69,6 +69,7 @@ Napi::Value runtimeInfo(const Napi::CallbackInfo& info) {
     // What bfloat16 on the CPU lacks here, or "" where it can run.
     cpuInfo.Set("bfloat16Missing", ops::hasOneDnn() ? cpuBfloat16Missing() : "a libtorch built with oneDNN (MKLDNN)");
     cpuInfo.Set("prepackedWeights", prepackedOneDnnWeights());
+    cpuInfo.Set("hugePages", ops::hugePageAllocator());
     result.Set("cpu", cpuInfo);
     result.Set("numThreads", ops::numThreads());
     result.Set("parallelInfo", ops::parallelInfo());
@@ -139,6 +140,7 @@ Napi::Value enumTables(const Napi::CallbackInfo& info) {
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
+  ops::hugePageAllocator();
   auto* data = new AddonData();
   env.SetInstanceData(data);
   data->tensorClass = Napi::Persistent(NativeTensor::define(env));

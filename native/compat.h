@@ -6,7 +6,13 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/api/include/torch/version.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "max_pool3d_cpu.h"
+#if TORCH_VERSION_MAJOR < 2
+#include "huge_page_allocator.h"  // an at::Allocator as 1.x declares it
+#endif
 
 namespace perceptual::compat {
 
@@ -121,6 +127,21 @@ inline constexpr bool kOwnMaxPool3d = false;
 #endif
 inline bool ownMaxPool3d(const at::Tensor& x) {
   return kOwnMaxPool3d && x.dim() == 5 && x.is_cpu() && at::isFloatingType(x.scalar_type());
+}
+
+// Whether libtorch's CPU buffers of 2 MiB and more are advised as transparent huge pages.
+// PyTorch 2.2+ does it under THP_MEM_ALLOC_ENABLE=1 (its default is off); 1.13 predates that,
+// so there the package's own allocator does it unless THP_MEM_ALLOC_ENABLE=0: a step's large
+// activations are fresh buffers, and each first touch of a 4 KiB page faults. Installed on the
+// first call.
+inline bool hugePageAllocator() {
+  const char* setting = std::getenv("THP_MEM_ALLOC_ENABLE");
+#if TORCH_VERSION_MAJOR < 2
+  static const bool installed = !(setting && std::strcmp(setting, "0") == 0) && cpu::installHugePageAllocator();
+  return installed;
+#else
+  return setting && std::strcmp(setting, "1") == 0;
+#endif
 }
 
 // CPU 3-D average pools have no bfloat16 kernel: they run in float32, which holds every bfloat16

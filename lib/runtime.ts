@@ -43,8 +43,8 @@ export interface RuntimeInfo {
    * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused), 'wide' (1.13: every volume
    * conv, and the image convs with Cin * Cout >= 256 * 512; oneDNN reorders the others' on every
    * call), 'none' (no oneDNN). `hugePages`: whether libtorch's CPU buffers of 2 MiB and more are
-   * advised as transparent huge pages: by default on libtorch 1.13 (the package's allocator;
-   * THP_MEM_ALLOC_ENABLE=0 turns it off), with THP_MEM_ALLOC_ENABLE=1 on 2.x (libtorch's own).
+   * advised as transparent huge pages (THP_MEM_ALLOC_ENABLE=1: libtorch's own on 2.x, the
+   * package's allocator on 1.13).
    */
   cpu: {
     vendor: string;

@@ -129,18 +129,19 @@ inline bool ownMaxPool3d(const at::Tensor& x) {
   return kOwnMaxPool3d && x.dim() == 5 && x.is_cpu() && at::isFloatingType(x.scalar_type());
 }
 
-// Whether libtorch's CPU buffers of 2 MiB and more are advised as transparent huge pages.
-// PyTorch 2.2+ does it under THP_MEM_ALLOC_ENABLE=1 (its default is off); 1.13 predates that,
-// so there the package's own allocator does it unless THP_MEM_ALLOC_ENABLE=0: a step's large
-// activations are fresh buffers, and each first touch of a 4 KiB page faults. Installed on the
-// first call.
+// Whether libtorch's CPU buffers of 2 MiB and more are advised as transparent huge pages:
+// PyTorch 2.2+ does it under THP_MEM_ALLOC_ENABLE=1, and 1.13, which predates it, through the
+// package's allocator (huge_page_allocator.h) under the same setting. Off by default, as in
+// PyTorch: a huge-page fault can stall in the kernel's compaction of fragmented memory.
+// Installed on the first call.
 inline bool hugePageAllocator() {
   const char* setting = std::getenv("THP_MEM_ALLOC_ENABLE");
+  const bool wanted = setting && std::strcmp(setting, "1") == 0;
 #if TORCH_VERSION_MAJOR < 2
-  static const bool installed = !(setting && std::strcmp(setting, "0") == 0) && cpu::installHugePageAllocator();
+  static const bool installed = wanted && cpu::installHugePageAllocator();
   return installed;
 #else
-  return setting && std::strcmp(setting, "1") == 0;
+  return wanted;
 #endif
 }
 

@@ -1,6 +1,6 @@
 // libtorch's CPU allocator, with buffers of 2 MiB and more aligned to 2 MiB and advised as
 // transparent huge pages: what PyTorch 2.2+ does under THP_MEM_ALLOC_ENABLE=1, for the libtorch
-// that predates it (compat.h says which). A step's large activations are fresh allocations each
+// that predates it (compat.h says when). A step's large activations are fresh allocations each
 // time, and with 4 KiB pages their first touch costs a page fault per page.
 #pragma once
 

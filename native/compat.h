@@ -6,9 +6,6 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/api/include/torch/version.h>
 
-#include <cstdlib>
-#include <cstring>
-
 #include "max_pool3d_cpu.h"
 #if TORCH_VERSION_MAJOR < 2
 #include "huge_page_allocator.h"  // an at::Allocator as 1.x declares it
@@ -133,15 +130,13 @@ inline bool ownMaxPool3d(const at::Tensor& x) {
 // PyTorch 2.2+ does it under THP_MEM_ALLOC_ENABLE=1, and 1.13, which predates it, through the
 // package's allocator (huge_page_allocator.h) under the same setting. Off by default, as in
 // PyTorch: a huge-page fault can stall in the kernel's compaction of fragmented memory.
-// Installed on the first call.
-inline bool hugePageAllocator() {
-  const char* setting = std::getenv("THP_MEM_ALLOC_ENABLE");
-  const bool wanted = setting && std::strcmp(setting, "1") == 0;
+// `requested`: THP_MEM_ALLOC_ENABLE=1 (ops::hugePagesRequested). Installed on the first call.
+inline bool hugePageAllocator(bool requested) {
 #if TORCH_VERSION_MAJOR < 2
-  static const bool installed = wanted && cpu::installHugePageAllocator();
+  static const bool installed = requested && cpu::installHugePageAllocator();
   return installed;
 #else
-  return wanted;
+  return requested;
 #endif
 }
 

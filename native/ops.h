@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -33,6 +35,13 @@ struct Device {
 };
 
 inline const Device kCpu{};
+
+// THP_MEM_ALLOC_ENABLE=1, PyTorch's switch for libtorch's large CPU buffers on transparent huge
+// pages (2.2 on); each op layer says whether it is in force (hugePageAllocator).
+inline bool hugePagesRequested() {
+  const char* setting = std::getenv("THP_MEM_ALLOC_ENABLE");
+  return setting && std::strcmp(setting, "1") == 0;
+}
 
 // How a loss's criterion reduces its elements (at::Reduction's values).
 enum class Reduce : int64_t { None = 0, Mean = 1, Sum = 2 };

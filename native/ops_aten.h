@@ -215,7 +215,7 @@ class CpuGenerator {
 
 // Whether libtorch's large CPU buffers are advised as transparent huge pages (compat.h); the
 // addon calls it once at load, before any tensor exists.
-inline bool hugePageAllocator() { return compat::hugePageAllocator(); }
+inline bool hugePageAllocator() { return compat::hugePageAllocator(hugePagesRequested()); }
 inline void setNumThreads(int n) { at::set_num_threads(n); }
 inline int numThreads() { return at::get_num_threads(); }
 inline std::string parallelInfo() { return at::get_parallel_info(); }

@@ -614,10 +614,7 @@ class CpuGenerator {
 
 // Whether libtorch's large CPU buffers are advised as transparent huge pages: every torch this
 // binary loads on (>= 2.10) does it itself under THP_MEM_ALLOC_ENABLE=1.
-inline bool hugePageAllocator() {
-  const char* setting = std::getenv("THP_MEM_ALLOC_ENABLE");
-  return setting && std::strcmp(setting, "1") == 0;
-}
+inline bool hugePageAllocator() { return hugePagesRequested(); }
 inline void setNumThreads(int n) { runtime::setNumThreads(n); }
 inline int numThreads() { return static_cast<int>(torch::stable::get_num_threads()); }
 inline std::string parallelInfo() { return runtime::parallelInfo(); }

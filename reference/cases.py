@@ -17,6 +17,10 @@ segmentation case, pred holds the logits) with "ignoreIndex" (default 255), opti
 of every kept conv's weight and bias, used instead of drawing them: loaded weights, biases not 0),
 "instance" ({"masks": float32 file of pred's shape, "weights": [M floats] or absent}: an
 instance-mask case, pred holds the mask logits), and "outputs" (of weights, features, loss, grad).
+"route": "onednn" runs the case on PyTorch's oneDNN CPU conv route, which PyTorch picks by itself
+for batches of 16 and more: every input is repeated ONEDNN_COPIES times along the batch, channels
+last, and the results are those of the first copy (the loss and gradient scaled back exactly). At
+batch 1 PyTorch's default route on the CPU is im2col + BLAS, which rounds differently.
 Volumes: options {"spatialDims": 3}, a 5-D shape in 'ncdhw' or 'ndhwc', labels [N, D, H, W].
 """
 
@@ -33,6 +37,9 @@ import torch  # noqa: E402
 import perceptual as ref  # noqa: E402
 
 OUTPUTS = {"weights", "features", "loss", "grad"}
+ROUTES = (None, "onednn")
+# A power of two: the mean over the copies scales the gradient by exactly 1 / ONEDNN_COPIES.
+ONEDNN_COPIES = 16
 
 
 class CaseError(Exception):
@@ -99,25 +106,39 @@ def run_case(case, base, outdir):
     if not outputs & {"features", "loss", "grad"}:
         return result
     net = net.to(dtype)
+    route = case.get("route")
+    if route not in ROUTES:
+        raise CaseError(f"unknown route {route!r}; allowed: 'onednn'")
+    copies = ONEDNN_COPIES if route == "onednn" else 1
+    if copies > 1 and case.get("instance", {}).get("weights") is not None:
+        raise CaseError("the onednn route takes no instance weights (one per sample of the batch given)")
+    memory_format = (torch.channels_last if dims == 2 else torch.channels_last_3d) if route == "onednn" else torch.contiguous_format
+    if route == "onednn":
+        net = net.to(memory_format=memory_format)
+
+    def tiled(t):
+        """The batch repeated `copies` times (a no-op on the default route)."""
+        return t.repeat(copies, *[1] * (t.dim() - 1)) if copies > 1 else t
 
     def load(key):
-        return read_raw(base, case[key], "<f4", n * c * voxels, key).reshape(shape)
+        return tiled(read_raw(base, case[key], "<f4", n * c * voxels, key).reshape(shape))
 
     # The leaf that receives the gradient: pred, or the logits of a segmentation case.
     leaf = load("pred").to(dtype).requires_grad_(True)
-    x = channels_first(leaf, layout)
+    x = channels_first(leaf, layout).contiguous(memory_format=memory_format)
     if "labels" in case:
-        labels = read_raw(base, case["labels"], "<i4", n * voxels, "labels").reshape(n, *spatial)
+        labels = tiled(read_raw(base, case["labels"], "<i4", n * voxels, "labels").reshape(n, *spatial))
         pred_in, target_in = ref.segmentation_inputs(x, labels, case.get("ignoreIndex", 255))
     elif "instance" in case:
         pred_in = torch.sigmoid(x)
-        target_in = channels_first(read_raw(base, case["instance"]["masks"], "<f4", n * c * voxels, "masks").reshape(shape), layout).to(dtype)
+        target_in = channels_first(tiled(read_raw(base, case["instance"]["masks"], "<f4", n * c * voxels, "masks").reshape(shape)), layout).to(dtype)
     else:
         pred_in = x
         target_in = channels_first(load("target").to(dtype), layout)
+    target_in = target_in.contiguous(memory_format=memory_format)
     if "mask" in case:
         mask_file = read_raw(base, case["mask"], "<f4", n * voxels, "mask")
-        mask = mask_file.reshape(n, 1, *spatial)
+        mask = tiled(mask_file.reshape(n, 1, *spatial))
         pred_in, target_in = ref.apply_mask(pred_in, mask), ref.apply_mask(target_in, mask)
 
     # "autocast": "bfloat16" runs the network as a PyTorch user would under
@@ -133,7 +154,7 @@ def run_case(case, base, outdir):
     if "features" in outputs:
         result["features"] = []
         for name, f in zip(opts["layers"], pred_feats):
-            f = to_layout(f, layout)
+            f = to_layout(f[:n], layout)
             fname = f"{cid}.feat.{name}.f64"
             write_f64(outdir, fname, f)
             result["features"].append({"name": name, "shape": list(f.shape), "file": fname})
@@ -152,9 +173,12 @@ def run_case(case, base, outdir):
             target_feats = ref.features(net, target_in, tap_k, autocast)
         loss = ref.perceptual_loss(pred_feats, target_feats, opts["layerWeights"], **loss_options)
     if "loss" in outputs:
-        result["loss"] = loss.tolist() if opts["reduction"] == "none" else loss.item()
+        # Over the copies: 'mean' is their mean already, 'sum' their sum, 'none' one value each.
+        value = loss[:n].tolist() if opts["reduction"] == "none" else loss.item() / (copies if opts["reduction"] == "sum" else 1)
+        result["loss"] = value
     if "grad" in outputs:
-        grad = ref.input_grad(loss, leaf)
+        # 'mean' divides each copy's gradient by the number of copies; ONEDNN_COPIES undoes it exactly.
+        grad = ref.input_grad(loss, leaf)[:n] * (copies if opts["reduction"] == "mean" else 1)
         fname = f"{cid}.grad.f64"
         write_f64(outdir, fname, grad)
         result["grad"], result["gradShape"] = fname, list(grad.shape)

@@ -76,6 +76,12 @@ export interface RefCase {
   /** Run the float32 network under torch.autocast('cpu', torch.bfloat16), as a PyTorch user would. */
   autocast?: 'bfloat16';
   /**
+   * 'onednn': PyTorch's oneDNN CPU conv route, the one it takes by itself for batches of 16 and more
+   * (and the one this package takes at every batch size); see reference/cases.py. At batch 1
+   * PyTorch's default CPU route is im2col + BLAS, which rounds differently.
+   */
+  route?: 'onednn';
+  /**
    * Every kept conv's weight and bias by its state-dict name (`features.{k}.weight`), used instead
    * of drawing them: the weights a loss loaded from a file, biases not 0 included.
    */
@@ -138,6 +144,7 @@ export async function runReference(cases: readonly RefCase[]): Promise<Map<strin
         outputs: c.outputs,
       };
       if (c.autocast) entry.autocast = c.autocast;
+      if (c.route) entry.route = c.route;
       if (c.stateDict) {
         entry.stateDict = Object.fromEntries(
           Object.entries(c.stateDict).map(([name, t], k) => [name, { file: writeRaw(dir, `${c.id}.state${k}.f32`, t.data), shape: t.shape }]),

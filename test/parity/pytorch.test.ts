@@ -1,7 +1,8 @@
 // Parity with PyTorch (reference/cases.py): weights bit for bit, and features, loss and
 // gradient within 1e-5 (float32) or 1e-10 (float64) relative error, over the option space.
-// A float32 result that misses 1e-5 passes only under the rule of FALLBACK_CAP below, and every
-// such result is printed and checked against a known list.
+// A float32 result that misses 1e-5 against PyTorch's default CPU route must meet it against
+// PyTorch's oneDNN route (RouteMatch below), or else pass under the rule of FALLBACK_CAP; every
+// such result is printed, and the fallbacks are checked against a known list.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -117,6 +118,26 @@ const FALLBACK_CAP = 1e-4;
  * printed, and at most MAX_FALLBACKS comparisons may use the rule.
  */
 const KNOWN_FALLBACKS = new Set<string>(['init-normal grad']);
+
+/**
+ * PyTorch has two CPU conv routes in float32, and picks one by batch size: im2col + BLAS for a
+ * batch of 1, oneDNN from 16 on (and on 1.13 for more shapes). This package takes oneDNN at every
+ * batch size. The two round differently, and which is nearer the exact answer depends on the
+ * machine's BLAS: on an AVX2-only AMD EPYC with PyTorch 2.13, the init-normal gradient came out
+ * 6.7e-6 from float64 by BLAS and 8.4e-6 by oneDNN (this package's value, to the bit). So a
+ * float32 result that misses the tolerance against PyTorch's default route is compared with
+ * PyTorch's oneDNN route for the same inputs (the reference's `route: 'onednn'`), at the same
+ * tolerance.
+ */
+interface RouteMatch {
+  what: string;
+  /** Against PyTorch float32 on its default route and on its oneDNN route. */
+  error: number;
+  oneDnnError: number;
+  /** This package's and PyTorch's default-route float32 results against PyTorch's float64 one. */
+  ownExact: number;
+  torchExact: number;
+}
 const MAX_FALLBACKS = 3;
 
 interface Fallback {
@@ -131,6 +152,20 @@ interface Fallback {
 describe('parity with PyTorch', () => {
   let reference: Map<string, RefResult>;
   const fallbacks: Fallback[] = [];
+  const routeMatches: RouteMatch[] = [];
+  // Each case as given to the reference, and its oneDNN-route result, fetched once when needed.
+  const refCases = new Map<string, RefCase>();
+  const oneDnnResults = new Map<string, Promise<RefResult>>();
+  const oneDnnOf = (id: string): Promise<RefResult> => {
+    let result = oneDnnResults.get(id);
+    if (!result) {
+      const own = refCases.get(id)!;
+      const onednn: RefCase = { ...own, id: `${id}.onednn`, route: 'onednn', outputs: ['features', 'loss', 'grad'] };
+      result = runReference([onednn]).then((results) => results.get(onednn.id)!);
+      oneDnnResults.set(id, result);
+    }
+    return result;
+  };
 
   beforeAll(async () => {
     const cases: RefCase[] = CASES.flatMap((c, i) => {
@@ -139,6 +174,7 @@ describe('parity with PyTorch', () => {
       const options = c.options as RefCase['options'];
       const base = { options, shape: c.shape, pred, target, labels, ignoreIndex: c.segmentation?.ignoreIndex };
       const own: RefCase = { ...base, id: c.id, outputs: ['weights', 'features', 'loss', 'grad'] };
+      refCases.set(c.id, own);
       // Each float32 case also in float64: the exact answer that both float32 results approximate.
       const exact: RefCase = { ...base, id: `${c.id}.exact`, options: { ...options, dtype: 'float64' }, outputs: ['features', 'loss', 'grad'] };
       return c.options.dtype === 'float64' ? [own] : [own, exact];
@@ -157,6 +193,12 @@ describe('parity with PyTorch', () => {
     const lines = fallbacks.map(
       (f) => `  ${f.what}: ${f.error.toExponential(2)} from PyTorch float32; to float64: ${f.ownExact.toExponential(2)} (PyTorch float32: ${f.torchExact.toExponential(2)})`,
     );
+    const routeLines = routeMatches.map(
+      (m) =>
+        `  ${m.what}: ${m.error.toExponential(2)} from PyTorch float32, ${m.oneDnnError.toExponential(2)} on its oneDNN route; ` +
+        `to float64: ${m.ownExact.toExponential(2)} (PyTorch float32: ${m.torchExact.toExponential(2)})`,
+    );
+    console.log(`parity: ${routeMatches.length} comparison(s) met the tolerance on PyTorch's oneDNN route only${routeLines.length ? `:\n${routeLines.join('\n')}` : ''}`);
     console.log(`parity: ${fallbacks.length} comparison(s) passed by the float32 fallback (cap ${FALLBACK_CAP})${lines.length ? `:\n${lines.join('\n')}` : ''}`);
   });
 
@@ -169,13 +211,26 @@ describe('parity with PyTorch', () => {
     const tolerance = f64 ? 1e-10 : 1e-5;
 
     /**
-     * Within `tolerance` of PyTorch; in float32, or else under the fallback rule (FALLBACK_CAP):
-     * below the cap, and at least as close to PyTorch's float64 answer as PyTorch's float32 is.
+     * Within `tolerance` of PyTorch; in float32, against PyTorch's default route or its oneDNN route
+     * (RouteMatch), or else under the fallback rule (FALLBACK_CAP): below the cap, and at least as
+     * close to PyTorch's float64 answer as PyTorch's float32 is.
      */
-    const expectClose = (what: string, actual: ArrayLike<number>, torch: ArrayLike<number>, exact: () => ArrayLike<number>) => {
+    const expectClose = async (
+      what: string,
+      actual: ArrayLike<number>,
+      torch: ArrayLike<number>,
+      exact: () => ArrayLike<number>,
+      oneDnn: (r: RefResult) => ArrayLike<number>,
+    ) => {
       const error = relError(actual, torch);
       if (f64 || error < tolerance) {
         expect(error, what).toBeLessThan(tolerance);
+        return;
+      }
+      const oneDnnError = relError(actual, oneDnn(await oneDnnOf(c.id)));
+      if (oneDnnError < tolerance) {
+        routeMatches.push({ what: `${c.id} ${what}`, error, oneDnnError, ownExact: relError(actual, exact()), torchExact: relError(torch, exact()) });
+        expect(error, `${c.id} ${what} against PyTorch float32 (fallback cap)`).toBeLessThan(FALLBACK_CAP);
         return;
       }
       const fallback = { what: `${c.id} ${what}`, error, ownExact: relError(actual, exact()), torchExact: relError(torch, exact()) };
@@ -199,18 +254,18 @@ describe('parity with PyTorch', () => {
       });
 
       // (For segmentation the reference reports the features of the masked softmax, not of pred.)
-      if (!c.segmentation) it(`matches the features of pred within ${tolerance}`, () => {
+      if (!c.segmentation) it(`matches the features of pred within ${tolerance}`, async () => {
         const ref = reference.get(c.id)!;
         const { pred } = inputsOf(c, index);
         const features = loss().features(host(pred));
         expect(features.map((f) => f.name)).toEqual(ref.features!.map((f) => f.name));
-        features.forEach((f, i) => {
+        for (const [i, f] of features.entries()) {
           expect(f.shape).toEqual(ref.features![i].shape);
-          expectClose(`features ${f.name}`, f.data, ref.features![i].data, () => exactOf().features![i].data);
-        });
+          await expectClose(`features ${f.name}`, f.data, ref.features![i].data, () => exactOf().features![i].data, (r) => r.features![i].data);
+        }
       });
 
-      it(`matches the loss and its gradient within ${tolerance}`, () => {
+      it(`matches the loss and its gradient within ${tolerance}`, async () => {
         const ref = reference.get(c.id)!;
         const { pred, target, labels } = inputsOf(c, index);
         const result = c.segmentation
@@ -220,13 +275,13 @@ describe('parity with PyTorch', () => {
           : loss().lossAndGrad(host(pred), host(target));
         if (typeof ref.loss === 'number') {
           expect(typeof result.loss).toBe('number');
-          expectClose('loss', [result.loss as number], [ref.loss], () => [exactOf().loss as number]);
+          await expectClose('loss', [result.loss as number], [ref.loss], () => [exactOf().loss as number], (r) => [r.loss as number]);
         } else {
           expect(result.loss).toBeInstanceOf(f64 ? Float64Array : Float32Array);
-          expectClose('loss', result.loss as Float32Array, ref.loss!, () => exactOf().loss as Float64Array);
+          await expectClose('loss', result.loss as Float32Array, ref.loss!, () => exactOf().loss as Float64Array, (r) => r.loss as Float64Array);
         }
         expect(result.grad).toBeInstanceOf(f64 ? Float64Array : Float32Array);
-        expectClose('grad', result.grad, ref.grad!, () => exactOf().grad!);
+        await expectClose('grad', result.grad, ref.grad!, () => exactOf().grad!, (r) => r.grad!);
       });
     });
   });

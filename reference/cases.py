@@ -109,12 +109,12 @@ def run_case(case, base, outdir):
     route = case.get("route")
     if route not in ROUTES:
         raise CaseError(f"unknown route {route!r}; allowed: 'onednn'")
-    copies = ONEDNN_COPIES if route == "onednn" else 1
-    if copies > 1 and case.get("instance", {}).get("weights") is not None:
+    onednn = route == "onednn"
+    if onednn and case.get("instance", {}).get("weights") is not None:
         raise CaseError("the onednn route takes no instance weights (one per sample of the batch given)")
-    memory_format = (torch.channels_last if dims == 2 else torch.channels_last_3d) if route == "onednn" else torch.contiguous_format
-    if route == "onednn":
-        net = net.to(memory_format=memory_format)
+    copies = ONEDNN_COPIES if onednn else 1
+    memory_format = (torch.channels_last if dims == 2 else torch.channels_last_3d) if onednn else torch.contiguous_format
+    net = net.to(memory_format=memory_format)
 
     def tiled(t):
         """The batch repeated `copies` times (a no-op on the default route)."""
@@ -174,8 +174,7 @@ def run_case(case, base, outdir):
         loss = ref.perceptual_loss(pred_feats, target_feats, opts["layerWeights"], **loss_options)
     if "loss" in outputs:
         # Over the copies: 'mean' is their mean already, 'sum' their sum, 'none' one value each.
-        value = loss[:n].tolist() if opts["reduction"] == "none" else loss.item() / (copies if opts["reduction"] == "sum" else 1)
-        result["loss"] = value
+        result["loss"] = loss[:n].tolist() if opts["reduction"] == "none" else loss.item() / (copies if opts["reduction"] == "sum" else 1)
     if "grad" in outputs:
         # 'mean' divides each copy's gradient by the number of copies; ONEDNN_COPIES undoes it exactly.
         grad = ref.input_grad(loss, leaf)[:n] * (copies if opts["reduction"] == "mean" else 1)

@@ -40,7 +40,8 @@ export interface RuntimeInfo {
    * The CPU's features, read with cpuid at run time. `bfloat16`: dtype 'bfloat16' runs on the CPU
    * (AVX512-BF16 or AMX-BF16); otherwise `bfloat16Missing` says what is missing.
    * `prepackedWeights`: which float32 and bfloat16 CPU convs use weights reordered once into
-   * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused), 'wide' (1.13: every volume
+   * oneDNN's layout: 'all' (libtorch 2.x, with their ReLU fused; packed per input shape, the last
+   * two kept), 'wide' (1.13: every volume
    * conv, and the image convs with Cin * Cout >= 256 * 512; oneDNN reorders the others' on every
    * call), 'none' (no oneDNN). `hugePages`: whether libtorch's CPU buffers of 2 MiB and more are
    * advised as transparent huge pages (THP_MEM_ALLOC_ENABLE=1: libtorch's own on 2.x, the

@@ -34,10 +34,14 @@ inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::T
 // A stride-1, padding-1 3x3 oneDNN convolution, with its ReLU when `relu`, and the weight as
 // prepareOneDnnWeight keeps it. oneDnnChannelsLast(dims) says whether its activations (and dense
 // weights) are channels-last or NC(D)HW; kPrepackedOneDnnWeights says which weights are reordered
-// once into oneDNN's own layout rather than by oneDNN on every call.
+// into oneDNN's own layout rather than by oneDNN on every call, and kOneDnnLayoutFollowsInput
+// whether that layout is chosen for an input shape (perceptual::OneDnnWeights keeps one per shape).
 //
-// 2.x: channels-last, and all of them. mkldnn::_convolution_pointwise takes them with
-// channels-last activations and runs the ReLU as a post-op.
+// 2.x: channels-last, and all of them, each for the shape of its input: oneDNN's kernels choose
+// their weight blocking by shape (on AVX2 CPUs 8 to 32 output channels, or none), and a weight
+// packed for another shape is reordered again, blocked to blocked, on every call.
+// mkldnn::_convolution_pointwise takes them with channels-last activations and runs the ReLU as a
+// post-op.
 //
 // 1.13, images: channels-last. Its mkldnn_convolution takes a prepacked weight only with oneDNN's
 // blocked activations, reordered in and out around the conv. That pays where the weight dwarfs
@@ -45,23 +49,22 @@ inline at::Tensor conv3x3BackwardInput(const at::Tensor& gradOutput, const at::T
 // sizes a loss sees. The narrower ones keep a dense channels-last weight.
 // 1.13, volumes: NCDHW. Its conv copies a channels_last_3d input to NCDHW and its result back,
 // but takes an NCDHW input beside a prepacked weight as it is: every volume weight is prepacked.
-// The ReLU is always a pass of its own.
+// Its reorder takes no input shape. The ReLU is always a pass of its own.
 #if TORCH_VERSION_MAJOR >= 2
 inline constexpr const char* kPrepackedOneDnnWeights = "all";
+inline constexpr bool kOneDnnLayoutFollowsInput = true;
 inline bool oneDnnChannelsLast(int64_t /*dims*/) { return true; }
 
-inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight) {
-  // Without an input size oneDNN picks the layout its kernels take at every input size of these
-  // channel counts, so one reorder serves all (the parity tests run it at many sizes).
+inline at::Tensor prepareOneDnnWeight(const at::Tensor& channelsLastWeight, at::IntArrayRef inputShape) {
   static const auto reorder = c10::Dispatcher::singleton()
                                   .findSchemaOrThrow("mkldnn::_reorder_convolution_weight", "")
                                   .typed<at::Tensor(const at::Tensor&, at::IntArrayRef, at::IntArrayRef,
                                                     at::IntArrayRef, int64_t, at::OptionalIntArrayRef)>();
   const std::vector<int64_t> ones(static_cast<size_t>(channelsLastWeight.dim() - 2), 1);
-  return reorder.call(channelsLastWeight, ones, ones, ones, 1, std::nullopt);
+  return reorder.call(channelsLastWeight, ones, ones, ones, 1, inputShape);
 }
 
-inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& /*preparedWeight*/) { return bias; }
+inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& /*weight*/) { return bias; }
 
 inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
                                 bool relu) {
@@ -78,19 +81,24 @@ inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, c
 }
 #else
 inline constexpr const char* kPrepackedOneDnnWeights = "wide";
+inline constexpr bool kOneDnnLayoutFollowsInput = false;
 inline bool oneDnnChannelsLast(int64_t dims) { return dims == 4; }
 
-inline at::Tensor prepareOneDnnWeight(const at::Tensor& weight) {
-  if (weight.dim() == 5) {
-    return at::mkldnn_reorder_conv3d_weight(weight.contiguous().to_mkldnn(), {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);
-  }
-  if (weight.size(0) * weight.size(1) < 256 * 512) return weight;
-  return at::mkldnn_reorder_conv2d_weight(weight.contiguous().to_mkldnn(), {1, 1}, {1, 1}, {1, 1}, 1);
+inline bool prepacksOneDnnWeight(const at::Tensor& weight) {
+  return weight.dim() == 5 || weight.size(0) * weight.size(1) >= 256 * 512;
+}
+
+inline at::Tensor prepareOneDnnWeight(const at::Tensor& weight, at::IntArrayRef /*inputShape*/) {
+  if (!prepacksOneDnnWeight(weight)) return weight;
+  const std::vector<int64_t> ones(static_cast<size_t>(weight.dim() - 2), 1);
+  const at::Tensor dense = weight.contiguous().to_mkldnn();
+  return weight.dim() == 5 ? at::mkldnn_reorder_conv3d_weight(dense, ones, ones, ones, 1)
+                           : at::mkldnn_reorder_conv2d_weight(dense, ones, ones, ones, 1);
 }
 
 // A prepacked weight's conv takes its bias as a oneDNN tensor too.
-inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& preparedWeight) {
-  return preparedWeight.is_mkldnn() ? bias.to_mkldnn() : bias;
+inline at::Tensor prepareOneDnnBias(const at::Tensor& bias, const at::Tensor& weight) {
+  return prepacksOneDnnWeight(weight) ? bias.to_mkldnn() : bias;
 }
 
 inline at::Tensor oneDnnConv3x3(const at::Tensor& x, const at::Tensor& weight, const c10::optional<at::Tensor>& bias,

@@ -189,9 +189,14 @@ inline bool hasOneDnn() { return at::hasMKLDNN(); }
 inline bool oneDnnMisreadsVolume(const Tensor& x) { return compat::oneDnnMisreadsVolume(x); }
 inline const char* prepackedOneDnnWeights() { return compat::kPrepackedOneDnnWeights; }
 inline bool oneDnnChannelsLast(int64_t dims) { return compat::oneDnnChannelsLast(dims); }
-inline Tensor prepareOneDnnWeight(const Tensor& weight) { return compat::prepareOneDnnWeight(weight); }
-inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& preparedWeight) {
-  return compat::prepareOneDnnBias(bias, preparedWeight);
+inline bool oneDnnLayoutFollowsInput() { return compat::kOneDnnLayoutFollowsInput; }
+// `weight`: dense, channels-last where oneDnnChannelsLast; `inputShape`: the conv's input.
+inline Tensor prepareOneDnnWeight(const Tensor& weight, const Shape& inputShape) {
+  return compat::prepareOneDnnWeight(weight, inputShape);
+}
+// The bias beside a dense `weight` once prepared.
+inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& weight) {
+  return compat::prepareOneDnnBias(bias, weight);
 }
 // `bias` may be undefined (the backward convs have none).
 inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, bool relu) {

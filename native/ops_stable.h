@@ -531,13 +531,15 @@ inline Tensor smoothL1Loss(const Tensor& a, const Tensor& b, Reduce r) {
 // ---------------------------------------------------------------- oneDNN on the CPU
 
 // mkldnn::_reorder_convolution_weight and mkldnn::_convolution_pointwise, reached by name as the
-// 2.x exact build reaches them: weights reordered once, the ReLU a post-op.
-inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight) {
+// 2.x exact build reaches them: weights reordered for their input's shape (compat.h says why),
+// the ReLU a post-op.
+inline bool oneDnnLayoutFollowsInput() { return true; }
+inline Tensor prepareOneDnnWeight(const Tensor& channelsLastWeight, const Shape& inputShape) {
   const detail::Ints ones = detail::perAxis(channelsLastWeight, 1);
   return detail::call("mkldnn::_reorder_convolution_weight", "", channelsLastWeight, ones, ones, ones,
-                      static_cast<int64_t>(1), std::optional<Shape>());
+                      static_cast<int64_t>(1), std::optional<Shape>(inputShape));
 }
-inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& /*preparedWeight*/) { return bias; }
+inline Tensor prepareOneDnnBias(const Tensor& bias, const Tensor& /*weight*/) { return bias; }
 inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, bool relu) {
   // Through its AOTI shim (see detail::cpuShim), by name where the torch lacks it.
   using Pointwise = AOTITorchError (*)(AtenTensorHandle, AtenTensorHandle, AtenTensorHandle*, const int64_t*, int64_t,
@@ -568,7 +570,7 @@ inline Tensor oneDnnConv(const Tensor& x, const Tensor& w, const Tensor& bias, b
 inline bool hasOneDnn() {
   static const bool has = [] {
     try {
-      (void)prepareOneDnnWeight(contiguous(zeros({1, 1, 3, 3}, ScalarType::Float, kCpu), true));
+      (void)prepareOneDnnWeight(contiguous(zeros({1, 1, 3, 3}, ScalarType::Float, kCpu), true), {1, 1, 3, 3});
       return true;
     } catch (const LibtorchFailure&) {
       return false;

@@ -77,12 +77,20 @@ void drawWeight(Tensor& w, const Config& config, ops::CpuGenerator& gen) {
   }
 }
 
+// The dense weight a oneDNN conv packs: in the compute dtype and the activations' layout; for the
+// input gradient, flipped in space with in and out swapped (for stride 1 and padding 1,
+// d input = conv(d output, that weight)).
+Tensor oneDnnDenseWeight(const Tensor& master, ops::ScalarType dtype, bool channelsLast, bool backward) {
+  const Tensor weight = ops::to(master, ops::kCpu, dtype);
+  if (!backward) return ops::contiguous(weight, channelsLast);
+  return ops::contiguous(ops::transpose(ops::flip(weight, spatialAxes(weight)), 0, 1), channelsLast);
+}
+
 // `biases`: given ones (any shape holding Cout values), or none for zeros.
 void placeOnDevice(const Config& config, Network& net, const std::vector<Tensor>& biases = {}) {
   net.weights.clear();
   net.biases.clear();
   net.oneDnnBiases.clear();
-  net.backwardWeights.clear();
   net.oneDnn = config.device.is_cpu() &&
                (config.dtype == ops::ScalarType::Float || config.dtype == ops::ScalarType::BFloat16) &&
                ops::hasOneDnn();
@@ -92,22 +100,19 @@ void placeOnDevice(const Config& config, Network& net, const std::vector<Tensor>
   // Not where the libtorch's own conv copies channels-last inputs (1.13's volumes; compat.h).
   net.oneDnnChannelsLast = net.oneDnn && ops::oneDnnChannelsLast(2 + config.spatialDims);
   const bool channelsLast = (config.device.is_cuda() && config.channelsLast) || net.oneDnnChannelsLast;
+  net.oneDnnWeights =
+      net.oneDnn ? std::make_shared<const OneDnnWeights>(net.masterWeights, config.dtype, channelsLast) : nullptr;
   for (size_t i = 0; i < net.masterWeights.size(); ++i) {
     const Tensor& master = net.masterWeights[i];
-    const Tensor weight = ops::contiguous(ops::to(master, config.device, config.dtype), channelsLast);
     net.biases.push_back(biases.empty()
                              ? ops::zeros({master.size(0)}, config.dtype, config.device)
                              : ops::contiguous(ops::to(ops::reshape(biases[i], {-1}), config.device, config.dtype)));
-    if (!net.oneDnn) {
-      net.weights.push_back(weight);
-      continue;
+    if (net.oneDnn) {
+      net.oneDnnBiases.push_back(
+          ops::prepareOneDnnBias(net.biases.back(), oneDnnDenseWeight(master, config.dtype, channelsLast, false)));
+    } else {
+      net.weights.push_back(ops::contiguous(ops::to(master, config.device, config.dtype), channelsLast));
     }
-    // Reordered once here rather than by oneDNN on every call (where the libtorch allows it).
-    net.weights.push_back(ops::prepareOneDnnWeight(weight));
-    net.oneDnnBiases.push_back(ops::prepareOneDnnBias(net.biases.back(), net.weights.back()));
-    // For stride 1 and padding 1, d input = conv(d output, W flipped in space, in/out swapped).
-    net.backwardWeights.push_back(ops::prepareOneDnnWeight(
-        ops::contiguous(ops::transpose(ops::flip(weight, spatialAxes(weight)), 0, 1), channelsLast)));
   }
 }
 
@@ -125,7 +130,7 @@ Tensor convForward(const Network& net, size_t c, const Tensor& x, bool relu) {
   if (net.oneDnn && ops::oneDnnMisreadsVolume(x)) {
     return floatConv(x, net.masterWeights[c], ops::to(net.biases[c], ops::ScalarType::Float), relu);
   }
-  if (net.oneDnn) return ops::oneDnnConv(x, net.weights[c], net.oneDnnBiases[c], relu);
+  if (net.oneDnn) return ops::oneDnnConv(x, net.oneDnnWeights->forward(c, x), net.oneDnnBiases[c], relu);
   return ops::conv(x, net.weights[c], net.biases[c]);
 }
 
@@ -135,7 +140,7 @@ Tensor convBackwardInput(const Network& net, size_t c, const Tensor& gradOutput,
     const Tensor flipped = ops::contiguous(ops::transpose(ops::flip(master, spatialAxes(master)), 0, 1));
     return floatConv(gradOutput, flipped, ops::zeros({master.size(1)}, ops::ScalarType::Float, ops::kCpu), false);
   }
-  if (net.oneDnn) return ops::oneDnnConv(gradOutput, net.backwardWeights[c], Tensor(), false);
+  if (net.oneDnn) return ops::oneDnnConv(gradOutput, net.oneDnnWeights->backward(c, gradOutput), Tensor(), false);
   return ops::convBackwardInput(gradOutput, input, net.weights[c]);
 }
 
@@ -401,6 +406,34 @@ LossResult reduceTaps(const Config& config, const std::vector<Tensor>& predTaps,
 }
 
 }  // namespace
+
+OneDnnWeights::OneDnnWeights(std::vector<Tensor> masterWeights, ops::ScalarType dtype, bool channelsLast)
+    : masterWeights_(std::move(masterWeights)),
+      dtype_(dtype),
+      channelsLast_(channelsLast),
+      forward_(masterWeights_.size()),
+      backward_(masterWeights_.size()) {}
+
+Tensor OneDnnWeights::forward(size_t conv, const Tensor& x) const { return lookUp(forward_[conv], conv, false, x); }
+
+Tensor OneDnnWeights::backward(size_t conv, const Tensor& gradOutput) const {
+  return lookUp(backward_[conv], conv, true, gradOutput);
+}
+
+Tensor OneDnnWeights::lookUp(std::list<Packed>& recent, size_t conv, bool backward, const Tensor& input) const {
+  // One packing serves every shape where the libtorch's layout ignores it.
+  const ops::Shape shape = ops::oneDnnLayoutFollowsInput() ? ops::shapeOf(input) : ops::Shape();
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = recent.begin(); it != recent.end(); ++it) {
+    if (it->inputShape != shape) continue;
+    recent.splice(recent.begin(), recent, it);
+    return it->weight;
+  }
+  const Tensor dense = oneDnnDenseWeight(masterWeights_[conv], dtype_, channelsLast_, backward);
+  recent.push_front({shape, ops::prepareOneDnnWeight(dense, ops::shapeOf(input))});
+  if (recent.size() > kShapes) recent.pop_back();
+  return recent.front().weight;
+}
 
 ops::ScalarType segmentationLogitsType(const Config& config) { return accumulationType(config); }
 

@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,20 +57,51 @@ struct Module {
   int64_t conv;  // index into Network::weights for convs, -1 otherwise
 };
 
+// The weights of the CPU convs that run on oneDNN, in oneDNN's own layout: forward, and for the
+// input gradient (flipped in space, in and out swapped). Where the libtorch lets oneDNN pick that
+// layout for an input shape (ops::oneDnnLayoutFollowsInput), each conv keeps its weights packed
+// for the last kShapes input shapes it met: oneDNN's kernels choose their weight blocking by shape
+// (on AVX2 CPUs 8 to 32 output channels, or none), and a weight packed for another shape is
+// reordered again, blocked to blocked, on every call (0.1 s for a 512x512 conv there). A new shape
+// packs from the float32 weights as drawn, so nothing else is kept. Concurrent calls share it.
+class OneDnnWeights {
+ public:
+  // A training shape and one more (the last, smaller batch; validation) stay packed.
+  static constexpr size_t kShapes = 2;
+
+  OneDnnWeights(std::vector<Tensor> masterWeights, ops::ScalarType dtype, bool channelsLast);
+
+  // The weight for conv `conv` of input `x`; for its input gradient, of `gradOutput`.
+  Tensor forward(size_t conv, const Tensor& x) const;
+  Tensor backward(size_t conv, const Tensor& gradOutput) const;
+
+ private:
+  struct Packed {
+    ops::Shape inputShape;
+    Tensor weight;
+  };
+  Tensor lookUp(std::list<Packed>& recent, size_t conv, bool backward, const Tensor& input) const;
+
+  std::vector<Tensor> masterWeights_;  // float32, as drawn
+  ops::ScalarType dtype_;
+  bool channelsLast_;
+  mutable std::mutex mutex_;
+  mutable std::vector<std::list<Packed>> forward_, backward_;  // per conv, most recent first
+};
+
 // Immutable once built: concurrent calls share it, reseed() swaps in a new one.
 struct Network {
   std::vector<Module> modules;  // truncated after the deepest tap
   std::vector<int64_t> moduleIndexOfConv;
   std::vector<Tensor> masterWeights;  // float32 CPU, as drawn
-  std::vector<Tensor> weights;        // compute dtype, on the device
+  std::vector<Tensor> weights;        // compute dtype, on the device; empty where oneDnn
   std::vector<Tensor> biases;         // dense, as stateDict() gives them
   // CPU float32 and bfloat16: every conv runs on oneDNN, the input gradient as a forward conv
-  // with these flipped, transposed weights (see perceptual.cc). Both weight sets are then in
-  // oneDNN's own layout where the libtorch allows it (compat::prepareOneDnnWeight).
+  // with flipped, transposed weights (see perceptual.cc).
   bool oneDnn = false;
   bool oneDnnChannelsLast = false;   // its activations and weights channels-last (ops::oneDnnChannelsLast)
   std::vector<Tensor> oneDnnBiases;  // the biases as the conv beside their weight takes them
-  std::vector<Tensor> backwardWeights;
+  std::shared_ptr<const OneDnnWeights> oneDnnWeights;
   uint64_t seed = 0;
   uint64_t generation = 0;  // bumps on every reseed/load, to invalidate prepared targets
 };

@@ -58,7 +58,10 @@ describe('demo flags', () => {
       quick: true,
       study: false,
     });
-    expect(parseArgs(['--task', 'all', '--study'])).toMatchObject({ tasks: [...TASKS], study: true });
+    expect(parseArgs(['--task', 'all'])).toMatchObject({ tasks: [...TASKS], study: false });
+    // The study runs every task unless told otherwise.
+    expect(parseArgs(['--study'])).toMatchObject({ tasks: [...TASKS], study: true });
+    expect(parseArgs(['--study', '--task', 'seg'])).toMatchObject({ tasks: ['seg'], study: true });
     // A list, in the tasks' own order, once each.
     expect(parseArgs(['--task', 'instances,seg,instances'])).toMatchObject({ tasks: ['seg', 'instances'] });
     expect(parseArgs(['--help'])).toBeNull();
